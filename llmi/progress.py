@@ -1,0 +1,68 @@
+"""Live progress of a run, per slot, on the terminal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+_STYLE = {"queued": "yellow", "done": "green", "failed": "red"}
+_LABEL = {"queued": "running", "done": "done", "failed": "failed"}
+
+
+class SlotProgress:
+    """Shows each slot's state as a table on a terminal, or as one line per change elsewhere."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.slots: dict[int, dict[str, Any]] = {}
+        self.live = Live(self._table(), console=console, auto_refresh=False) if console.is_terminal else None
+
+    def __enter__(self) -> SlotProgress:
+        if self.live:
+            self.live.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live:
+            self.live.stop()
+
+    def step(self, node: str, update: dict[str, Any] | None) -> None:
+        """A node finished; the planner's update announces the slots."""
+        if node == "planner" and update:
+            for result in update.get("results", []):
+                self.slot({**result, "status": "failed"})
+            self.note(f"planner wrote {len(update.get('segments', []))} segments, "
+                      f"{len(update.get('requests', [])) + len(update.get('results', []))} image slots")
+        elif node == "verifier" and update and update.get("requests"):
+            self.note(f"verifier: repairing {len(update['requests'])} slot(s)")
+
+    def slot(self, event: dict[str, Any]) -> None:
+        self.slots[event["slot"]] = event
+        if self.live:
+            self.live.update(self._table(), refresh=True)
+        else:
+            self.console.print(self._line(event), highlight=False)
+
+    def note(self, text: str) -> None:
+        self.console.print(f"[dim]{text}[/dim]")
+
+    def _line(self, event: dict[str, Any]) -> str:
+        status = event["status"]
+        detail = event.get("error") if status == "failed" else event.get("description", "")
+        seconds = f" {event['seconds']:.1f}s" if event.get("seconds") else ""
+        return (f"[{_STYLE[status]}]image {event['slot']} {event['source']}: {_LABEL[status]}"
+                f"{seconds}[/] {detail or ''}")
+
+    def _table(self) -> Table:
+        table = Table("image", "source", "status", "time", "detail", expand=True)
+        for slot in sorted(self.slots):
+            event = self.slots[slot]
+            status = event["status"]
+            detail = event.get("error") if status == "failed" else event.get("description")
+            seconds = f"{event['seconds']:.1f}s" if event.get("seconds") else ""
+            table.add_row(str(slot), event["source"], f"[{_STYLE[status]}]{_LABEL[status]}[/]",
+                          seconds, detail or "")
+        return table

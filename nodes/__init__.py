@@ -1,0 +1,1 @@
+"""Graph nodes: intake, planner, dispatch, verifier, assembler."""

@@ -1,0 +1,173 @@
+"""The assembler node: writes the finished document into the output folder.
+
+The folder holds ``assets/`` (one image file per successful slot),
+``document.md``, a self-contained ``document.html`` and ``manifest.json``.
+A slot whose image cannot be had becomes a visible failure note; it never
+costs the rest of the document.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from llmi.artifacts import ArtifactStore, extension, inspect_image
+from llmi.context import Context, context_of
+from llmi.nodes.render import Figure, html_document, markdown_document
+from llmi.state import DocumentState, ImageRequest, ImageResult, Segment
+
+OK_TOKEN = "<image>"
+FAILED_TOKEN = "<fail_to_generate_image>"
+
+
+def assemble(state: DocumentState, runtime: Runtime[Context]) -> dict:
+    ctx = context_of(runtime)
+    out = Path(ctx.out_dir).expanduser().resolve()
+    segments = state.get("segments") or []
+    results = _by_slot(state.get("results") or [])
+    figures = collect_figures(
+        segments, results, _by_slot(state.get("requests") or []), ArtifactStore(ctx.artifact_dir)
+    )
+    prompt = state.get("prompt") or ""
+
+    write_assets(out, figures.values())
+    paths = {
+        "markdown": out / "document.md",
+        "html": out / "document.html",
+        "manifest": out / "manifest.json",
+    }
+    _write(paths["markdown"], markdown_document(segments, figures))
+    _write(paths["html"], html_document(prompt, segments, figures))
+    _write(paths["manifest"], _json(manifest(prompt, segments, figures, results)))
+    return {"outputs": {"dir": str(out), **{name: str(path) for name, path in paths.items()}}}
+
+
+def collect_figures(
+    segments: Sequence[Segment],
+    results: Mapping[int, ImageResult],
+    requests: Mapping[int, ImageRequest],
+    store: ArtifactStore,
+) -> dict[int, Figure]:
+    """One figure per slot of the document, in document order."""
+    slots = dict.fromkeys(s["slot"] for s in segments if s["kind"] == "slot")
+    return {
+        slot: _figure(slot, results.get(slot), requests.get(slot), store) for slot in slots
+    }
+
+
+def _figure(
+    slot: int,
+    result: ImageResult | None,
+    request: ImageRequest | None,
+    store: ArtifactStore,
+) -> Figure:
+    if result is None:
+        source = request["source"] if request else "unknown"
+        description = request["description"] if request else ""
+        return Figure(slot, source, description, error="no result")
+    figure = Figure(slot, result.get("source") or "unknown", result.get("description") or "")
+    ref = result.get("image")
+    if not result.get("ok") or not ref:
+        return replace(figure, error=result.get("error") or "no image")
+    try:
+        data = store.get(ref)
+        mime, width, height = inspect_image(data)
+    except FileNotFoundError:
+        return replace(figure, error="image file missing from the artifact store")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return replace(figure, error=f"image unreadable from the artifact store: {exc}")
+    return replace(
+        figure,
+        asset=f"assets/image-{slot:02d}{extension(mime)}",
+        data=data,
+        mime=mime,
+        width=width,
+        height=height,
+    )
+
+
+def write_assets(out: Path, figures: Iterable[Figure]) -> None:
+    """Write each image into ``out/assets`` and remove files an earlier run left there."""
+    folder = out / "assets"
+    folder.mkdir(parents=True, exist_ok=True)
+    written = set()
+    for figure in figures:
+        if figure.ok:
+            path = out / figure.asset
+            _write(path, figure.data)
+            written.add(path.name)
+    for path in folder.iterdir():
+        if path.is_file() and path.name not in written:
+            path.unlink()
+
+
+def manifest(
+    prompt: str,
+    segments: Sequence[Segment],
+    figures: Mapping[int, Figure],
+    results: Mapping[int, ImageResult],
+) -> dict[str, Any]:
+    slots = [_manifest_slot(figure, results.get(slot)) for slot, figure in figures.items()]
+    stats: dict[str, dict[str, int]] = {}
+    for entry in slots:
+        counts = stats.setdefault(entry["source"], {"total": 0, "success": 0})
+        counts["total"] += 1
+        counts["success"] += entry["ok"]
+    return {
+        "prompt": prompt,
+        "slots": slots,
+        "text": processed_text(segments, figures),
+        "stats": stats,
+    }
+
+
+def _manifest_slot(figure: Figure, result: ImageResult | None) -> dict[str, Any]:
+    image = None
+    if figure.ok:
+        image = {
+            "path": figure.asset,
+            "sha256": hashlib.sha256(figure.data).hexdigest(),
+            "width": figure.width,
+            "height": figure.height,
+        }
+    return {
+        "index": figure.slot,
+        "source": figure.source,
+        "description": figure.description,
+        "ok": figure.ok,
+        "error": figure.error,
+        "image": image,
+        "provenance": (result or {}).get("provenance") or {},
+        "seconds": float((result or {}).get("seconds") or 0.0),
+        "attempts": result["attempt"] + 1 if result else 0,
+    }
+
+
+def processed_text(segments: Sequence[Segment], figures: Mapping[int, Figure]) -> str:
+    """The LLM-I form of the document: each slot replaced by its outcome token."""
+    return "".join(
+        segment["text"]
+        if segment["kind"] == "text"
+        else OK_TOKEN if figures[segment["slot"]].ok else FAILED_TOKEN
+        for segment in segments
+    )
+
+
+def _by_slot(records: Iterable[Any]) -> dict[int, Any]:
+    return {record["slot"]: record for record in records}
+
+
+def _json(data: dict[str, Any]) -> str:
+    # default=str: odd provenance values must not cost the manifest.
+    return json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n"
+
+
+def _write(path: Path, content: str | bytes) -> None:
+    data = content.encode("utf-8") if isinstance(content, str) else content
+    path.write_bytes(data)

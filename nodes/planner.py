@@ -1,0 +1,68 @@
+"""Planner node: the chat model writes the draft, the parser turns it into slots."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import HumanMessage, SystemMessage
+from langgraph.runtime import Runtime
+
+from llmi.artifacts import ArtifactStore
+from llmi.context import Context, context_of
+from llmi.models import chat_model
+from llmi.nodes.tags import parse_draft
+from llmi.prompts import planner_system
+from llmi.state import DocumentState, ImageRef
+from llmi.tools.registry import ToolRegistry, default_tools
+
+# Reasoning models (Qwen3, DeepSeek-R1) may put their thinking before the answer.
+_THINKING = re.compile(r"^\s*<think>.*?</think>\s*", re.DOTALL)
+
+
+class Planner:
+    """Asks the chat model for the interleaved draft and parses its image tags.
+
+    ``model`` defaults to the OpenAI-compatible model named in the run context.
+    """
+
+    def __init__(self, model: BaseChatModel | None = None, tools: ToolRegistry | None = None):
+        self.model = model
+        self.tools = tools if tools is not None else default_tools()
+
+    def __call__(self, state: DocumentState, runtime: Runtime[Context]) -> dict:
+        ctx = context_of(runtime)
+        inputs = state.get("inputs", [])
+        system = planner_system(
+            {source: tool.guidance for source, tool in self.tools.items()},
+            n_inputs=len(inputs),
+            max_images=ctx.max_images,
+        )
+        user = _user_message(state["prompt"], inputs, ArtifactStore(ctx.artifact_dir))
+        reply = (self.model or chat_model(ctx)).invoke([SystemMessage(system), user])
+        draft = _THINKING.sub("", reply.text)
+        plan = parse_draft(
+            draft,
+            self.tools.required_params(),
+            n_inputs=len(inputs),
+            max_images=ctx.max_images,
+        )
+        return {
+            "draft": draft,
+            "segments": plan.segments,
+            "requests": plan.requests,
+            "results": plan.failures,
+            "round": 0,
+        }
+
+
+def _user_message(prompt: str, inputs: list[ImageRef], store: ArtifactStore) -> HumanMessage:
+    if not inputs:
+        return HumanMessage(prompt)
+    parts: list[str | dict] = [{"type": "text", "text": prompt}]
+    for index, ref in enumerate(inputs):
+        data = base64.b64encode(store.get(ref)).decode("ascii")
+        parts.append({"type": "text", "text": f"Input image {index}:"})
+        parts.append({"type": "image_url", "image_url": {"url": f"data:{ref['mime']};base64,{data}"}})
+    return HumanMessage(parts)

@@ -1,0 +1,190 @@
+"""Markdown and HTML renderings of an assembled document.
+
+Model text is untrusted. In Markdown, every model string we place ourselves
+(descriptions, sources, errors) is collapsed to one line and backslash-escaped.
+In HTML, the model's Markdown is rendered with raw HTML off and then sanitized
+with nh3; figures are built afterwards from escaped strings and data: URIs, so
+the sanitizer never sees (and never strips) them.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from html import escape
+
+import nh3
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
+
+from llmi.state import Segment
+
+_SHOWN_ERROR_CHARS = 300
+_SHOWN_TITLE_CHARS = 120
+_URL_SCHEMES = ("http:", "https:", "mailto:")
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")
+
+_MARKDOWN = MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"])
+
+_TAGS = {
+    "h1", "h2", "h3", "h4", "h5", "h6", "p", "br", "hr", "em", "strong", "s", "del",
+    "code", "pre", "blockquote", "ul", "ol", "li", "a",
+    "table", "thead", "tbody", "tr", "th", "td",
+}
+
+
+def _keep_safe_href(tag: str, attr: str, value: str) -> str | None:
+    # ammonia passes relative URLs through; we allow absolute http(s)/mailto only.
+    if attr == "href" and not value.strip().lower().startswith(_URL_SCHEMES):
+        return None
+    return value
+
+
+_CLEANER = nh3.Cleaner(
+    tags=_TAGS,
+    attributes={"a": {"href", "title"}, "ol": {"start"}},
+    attribute_filter=_keep_safe_href,
+    url_schemes={"http", "https", "mailto"},
+)
+
+_CSS = """
+body{max-width:46rem;margin:2rem auto;padding:0 1rem;font:17px/1.6 system-ui,sans-serif;color:#222}
+h1,h2,h3{line-height:1.25}
+img{max-width:100%;height:auto}
+figure{margin:1.5rem 0;text-align:center}
+figcaption{font-size:.9em;font-style:italic;color:#555}
+figure.failed{padding:.75rem 1rem;border:1px dashed #b33;background:#fff5f5;text-align:left}
+pre{overflow:auto;padding:.75rem;background:#f4f4f4}
+code{font-size:.9em}
+blockquote{margin-left:0;padding-left:1rem;border-left:3px solid #ccc;color:#555}
+table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:.25rem .5rem}
+""".strip()
+
+_PAGE = """<!DOCTYPE html>
+<html>
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>
+{css}
+</style>
+</head>
+<body>
+{body}
+</body>
+</html>
+"""
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One slot as the renderers see it: an image, or the reason there is none."""
+
+    slot: int
+    source: str
+    description: str
+    error: str | None = None
+    asset: str | None = None
+    """Path of the image file relative to the output folder (posix)."""
+    data: bytes = b""
+    mime: str = ""
+    width: int = 0
+    height: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def markdown_document(segments: Sequence[Segment], figures: Mapping[int, Figure]) -> str:
+    return _join(segments, lambda slot: _markdown_figure(figures[slot]))
+
+
+def html_document(
+    prompt: str, segments: Sequence[Segment], figures: Mapping[int, Figure]
+) -> str:
+    """One self-contained HTML page: no external resources, no scripts."""
+    # The nonce keeps model text from forging a placeholder.
+    placeholder = f"llmislot{secrets.token_hex(8)}n"
+    tokens = _MARKDOWN.parse(_join(segments, lambda slot: f"{placeholder}{slot}"))
+    body = _CLEANER.clean(_MARKDOWN.renderer.render(tokens, _MARKDOWN.options, {}))
+    body = re.sub(
+        rf"(?:<p>)?{placeholder}(\d+)(?:</p>)?",
+        lambda match: _html_figure(figures[int(match[1])]),
+        body,
+    )
+    title = _first_heading(tokens) or _one_line(prompt)[:_SHOWN_TITLE_CHARS] or "Document"
+    return _PAGE.format(title=escape(title), css=_CSS, body=body.strip())
+
+
+def _join(segments: Sequence[Segment], block: Callable[[int], str]) -> str:
+    """Text segments as written, each slot as a block of its own."""
+    parts = [
+        block(segment["slot"]) if segment["kind"] == "slot" else segment["text"].strip("\r\n")
+        for segment in segments
+    ]
+    return "\n\n".join(part for part in parts if part.strip()) + "\n"
+
+
+def _markdown_figure(figure: Figure) -> str:
+    caption = f"*{_md_inline(figure.description)}*" if figure.description.strip() else ""
+    if figure.ok:
+        image = f"![{_md_inline(figure.description)}]({figure.asset})"
+        return f"{image}\n{caption}".rstrip()
+    note = (
+        f"> **Image {figure.slot} could not be made** ({_md_inline(figure.source)}): "
+        f"{_md_inline(_shown_error(figure))}"
+    )
+    return f"{note}\n>\n> {caption}" if caption else note
+
+
+def _html_figure(figure: Figure) -> str:
+    caption = f"<figcaption>{escape(_one_line(figure.description))}</figcaption>"
+    if figure.ok:
+        src = f"data:{figure.mime};base64,{base64.b64encode(figure.data).decode('ascii')}"
+        image = (
+            f'<img src="{src}" alt="{escape(_one_line(figure.description))}" '
+            f'width="{figure.width}" height="{figure.height}">'
+        )
+        return f"<figure>{image}{caption}</figure>"
+    reason = (
+        f"<p><strong>Image {figure.slot} could not be made</strong> "
+        f"({escape(_one_line(figure.source))}): {escape(_shown_error(figure))}</p>"
+    )
+    return f'<figure class="failed" role="note">{reason}{caption}</figure>'
+
+
+def _first_heading(tokens: Sequence[Token]) -> str:
+    for opening, inline in zip(tokens, tokens[1:]):
+        if opening.type == "heading_open":
+            return _one_line(_plain_text(inline))
+    return ""
+
+
+def _plain_text(inline: Token) -> str:
+    return "".join(
+        child.content if child.type in ("text", "code_inline") else " "
+        for child in inline.children or []
+        if child.type in ("text", "code_inline", "softbreak", "hardbreak")
+    )
+
+
+def _shown_error(figure: Figure) -> str:
+    error = _one_line(figure.error or "")
+    if len(error) > _SHOWN_ERROR_CHARS:
+        return error[: _SHOWN_ERROR_CHARS - 1] + "…"
+    return error
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _md_inline(text: str) -> str:
+    """Text that stays literal inside one line of Markdown."""
+    return _MD_SPECIAL.sub(r"\\\1", _one_line(text))

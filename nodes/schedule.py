@@ -1,0 +1,133 @@
+"""Runs image requests concurrently, each edit as soon as its source is ready.
+
+One node schedules a whole round itself rather than one LangGraph ``Send`` per
+request: a superstep is a barrier, so with ``Send`` an edit would wait for the
+slowest unrelated request of the step before it. Here an edit starts the moment
+the image it edits is done, and the pool is sized for the round instead of the
+event loop's small default executor.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any
+
+from llmi.state import ImageRef, ImageRequest, ImageResult, failed_result
+
+RunOne = Callable[[ImageRequest, ImageRef | None], ImageResult]
+Notify = Callable[[dict[str, Any]], None]
+
+
+class Scheduler:
+    """One round of requests: dependencies, concurrency and per-slot deadlines.
+
+    ``known`` maps image indices that already have an image (input images,
+    slots finished in earlier rounds) to it. ``run`` must not raise.
+    """
+
+    def __init__(
+        self,
+        run: RunOne,
+        *,
+        known: Mapping[int, ImageRef],
+        workers: int,
+        timeout_s: float,
+        notify: Notify = lambda event: None,
+    ) -> None:
+        self._run = run
+        self._images: dict[int, ImageRef] = dict(known)
+        self._workers = max(1, workers)
+        self._timeout_s = timeout_s
+        self._notify = notify
+        self._started: dict[int, float] = {}
+        self._lock = threading.Lock()
+
+    def run(self, requests: Sequence[ImageRequest]) -> list[ImageResult]:
+        if not requests:
+            return []
+        self._this_round = {r["slot"] for r in requests}
+        self._waiting: dict[int, list[ImageRequest]] = defaultdict(list)
+        self._running: dict[Future[ImageResult], ImageRequest] = {}
+        self._results: dict[int, ImageResult] = {}
+        self._pool = ThreadPoolExecutor(
+            max_workers=min(self._workers, len(requests)), thread_name_prefix="llmi-slot"
+        )
+        try:
+            for request in requests:
+                self._release(request)
+            while self._running:
+                self._step()
+        finally:
+            # Overrunning tools are abandoned, not awaited: their slots are already failed.
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        return [self._results[slot] for slot in sorted(self._results)]
+
+    def _release(self, request: ImageRequest) -> None:
+        source = request["depends_on"]
+        if source is None or source in self._images:
+            self._start(request, self._images.get(source) if source is not None else None)
+        elif source in self._results or source not in self._this_round:
+            error = self._results.get(source, {}).get("error") or "it has no image"
+            self._settle(_failed(request, f"the image it edits (index {source}) failed: {error}"))
+        else:
+            self._waiting[source].append(request)
+
+    def _start(self, request: ImageRequest, source: ImageRef | None) -> None:
+        future = self._pool.submit(self._timed, request, source)
+        self._running[future] = request
+        self._notify({"slot": request["slot"], "source": request["source"], "status": "queued",
+                      "description": request["description"], "attempt": request["attempt"]})
+
+    def _timed(self, request: ImageRequest, source: ImageRef | None) -> ImageResult:
+        with self._lock:
+            self._started[request["slot"]] = time.monotonic()
+        return self._run(request, source)
+
+    def _step(self) -> None:
+        done, _ = wait(self._running, timeout=self._next_deadline(), return_when=FIRST_COMPLETED)
+        for future in done:
+            self._running.pop(future)
+            self._settle(future.result())
+        now = time.monotonic()
+        for future, request in list(self._running.items()):
+            started = self._started.get(request["slot"])
+            if started is not None and now - started >= self._timeout_s:
+                self._running.pop(future)
+                future.cancel()
+                self._settle(_failed(request, f"timed out after {self._timeout_s:g} s",
+                                     seconds=now - started))
+
+    def _next_deadline(self) -> float | None:
+        with self._lock:
+            starts = [self._started[r["slot"]] for r in self._running.values()
+                      if r["slot"] in self._started]
+        if len(starts) < len(self._running):
+            # Some requests are queued; look again soon to start their clocks fairly.
+            return 0.5 if not starts else min(0.5, self._remaining(min(starts)))
+        return self._remaining(min(starts))
+
+    def _remaining(self, started: float) -> float:
+        return max(0.0, started + self._timeout_s - time.monotonic())
+
+    def _settle(self, result: ImageResult) -> None:
+        slot = result["slot"]
+        self._results[slot] = result
+        if result["ok"] and result["image"] is not None:
+            self._images[slot] = result["image"]
+        self._notify({"slot": slot, "source": result["source"],
+                      "status": "done" if result["ok"] else "failed",
+                      "description": result["description"], "error": result["error"],
+                      "seconds": result["seconds"], "attempt": result["attempt"]})
+        for child in self._waiting.pop(slot, []):
+            self._release(child)
+
+
+def _failed(request: ImageRequest, error: str, seconds: float = 0.0) -> ImageResult:
+    return failed_result(
+        request["slot"], request["source"], request["description"], error,
+        tool=request["source"], attempt=request["attempt"], seconds=round(seconds, 3),
+    )

@@ -1,0 +1,294 @@
+"""Parser for the ``<imgen>{...}</imgen>`` tag protocol.
+
+Model output is untrusted and messy: dict or JSON literals, code with raw
+newlines, tags inside code fences, a missing brace or closing tag. The parser
+repairs what it safely can and never raises: every tag becomes either an
+``ImageRequest`` or a failed ``ImageResult`` whose error says why.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmi.state import ImageRequest, ImageResult, Segment, failed_result
+
+OPEN, CLOSE = "<imgen>", "</imgen>"
+_FENCE = re.compile(r"^[ \t]*```[^\n`]*\n(.*?)^[ \t]*```[ \t]*$", re.MULTILINE | re.DOTALL)
+_INLINE_CODE = re.compile(r"`+\s*(<imgen>.*?</imgen>)\s*`+", re.DOTALL)
+_PAIRS = {"{": "}", "[": "]", "(": ")"}
+
+
+@dataclass
+class Plan:
+    """What the parser makes of one draft."""
+
+    segments: list[Segment] = field(default_factory=list)
+    requests: list[ImageRequest] = field(default_factory=list)
+    failures: list[ImageResult] = field(default_factory=list)
+
+
+class TagError(ValueError):
+    """A tag that cannot become a request; the message is the slot's error."""
+
+
+def parse_draft(
+    draft: str,
+    required_params: Mapping[str, tuple[str, ...]],
+    *,
+    n_inputs: int = 0,
+    max_images: int | None = None,
+) -> Plan:
+    """Split a draft into text segments and image slots.
+
+    Slot numbers are image indices: the ``n_inputs`` input images come first,
+    then the tags of the draft in order.
+    """
+    plan = Plan()
+    for ordinal, (text, body) in enumerate(_split(_unwrap_fences(draft))):
+        _add_text(plan, text)
+        if body is None:
+            continue
+        slot = n_inputs + ordinal
+        plan.segments.append({"kind": "slot", "slot": slot})
+        over_limit = max_images is not None and ordinal >= max_images
+        outcome = _slot(slot, body, required_params, over_limit=over_limit, limit=max_images)
+        (plan.failures if "ok" in outcome else plan.requests).append(outcome)  # type: ignore[arg-type]
+    return plan
+
+
+def _slot(
+    slot: int,
+    body: str,
+    required_params: Mapping[str, tuple[str, ...]],
+    *,
+    over_limit: bool,
+    limit: int | None,
+) -> ImageRequest | ImageResult:
+    tag: dict[str, Any] = {}
+    try:
+        tag = _literal(body)
+        if over_limit:
+            raise TagError(f"more than {limit} images in one document")
+        return _request(slot, tag, required_params)
+    except TagError as exc:
+        source, description = _label(tag, body)
+        return failed_result(slot, source, description, f"bad tag: {exc}", tool="parser")
+
+
+def _unwrap_fences(draft: str) -> str:
+    """Drop code fences and backticks that wrap tags, keeping the tags."""
+
+    def unwrap(match: re.Match[str]) -> str:
+        inner = match.group(1)
+        return inner if OPEN in inner else match.group(0)
+
+    return _INLINE_CODE.sub(r"\1", _FENCE.sub(unwrap, draft))
+
+
+def _split(draft: str) -> list[tuple[str, str | None]]:
+    """Pairs of (text before a tag, tag body); the last pair's body is None."""
+    pieces: list[tuple[str, str | None]] = []
+    rest = draft
+    while (start := rest.find(OPEN)) != -1:
+        text, rest = rest[:start], rest[start + len(OPEN) :]
+        end = rest.find(CLOSE)
+        following = rest.find(OPEN)
+        if end != -1 and (following == -1 or end < following):
+            body, rest = rest[:end], rest[end + len(CLOSE) :]
+        else:
+            body = _unclosed_body(rest if following == -1 else rest[:following])
+            rest = rest[len(body) :]
+        pieces.append((text, body))
+    pieces.append((rest, None))
+    return pieces
+
+
+def _unclosed_body(rest: str) -> str:
+    """The body of a tag whose closing tag is missing: its balanced literal."""
+    start = rest.find("{")
+    if start == -1 or rest[:start].strip():
+        line_end = rest.find("\n")
+        return rest if line_end == -1 else rest[:line_end]
+    end = _balanced_end(rest, start)
+    if end is None:
+        paragraph_end = rest.find("\n\n")
+        return rest if paragraph_end == -1 else rest[:paragraph_end]
+    return rest[:end]
+
+
+def _balanced_end(text: str, start: int) -> int | None:
+    """Index just past the bracket that closes ``text[start]``, outside strings."""
+    depth = 0
+    quote: str | None = None
+    escaped = False
+    for i in range(start, len(text)):
+        ch = text[i]
+        if quote:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == quote:
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "{[(":
+            depth += 1
+        elif ch in "}])":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+    return None
+
+
+def _add_text(plan: Plan, text: str) -> None:
+    text = text.replace(CLOSE, "").strip("\n")
+    if text.strip():
+        plan.segments.append({"kind": "text", "text": text})
+
+
+def _literal(body: str) -> dict[str, Any]:
+    """Read a tag body as a dict, repairing raw newlines and missing closers."""
+    body = body.strip()
+    candidates = [body, _escape_raw_newlines(body)]
+    candidates.append(_close_brackets(candidates[-1]))
+    error = "empty tag"
+    for candidate in candidates:
+        for reader in (json.loads, ast.literal_eval):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    value = reader(candidate)
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
+                error = _first_line(exc)
+                continue
+            if not isinstance(value, dict):
+                raise TagError(f"the tag holds a {type(value).__name__}, not a dict")
+            return value
+    raise TagError(f"the tag is not a readable dict ({error})")
+
+
+def _escape_raw_newlines(body: str) -> str:
+    """Escape newlines and tabs that stand raw inside quoted strings."""
+    out: list[str] = []
+    quote: str | None = None
+    escaped = False
+    i = 0
+    while i < len(body):
+        ch = body[i]
+        if quote is None:
+            if body.startswith(("'''", '"""'), i):
+                end = body.find(body[i : i + 3], i + 3)
+                end = len(body) if end == -1 else end + 3
+                out.append(body[i:end])
+                i = end
+                continue
+            if ch in "'\"":
+                quote = ch
+            out.append(ch)
+        elif escaped:
+            escaped = False
+            out.append(ch)
+        elif ch == "\\":
+            escaped = True
+            out.append(ch)
+        elif ch == quote:
+            quote = None
+            out.append(ch)
+        else:
+            out.append({"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(ch, ch))
+        i += 1
+    return "".join(out)
+
+
+def _close_brackets(body: str) -> str:
+    """Append the closers of brackets left open outside strings."""
+    stack: list[str] = []
+    quote: str | None = None
+    escaped = False
+    for ch in body:
+        if quote:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == quote:
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+        elif ch in _PAIRS:
+            stack.append(_PAIRS[ch])
+        elif stack and ch == stack[-1]:
+            stack.pop()
+    return body + "".join(reversed(stack))
+
+
+def _request(
+    slot: int, tag: dict[str, Any], required_params: Mapping[str, tuple[str, ...]]
+) -> ImageRequest:
+    source = tag.get("source")
+    if not isinstance(source, str) or not source.strip():
+        raise TagError("the tag has no source")
+    source = source.strip().lower()
+    if source not in required_params:
+        raise TagError(f"unknown source {source!r} (known: {', '.join(required_params)})")
+    params = tag.get("params")
+    if not isinstance(params, dict):
+        raise TagError(f"the {source} tag has no params")
+    missing = [key for key in required_params[source] if _blank(params.get(key))]
+    if missing:
+        raise TagError(f"the {source} tag's params lack {', '.join(map(repr, missing))}")
+    depends_on = None
+    if "img_index" in required_params[source]:
+        params = {**params, "img_index": _image_index(params["img_index"], slot)}
+        depends_on = params["img_index"]
+    description = tag.get("description")
+    return ImageRequest(
+        slot=slot,
+        source=source,
+        description=description.strip() if isinstance(description, str) else "",
+        params=params,
+        depends_on=depends_on,
+        attempt=0,
+    )
+
+
+def _image_index(value: Any, slot: int) -> int:
+    try:
+        index = int(value)
+    except (TypeError, ValueError):
+        raise TagError(f"img_index {value!r} is not a number") from None
+    if not 0 <= index < slot:
+        valid = f"0-{slot - 1}" if slot else "none: nothing comes before it"
+        raise TagError(
+            f"img_index {index} does not point at an input image or an earlier image "
+            f"(valid here: {valid})"
+        )
+    return index
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _label(tag: dict[str, Any], body: str) -> tuple[str, str]:
+    """Source and description of a failed tag, read loosely from the raw body if needed."""
+    found = {}
+    for key in ("source", "description"):
+        value = tag.get(key)
+        if not isinstance(value, str):
+            match = re.search(rf"""['"]{key}['"]\s*:\s*(['"])(.*?)(?<!\\)\1""", body, re.DOTALL)
+            value = match.group(2) if match else ""
+        found[key] = value.strip()
+    return found["source"].lower() or "unknown", found["description"]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:200]

@@ -1,0 +1,30 @@
+"""Typed records and state schemas of the llmi graphs."""
+
+from llmi.state.document import DocumentInput, DocumentOutput, DocumentState, pending_requests
+from llmi.state.records import (
+    Finding,
+    ImageRef,
+    ImageRequest,
+    ImageResult,
+    Segment,
+    SlotSegment,
+    TextSegment,
+    failed_result,
+)
+from llmi.state.reducers import merge_by_slot
+
+__all__ = [
+    "DocumentInput",
+    "DocumentOutput",
+    "DocumentState",
+    "Finding",
+    "ImageRef",
+    "ImageRequest",
+    "ImageResult",
+    "Segment",
+    "SlotSegment",
+    "TextSegment",
+    "failed_result",
+    "merge_by_slot",
+    "pending_requests",
+]

@@ -1,0 +1,46 @@
+"""The document graph's state."""
+
+from __future__ import annotations
+
+import operator
+from typing import Annotated, TypedDict
+
+from llmi.state.records import Finding, ImageRef, ImageRequest, ImageResult, Segment
+from llmi.state.reducers import merge_by_slot
+
+
+class DocumentInput(TypedDict, total=False):
+    prompt: str
+    images: list[str]
+    """Paths of input images; they take the first ``img_index`` values."""
+
+
+class DocumentState(TypedDict, total=False):
+    prompt: str
+    images: list[str]
+    inputs: list[ImageRef]
+    draft: str
+    segments: list[Segment]
+    requests: Annotated[list[ImageRequest], merge_by_slot]
+    results: Annotated[list[ImageResult], merge_by_slot]
+    findings: Annotated[list[Finding], operator.add]
+    round: int
+    outputs: dict[str, str]
+
+
+class DocumentOutput(TypedDict, total=False):
+    draft: str
+    segments: list[Segment]
+    results: list[ImageResult]
+    findings: list[Finding]
+    outputs: dict[str, str]
+
+
+def pending_requests(state: DocumentState) -> list[ImageRequest]:
+    """Requests that have no result yet for their current attempt."""
+    done = {r["slot"]: r["attempt"] for r in state.get("results", [])}
+    return [
+        request
+        for request in state.get("requests", [])
+        if done.get(request["slot"], -1) < request["attempt"]
+    ]

@@ -1,0 +1,87 @@
+"""Typed records that flow through the graph.
+
+They are TypedDicts, so on the wire they are plain dicts: checkpoints need no
+pickle and no class allow-list, and LangGraph Studio shows them as JSON.
+Pixels never travel here; an ``ImageRef`` points into the artifact store.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, NotRequired, TypedDict
+
+
+class ImageRef(TypedDict):
+    sha256: str
+    uri: str
+    mime: str
+    width: int
+    height: int
+
+
+class ImageRequest(TypedDict):
+    slot: int
+    source: str
+    description: str
+    params: dict[str, Any]
+    depends_on: int | None
+    attempt: int
+
+
+class ImageResult(TypedDict):
+    slot: int
+    source: str
+    description: str
+    ok: bool
+    image: ImageRef | None
+    error: str | None
+    tool: str
+    backend: str | None
+    provenance: dict[str, Any]
+    seconds: float
+    attempt: int
+
+
+class TextSegment(TypedDict):
+    kind: Literal["text"]
+    text: str
+
+
+class SlotSegment(TypedDict):
+    kind: Literal["slot"]
+    slot: int
+
+
+Segment = TextSegment | SlotSegment
+
+
+class Finding(TypedDict):
+    slot: int
+    problem: str
+    repaired: NotRequired[bool]
+
+
+def failed_result(
+    slot: int,
+    source: str,
+    description: str,
+    error: str,
+    *,
+    tool: str = "",
+    attempt: int = 0,
+    seconds: float = 0.0,
+    backend: str | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> ImageResult:
+    return ImageResult(
+        slot=slot,
+        source=source,
+        description=description,
+        ok=False,
+        image=None,
+        error=error,
+        tool=tool,
+        backend=backend,
+        provenance=provenance or {},
+        seconds=seconds,
+        attempt=attempt,
+    )

@@ -1,0 +1,30 @@
+"""Shared fixtures: every test gets its own folders and a clean environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llmi.context import Context
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "planner"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in [
+        "LLMI_MODEL", "OPENAI_BASE_URL", "OPENAI_API_KEY", "LLMI_SEARCH", "LLMI_DIFFUSION",
+        "LLMI_EDIT", "LLMI_ARTIFACTS", "LLMI_OUT", "LLMI_MAX_IMAGES", "LLMI_REPAIR_ROUNDS",
+    ]:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LLMI_ARTIFACTS", str(tmp_path / "artifacts"))
+
+
+@pytest.fixture
+def context(tmp_path: Path) -> Context:
+    return Context(
+        model="test-model",
+        artifact_dir=str(tmp_path / "artifacts"),
+        out_dir=str(tmp_path / "out"),
+    )

@@ -1,0 +1,68 @@
+"""Stand-ins shared by the tests: images, tools and chat models."""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Callable
+
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+from PIL import Image
+
+from llmi.tools.base import ToolCall, ToolOutput
+from llmi.tools.registry import ToolRegistry
+
+
+def gradient_png(seed: int = 0, size: tuple[int, int] = (96, 80)) -> bytes:
+    img = Image.new("RGB", size)
+    img.putdata([((x * 3 + seed) % 256, (y * 5) % 256, (seed * 40) % 256)
+                 for y in range(size[1]) for x in range(size[0])])
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def flat_png(size: tuple[int, int] = (96, 80)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, (200, 30, 30)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+class FakeTool:
+    """An ImageTool that runs ``behaviour`` and returns a gradient unique to its slot."""
+
+    def __init__(self, source: str, required: tuple[str, ...],
+                 behaviour: Callable[[ToolCall], None] = lambda call: None,
+                 make: Callable[[ToolCall], bytes] | None = None) -> None:
+        self.source = source
+        self.required_params = required
+        self.guidance = f"{source} stand-in"
+        self.behaviour = behaviour
+        self.make = make or (lambda call: gradient_png(call.request["slot"]))
+        self.calls: list[ToolCall] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, call: ToolCall) -> ToolOutput:
+        with self._lock:
+            self.calls.append(call)
+        self.behaviour(call)
+        return ToolOutput(data=self.make(call), backend="fake", provenance={"fake": True})
+
+
+def fake_tools(**overrides: FakeTool) -> ToolRegistry:
+    tools = {
+        "search": FakeTool("search", ("query",)),
+        "diffusion": FakeTool("diffusion", ("prompt",)),
+        "code": FakeTool("code", ("code",)),
+        "edit": FakeTool("edit", ("img_index", "prompt")),
+    }
+    tools.update(overrides)
+    return ToolRegistry(tools.values())
+
+
+def model(*replies: str) -> FakeListChatModel:
+    return FakeListChatModel(responses=list(replies))
+
+
+def tag(source: str, description: str = "an image", **params: object) -> str:
+    return f"<imgen>{{'source': {source!r}, 'description': {description!r}, 'params': {params!r}}}</imgen>"

@@ -1,0 +1,335 @@
+"""The assembler node: assets, Markdown, self-contained HTML, manifest."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langgraph.runtime import Runtime
+from markdown_it import MarkdownIt
+from PIL import Image
+
+from llmi.artifacts import ArtifactStore
+from llmi.context import Context
+from llmi.nodes.assembler import assemble
+from llmi.state import ImageRef, ImageRequest, ImageResult, failed_result
+
+HOSTILE = [
+    "<script>alert(1)</script>",
+    "<img src=x onerror=alert(1)>",
+    "[x](javascript:alert(1))",
+    '"><svg onload=alert(1)>',
+    "]![y](http://evil.example/t.png)\n# <script>alert(2)</script>",
+]
+_URL_ATTRIBUTES = {"href", "src", "action", "formaction", "srcset", "poster", "data"}
+
+
+def _image(store: ArtifactStore, fmt: str = "PNG", shade: int = 0) -> ImageRef:
+    img = Image.new("RGB", (128, 96))
+    img.putdata([(x * 2, y * 2, shade) for y in range(96) for x in range(128)])
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return store.put(buf.getvalue())
+
+
+def _ok(slot: int, source: str, description: str, ref: ImageRef, attempt: int = 0) -> ImageResult:
+    return ImageResult(
+        slot=slot,
+        source=source,
+        description=description,
+        ok=True,
+        image=ref,
+        error=None,
+        tool=source,
+        backend="fake",
+        provenance={"query": description},
+        seconds=1.5,
+        attempt=attempt,
+    )
+
+
+def _text(text: str) -> dict[str, Any]:
+    return {"kind": "text", "text": text}
+
+
+def _slot(slot: int) -> dict[str, Any]:
+    return {"kind": "slot", "slot": slot}
+
+
+def _run(context: Context, **state: Any) -> dict[str, Path]:
+    outputs = assemble(state, Runtime(context=context))["outputs"]
+    return {name: Path(path) for name, path in outputs.items()}
+
+
+class _Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, {name: value or "" for name, value in attrs}))
+
+
+def _tags(html: str) -> list[tuple[str, dict[str, str]]]:
+    parser = _Tags()
+    parser.feed(html)
+    return parser.tags
+
+
+def _assert_harmless(html: str, image_prefix: str = "data:image/") -> None:
+    for tag, attrs in _tags(html):
+        assert tag not in {"script", "iframe", "object", "embed", "svg", "base", "form"}, tag
+        for name, value in attrs.items():
+            assert not name.startswith("on"), (tag, name)
+            if name in _URL_ATTRIBUTES:
+                assert "javascript:" not in value.lower().replace(" ", ""), (tag, name, value)
+        if tag == "img":
+            assert attrs["src"].startswith(image_prefix), attrs["src"][:40]
+
+
+@pytest.fixture
+def store(context: Context) -> ArtifactStore:
+    return ArtifactStore(context.artifact_dir)
+
+
+@pytest.fixture
+def mixed(store: ArtifactStore) -> dict[str, Any]:
+    """A document with two images, one failed slot and one slot without a result."""
+    return {
+        "prompt": "Rain in Kyoto",
+        "segments": [
+            _text("# Rainfall in Kyoto\n\nKyoto gets rain. "),
+            _slot(0),
+            _text("\nIn June it pours:\n"),
+            _slot(1),
+            _text("\nA painting of it:\n"),
+            _slot(2),
+            _slot(3),
+            _text("\nThe end."),
+        ],
+        "requests": [
+            ImageRequest(
+                slot=3, source="edit", description="Darker", params={}, depends_on=2, attempt=0
+            )
+        ],
+        "results": [
+            _ok(0, "code", "Monthly rainfall", _image(store)),
+            failed_result(1, "search", "Photo of rain", "no images found", attempt=2),
+            _ok(2, "diffusion", "Rainy temple", _image(store, "JPEG"), attempt=1),
+        ],
+    }
+
+
+def test_manifest_records_every_slot_and_stats(context: Context, mixed: dict[str, Any]) -> None:
+    outputs = _run(context, **mixed)
+    manifest = json.loads(outputs["manifest"].read_text(encoding="utf-8"))
+
+    assert set(manifest) == {"prompt", "slots", "text", "stats"}
+    assert manifest["prompt"] == "Rain in Kyoto"
+    assert [s["index"] for s in manifest["slots"]] == [0, 1, 2, 3]
+    for entry in manifest["slots"]:
+        assert set(entry) == {
+            "index", "source", "description", "ok", "error", "image", "provenance", "seconds",
+            "attempts",
+        }
+    chart, photo, painting, missing = manifest["slots"]
+    assert chart["ok"] and chart["error"] is None and chart["attempts"] == 1
+    assert chart["image"]["path"] == "assets/image-00.png"
+    assert (chart["image"]["width"], chart["image"]["height"]) == (128, 96)
+    assert chart["image"]["sha256"] == mixed["results"][0]["image"]["sha256"]
+    assert chart["provenance"] == {"query": "Monthly rainfall"} and chart["seconds"] == 1.5
+    assert painting["image"]["path"] == "assets/image-02.jpg" and painting["attempts"] == 2
+    assert photo == {
+        "index": 1, "source": "search", "description": "Photo of rain", "ok": False,
+        "error": "no images found", "image": None, "provenance": {}, "seconds": 0.0,
+        "attempts": 3,
+    }
+    assert missing["ok"] is False and missing["error"] == "no result"
+    assert (missing["source"], missing["description"], missing["image"]) == ("edit", "Darker", None)
+    assert manifest["stats"] == {
+        "code": {"total": 1, "success": 1},
+        "search": {"total": 1, "success": 0},
+        "diffusion": {"total": 1, "success": 1},
+        "edit": {"total": 1, "success": 0},
+    }
+    assert manifest["text"] == (
+        "# Rainfall in Kyoto\n\nKyoto gets rain. <image>\nIn June it pours:\n"
+        "<fail_to_generate_image>\nA painting of it:\n<image><fail_to_generate_image>\nThe end."
+    )
+
+
+def test_outputs_are_absolute_paths_that_exist(context: Context, mixed: dict[str, Any]) -> None:
+    outputs = _run(context, **mixed)
+
+    assert set(outputs) == {"dir", "markdown", "html", "manifest"}
+    assert outputs["dir"] == Path(context.out_dir).resolve()
+    assert all(path.is_absolute() and path.exists() for path in outputs.values())
+
+
+def test_markdown_links_existing_assets_and_notes_failures(
+    context: Context, mixed: dict[str, Any]
+) -> None:
+    outputs = _run(context, **mixed)
+    markdown = outputs["markdown"].read_text(encoding="utf-8")
+
+    assert "![Monthly rainfall](assets/image-00.png)\n*Monthly rainfall*" in markdown
+    assert "![Rainy temple](assets/image-02.jpg)" in markdown
+    assert "> **Image 1 could not be made** (search): no images found" in markdown
+    assert "> **Image 3 could not be made** (edit): no result" in markdown
+    assert "<imgen" not in markdown and "image-01" not in markdown
+    assert markdown.startswith("# Rainfall in Kyoto\n\nKyoto gets rain.")
+    assert sorted(p.name for p in (outputs["dir"] / "assets").iterdir()) == [
+        "image-00.png", "image-02.jpg",
+    ]
+    rendered = MarkdownIt("commonmark").render(markdown)
+    for tag, attrs in _tags(rendered):
+        if tag == "img":
+            assert (outputs["dir"] / attrs["src"]).is_file()
+
+
+def test_html_is_self_contained(context: Context, mixed: dict[str, Any]) -> None:
+    outputs = _run(context, **mixed)
+    html = outputs["html"].read_text(encoding="utf-8")
+
+    assert 'src="http' not in html and "href=\"http" not in html
+    assert "default-src 'none'; img-src data:" in html
+    assert "<title>Rainfall in Kyoto</title>" in html
+    images = [attrs for tag, attrs in _tags(html) if tag == "img"]
+    assert [img["alt"] for img in images] == ["Monthly rainfall", "Rainy temple"]
+    header, payload = images[0]["src"].split(",", 1)
+    assert header == "data:image/png;base64"
+    with Image.open(io.BytesIO(base64.b64decode(payload))) as decoded:
+        assert decoded.size == (128, 96)
+    failed = [attrs for tag, attrs in _tags(html) if attrs.get("class") == "failed"]
+    assert len(failed) == 2
+    assert "<strong>Image 1 could not be made</strong> (search): no images found" in html
+
+
+def test_title_falls_back_to_the_escaped_prompt(context: Context) -> None:
+    outputs = _run(context, prompt="<b>Rain</b>\n& snow", segments=[_text("No heading.")])
+
+    assert "<title>&lt;b&gt;Rain&lt;/b&gt; &amp; snow</title>" in outputs["html"].read_text()
+
+
+def test_hostile_model_text_cannot_script_the_html(
+    context: Context, store: ArtifactStore
+) -> None:
+    hostile = "\n\n".join(HOSTILE)
+    outputs = _run(
+        context,
+        prompt=hostile,
+        segments=[_text(hostile), _slot(0), _text(hostile), _slot(1)],
+        results=[
+            _ok(0, "code", hostile, _image(store)),
+            failed_result(1, hostile, hostile, hostile),
+        ],
+    )
+    html = outputs["html"].read_text(encoding="utf-8")
+
+    _assert_harmless(html)
+    assert 'src="http' not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_hostile_descriptions_stay_inside_their_markdown_figure(
+    context: Context, store: ArtifactStore
+) -> None:
+    hostile = " ".join(HOSTILE)
+    outputs = _run(
+        context,
+        prompt="p",
+        segments=[_slot(0), _slot(1)],
+        results=[
+            _ok(0, "code", hostile, _image(store)),
+            failed_result(1, hostile, hostile, hostile),
+        ],
+    )
+    markdown = outputs["markdown"].read_text(encoding="utf-8")
+    rendered = MarkdownIt("commonmark", {"html": True}).render(markdown)
+
+    _assert_harmless(rendered, image_prefix="assets/")
+    tags = _tags(rendered)
+    assert [tag for tag, _ in tags].count("img") == 1
+    assert not any(tag == "a" or tag.startswith("h") for tag, _ in tags)
+    assert "<script>" not in rendered
+
+
+def test_non_ascii_text_survives_everywhere(context: Context, store: ArtifactStore) -> None:
+    words = "京都の雨 — Kyōto ☔"
+    outputs = _run(
+        context,
+        prompt=words,
+        segments=[_text(f"## {words}\n\n{words}"), _slot(0), _slot(1)],
+        results=[
+            _ok(0, "search", words, _image(store)),
+            failed_result(1, "search", words, f"keine Bilder für {words}"),
+        ],
+    )
+
+    for name in ("markdown", "html", "manifest"):
+        assert words in outputs[name].read_text(encoding="utf-8"), name
+    manifest = json.loads(outputs["manifest"].read_text(encoding="utf-8"))
+    assert manifest["slots"][1]["error"] == f"keine Bilder für {words}"
+    assert f"<title>{words}</title>" in outputs["html"].read_text(encoding="utf-8")
+
+
+def test_missing_artifact_fails_only_its_slot(context: Context, store: ArtifactStore) -> None:
+    gone = _image(store, shade=200)
+    store.path(gone).unlink()
+    outputs = _run(
+        context,
+        prompt="p",
+        segments=[_text("Before."), _slot(0), _text("Between."), _slot(1), _text("After.")],
+        results=[_ok(0, "search", "Gone", gone), _ok(1, "code", "Here", _image(store))],
+    )
+    manifest = json.loads(outputs["manifest"].read_text(encoding="utf-8"))
+    markdown = outputs["markdown"].read_text(encoding="utf-8")
+
+    assert manifest["slots"][0]["ok"] is False and manifest["slots"][0]["image"] is None
+    assert "missing" in manifest["slots"][0]["error"]
+    assert manifest["slots"][1]["ok"] is True
+    assert manifest["text"] == "Before.<fail_to_generate_image>Between.<image>After."
+    assert "Image 0 could not be made" in markdown and "After." in markdown
+    assert [p.name for p in (outputs["dir"] / "assets").iterdir()] == ["image-01.png"]
+    assert "After." in outputs["html"].read_text(encoding="utf-8")
+
+
+def test_corrupt_artifact_fails_only_its_slot(context: Context, store: ArtifactStore) -> None:
+    ref = _image(store)
+    store.path(ref).write_bytes(b"not an image")
+    outputs = _run(context, prompt="p", segments=[_slot(0)], results=[_ok(0, "code", "C", ref)])
+    manifest = json.loads(outputs["manifest"].read_text(encoding="utf-8"))
+
+    assert manifest["slots"][0]["ok"] is False
+    assert "unreadable" in manifest["slots"][0]["error"]
+
+
+def test_rerun_replaces_files_and_removes_stale_assets(
+    context: Context, store: ArtifactStore
+) -> None:
+    first = _run(
+        context,
+        prompt="p",
+        segments=[_slot(0), _slot(1)],
+        results=[_ok(0, "code", "A", _image(store)), _ok(1, "code", "B", _image(store, shade=9))],
+    )
+    (first["dir"] / "notes.txt").write_text("mine")
+    second = _run(
+        context,
+        prompt="q",
+        segments=[_slot(0), _slot(1)],
+        results=[
+            _ok(0, "diffusion", "A", _image(store, "JPEG")),
+            failed_result(1, "code", "B", "boom"),
+        ],
+    )
+
+    assert second == first
+    assert [p.name for p in (second["dir"] / "assets").iterdir()] == ["image-00.jpg"]
+    assert (second["dir"] / "notes.txt").read_text() == "mine"
+    assert json.loads(second["manifest"].read_text(encoding="utf-8"))["prompt"] == "q"

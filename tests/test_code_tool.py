@@ -1,0 +1,347 @@
+"""The code tool: model-written chart code, run in a separate, limited process."""
+
+from __future__ import annotations
+
+import ast
+import io
+import os
+import random
+import resource
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import matplotlib as mpl
+import psutil
+import pytest
+from matplotlib.figure import Figure
+from PIL import Image
+
+from llmi.context import Context
+from llmi.state import ImageRequest
+from llmi.tools.base import ImageTool, ToolCall, ToolError
+from llmi.tools.chart_runner import cjk_font_names, restore_font_fallbacks
+from llmi.tools.code import code as code_tool
+from llmi.tools.code import run_chart
+
+slow = pytest.mark.slow
+
+BAR = "plt.bar(['a', 'b', 'c'], [3, 1, 2])\nplt.title('Sales')\n"
+NO_MISSING_GLYPHS = """
+import warnings
+with warnings.catch_warnings(record=True) as seen:
+    warnings.simplefilter("always")
+    plt.gcf().canvas.draw()
+missing = [str(w.message) for w in seen if "missing" in str(w.message)]
+assert not missing, missing
+"""
+
+
+def chart(code: str, *, timeout_s: float = 20.0, memory_mb: int = 2048) -> Image.Image:
+    png = run_chart(code, timeout_s=timeout_s, memory_mb=memory_mb)
+    image = Image.open(io.BytesIO(png))
+    image.load()
+    assert image.format == "PNG"
+    return image
+
+
+def failure(code: str, *, timeout_s: float = 20.0, memory_mb: int = 2048) -> str:
+    with pytest.raises(ToolError) as raised:
+        run_chart(code, timeout_s=timeout_s, memory_mb=memory_mb)
+    return str(raised.value)
+
+
+def reported(code: str, expression: str, **limits: Any) -> Any:
+    """The value of ``expression`` evaluated in the chart process after ``code``."""
+    message = failure(f"{code}\nraise RuntimeError('REPORT ' + repr({expression}))", **limits)
+    last = message.splitlines()[-1]
+    assert last.startswith("RuntimeError: REPORT "), message
+    return ast.literal_eval(last.removeprefix("RuntimeError: REPORT "))
+
+
+class CallerFailed(Exception):
+    pass
+
+
+def marker() -> str:
+    """A ``sleep`` argument no other process has."""
+    return f"300.{random.randrange(10**9):09d}"
+
+
+def running_with(*markers: str) -> list[str]:
+    found = []
+    for process in psutil.process_iter(["cmdline", "status"]):
+        cmdline = process.info["cmdline"] or []
+        if process.info["status"] != psutil.STATUS_ZOMBIE and set(markers) & set(cmdline):
+            found.append(" ".join(cmdline))
+    return found
+
+
+def spawn_sleepers(setsid_marker: str, double_fork_marker: str) -> str:
+    """Chart code that starts one ``sleep`` in a new session and one by a double fork,
+    and waits until both run."""
+    return f"""
+import os, subprocess, time
+import psutil
+subprocess.Popen(["sleep", {setsid_marker!r}], start_new_session=True)
+middle = os.fork()
+if middle == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.execvp("sleep", ["sleep", {double_fork_marker!r}])
+    os._exit(0)
+os.waitpid(middle, 0)
+wanted = {{{setsid_marker!r}, {double_fork_marker!r}}}
+for _ in range(200):
+    running = {{arg for p in psutil.process_iter(["cmdline"]) for arg in p.info["cmdline"] or []}}
+    if wanted <= running:
+        break
+    time.sleep(0.01)
+else:
+    raise AssertionError("the sleepers did not start")
+"""
+
+
+@slow
+def test_bar_chart_is_a_png_of_sensible_size() -> None:
+    image = chart(BAR)
+    assert 200 <= image.width <= 4000 and 200 <= image.height <= 4000
+    darkest, brightest = image.convert("L").getextrema()
+    assert brightest - darkest > 50
+
+
+@slow
+def test_show_does_not_block() -> None:
+    start = time.monotonic()
+    chart(BAR + "plt.show()\nplt.show(block=True)\n", timeout_s=15)
+    assert time.monotonic() - start < 15
+
+
+@slow
+@pytest.mark.parametrize("save", [
+    "plt.savefig('x.png')\nplt.close()",
+    "fig = plt.gcf()\nfig.savefig('x.png', dpi=300)\nplt.close('all')",
+])
+def test_savefig_then_close_keeps_the_chart_and_writes_nothing(save: str) -> None:
+    image = chart(BAR + save + "\nimport os\nassert os.listdir('.') == [], os.listdir('.')\n")
+    assert image.width > 200
+
+
+@slow
+@pytest.mark.parametrize("code", ["x = 1", BAR + "plt.close('all')"])
+def test_code_that_leaves_no_figure_drew_nothing(code: str) -> None:
+    assert failure(code) == "the code drew nothing"
+
+
+@slow
+def test_print_flood_neither_corrupts_the_chart_nor_hangs() -> None:
+    flood = (
+        "import os, sys\n"
+        "for _ in range(30):\n"
+        "    print('x' * 10**6)\n"
+        "    print('\\x89PNG' * 10**5, file=sys.stderr)\n"
+        "os.write(1, b'y' * 10**7)\n"
+    )
+    start = time.monotonic()
+    image = chart(flood + BAR)
+    assert image.width > 200
+    assert time.monotonic() - start < 15
+
+
+@slow
+@pytest.mark.parametrize("code", ["while True:\n    pass", "import time\ntime.sleep(100)"])
+def test_time_out(code: str) -> None:
+    start = time.monotonic()
+    assert failure(BAR + code, timeout_s=3) == "timed out after 3 s"
+    assert time.monotonic() - start < 3 + 3
+
+
+@slow
+@pytest.mark.parametrize("code", [
+    "np.ones(10**10)",
+    "chunks = []\nwhile True:\n    chunks.append(bytes(10**7))",
+])
+def test_out_of_memory(code: str) -> None:
+    message = failure(code, memory_mb=1024)
+    assert message.startswith("ran out of memory (limit 1024 MB)\n")
+    assert "MemoryError" in message
+
+
+@slow
+def test_cpu_time_limit_is_a_time_out() -> None:
+    # Lowering its own CPU limit below what the imports took trips it at once.
+    spin = "import resource\nresource.setrlimit(resource.RLIMIT_CPU, (1, 2))\nwhile True:\n    pass"
+    assert failure(spin, timeout_s=10) == "timed out after 12 s of CPU time"
+
+
+@slow
+@pytest.mark.parametrize(("code", "report"), [
+    ("import os\nos._exit(3)", "the chart process exited with status 3 and no chart"),
+    ("import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)", "the chart process died of SIGSEGV"),
+])
+def test_a_crash_is_reported(code: str, report: str) -> None:
+    assert failure(BAR + code).startswith(report)
+
+
+@slow
+def test_undefined_name_names_it_and_its_line() -> None:
+    message = failure(BAR + "plt.xlabel(undefined_thing)\n")
+    assert "NameError: name 'undefined_thing' is not defined" in message
+    assert 'File "<chart>", line 3' in message
+    assert "plt.xlabel(undefined_thing)" in message
+    assert "chart_runner" not in message
+
+
+@slow
+def test_syntax_error_gives_the_line() -> None:
+    message = failure("plt.plot([1, 2])\nfor i in range(3)\n    plt.plot([i, i])\n")
+    assert "SyntaxError" in message
+    assert 'File "<chart>", line 2' in message
+    assert "for i in range(3)" in message
+
+
+@slow
+def test_non_ascii_survives_and_renders() -> None:
+    title = "Température — 20 °C — Zürich — Ωmega"
+    code = (
+        f"title = {title!r}\n"
+        f"assert [ord(c) for c in title] == {[ord(c) for c in title]}\n"
+        "plt.plot([1, 2], [3, 4])\nplt.title(title)\nplt.xlabel('Wärme (°C)')\n"
+    )
+    chart(code + NO_MISSING_GLYPHS)
+
+
+@slow
+def test_cjk_labels_render() -> None:
+    labels = "plt.plot([1, 2], [3, 4])\nplt.title('東京の気温 — °C')\nplt.ylabel('서울 / 北京')\n"
+    chart("sns.set_theme()\n" + labels)
+    if reported("", "plt.rcParams['font.family']") == ["sans-serif"]:
+        pytest.skip("the chart process found no CJK font: only checked that CJK labels render")
+    chart(labels + NO_MISSING_GLYPHS)
+
+
+def test_cjk_fonts_are_found_best_first() -> None:
+    installed = ["DejaVu Sans", "Unifont", "WenQuanYi Zen Hei", "Noto Sans CJK JP", "cmr10"]
+    assert cjk_font_names(installed) == ["Noto Sans CJK JP", "WenQuanYi Zen Hei", "Unifont"]
+    assert cjk_font_names(["DejaVu Sans", "STIXGeneral"]) == []
+
+
+def test_font_fallbacks_come_back_after_a_theme_resets_the_fonts() -> None:
+    with mpl.rc_context({"font.family": ["sans-serif"]}):
+        figure = Figure()
+        axes = figure.subplots()
+        axes.set_title("东京")
+        restore_font_fallbacks(figure, ["STIXGeneral"])
+        assert mpl.rcParams["font.family"] == ["sans-serif", "STIXGeneral"]
+        assert axes.title.get_fontfamily() == ["sans-serif", "STIXGeneral"]
+        restore_font_fallbacks(figure, ["STIXGeneral"])
+        assert axes.title.get_fontfamily() == ["sans-serif", "STIXGeneral"]
+
+
+@slow
+def test_environment_has_no_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    planted = {
+        "FOO_API_KEY": "k", "GITHUB_TOKEN": "t", "my_secret": "s", "DB_PASSWORD": "p",
+        "DATABASE_URL": "postgres://me:pw@db.example/app", "LLMI_HARMLESS": "1",
+    }
+    for name, value in planted.items():
+        monkeypatch.setenv(name, value)
+    env = reported(
+        "import os", "{k: v for k, v in os.environ.items() "
+        f"if k in {set(planted)!r} or k.startswith('MPL') or k.endswith('_NUM_THREADS')}}",
+    )
+    assert env.pop("LLMI_HARMLESS") == "1"
+    assert env.pop("MPLBACKEND") == "Agg"
+    assert env.pop("MPLCONFIGDIR").endswith("matplotlib")
+    assert env == dict.fromkeys(["OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"], "1")
+
+
+@slow
+def test_working_folder_is_empty_private_and_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "mine.txt").write_text("not for the chart")
+    monkeypatch.chdir(tmp_path)
+    cwd = reported("import os\nassert os.listdir('.') == [], os.listdir('.')", "os.getcwd()")
+    assert Path(cwd) != tmp_path
+    assert not Path(cwd).exists()
+
+
+@slow
+def test_stdin_is_closed() -> None:
+    code = (
+        "import sys\nassert sys.stdin.read() == ''\n"
+        "try:\n    input()\nexcept EOFError:\n    pass\n"
+        "else:\n    raise AssertionError('input() returned')\n"
+    )
+    chart(code + BAR)
+
+
+@slow
+def test_limits_are_set() -> None:
+    names = ["RLIMIT_AS", "RLIMIT_CPU", "RLIMIT_FSIZE", "RLIMIT_CORE", "RLIMIT_NPROC"]
+    limits = reported(
+        "import resource", f"{{n: resource.getrlimit(getattr(resource, n)) for n in {names!r}}}",
+        timeout_s=10, memory_mb=1536,
+    )
+    assert limits["RLIMIT_AS"] == (1536 * 2**20,) * 2
+    assert limits["RLIMIT_CPU"] == (12, 13)
+    assert limits["RLIMIT_FSIZE"] == (64 * 2**20,) * 2
+    assert limits["RLIMIT_CORE"] == (0, 0)
+    assert limits["RLIMIT_NPROC"][0] != resource.RLIM_INFINITY
+
+
+@slow
+@pytest.mark.parametrize("ending", ["normal", "time-out"])
+def test_no_process_outlives_the_job(ending: str) -> None:
+    markers = marker(), marker()
+    code = spawn_sleepers(*markers) + BAR
+    if ending == "normal":
+        chart(code)
+    else:
+        assert failure(code + "time.sleep(100)\n", timeout_s=4).startswith("timed out")
+    assert running_with(*markers) == []
+
+
+@slow
+def test_no_process_outlives_an_exception_in_the_caller(monkeypatch: pytest.MonkeyPatch) -> None:
+    markers = marker(), marker()
+    wait = subprocess.Popen.wait
+
+    def interrupted_wait(self: subprocess.Popen[bytes], timeout: float | None = None) -> int:
+        if timeout is None:
+            return wait(self)
+        deadline = time.monotonic() + timeout
+        while len(running_with(*markers)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        raise CallerFailed
+
+    monkeypatch.setattr(subprocess.Popen, "wait", interrupted_wait)
+    with pytest.raises(CallerFailed):
+        run_chart(spawn_sleepers(*markers) + "time.sleep(100)\n", timeout_s=15, memory_mb=2048)
+    assert running_with(*markers) == []
+
+
+def tool_call(code: str, *, code_timeout: float, deadline_s: float) -> ToolCall:
+    request = ImageRequest(slot=0, source="code", description="a bar chart",
+                           params={"code": code}, depends_on=None, attempt=0)
+    context = Context(code_timeout=code_timeout, code_memory_mb=2048)
+    return ToolCall(request=request, context=context, deadline_s=deadline_s)
+
+
+@slow
+def test_code_tool_makes_a_chart_for_a_tool_call() -> None:
+    assert isinstance(code_tool, ImageTool)
+    assert (code_tool.source, code_tool.required_params) == ("code", ("code",))
+    output = code_tool(tool_call(BAR, code_timeout=20, deadline_s=60))
+    assert output.backend == "matplotlib"
+    assert output.provenance == {"code": BAR}
+    assert Image.open(io.BytesIO(output.data)).format == "PNG"
+
+
+@slow
+def test_code_tool_stops_at_the_deadline_when_it_comes_first() -> None:
+    call = tool_call("import time\ntime.sleep(100)", code_timeout=20, deadline_s=2)
+    with pytest.raises(ToolError, match="timed out after 2 s"):
+        code_tool(call)

@@ -1,0 +1,167 @@
+"""Full runs of the document graph with stand-in models and tools."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from pathlib import Path
+
+import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+from llmi.context import Context
+from llmi.graphs.document import build_graph
+from llmi.tools.base import ToolCall, ToolError
+
+from conftest import CORPUS
+from helpers import FakeTool, fake_tools, flat_png, gradient_png, model, tag
+
+
+def run(draft: str, context: Context, tools=None, images=(), **parts):
+    graph = build_graph(model=model(draft), tools=tools or fake_tools(), **parts).compile()
+    return graph.invoke({"prompt": "p", "images": list(images)}, context=context)
+
+
+def slots(context: Context) -> dict[int, dict]:
+    manifest = json.loads((Path(context.out_dir) / "manifest.json").read_text())
+    return {slot["index"]: slot for slot in manifest["slots"]}
+
+
+def test_corpus_document_end_to_end(context: Context) -> None:
+    out = run((CORPUS / "kyoto_travel.txt").read_text(), context)
+    manifest = json.loads(Path(out["outputs"]["manifest"]).read_text())
+    assert [s["ok"] for s in manifest["slots"]] == [True] * 4
+    assert manifest["text"].count("<image>") == 4
+    assert "Philosopher's Path" in Path(out["outputs"]["markdown"]).read_text()
+    for slot in manifest["slots"]:
+        assert (Path(context.out_dir) / slot["image"]["path"]).is_file()
+
+
+def test_independent_slots_run_at_the_same_time(context: Context) -> None:
+    n = 6
+    barrier = threading.Barrier(n, timeout=10)
+    search = FakeTool("search", ("query",), behaviour=lambda call: barrier.wait())
+    draft = "\n".join(tag("search", query=f"q{i}") for i in range(n))
+    run(draft, context, tools=fake_tools(search=search))
+    # Every call passed the barrier, so all n were in flight together.
+    assert all(s["ok"] for s in slots(context).values()), slots(context)
+    assert not barrier.broken
+
+
+def test_edit_waits_only_for_its_source(context: Context) -> None:
+    edit_done = threading.Event()
+    slow = FakeTool("search", ("query",), behaviour=lambda call: edit_done.wait(10) or (_ for _ in ()).throw(ToolError("edit waited for me")))
+    edit = FakeTool("edit", ("img_index", "prompt"), behaviour=lambda call: None)
+    edit.make = lambda call: (edit_done.set(), gradient_png(7))[1]
+    draft = tag("diffusion", prompt="fox") + tag("search", query="slow") + tag("edit", img_index=0, prompt="scarf")
+    run(draft, context, tools=fake_tools(search=slow, edit=edit))
+    result = slots(context)
+    assert all(s["ok"] for s in result.values()), result
+    source = (Path(context.out_dir) / result[0]["image"]["path"]).read_bytes()
+    assert edit.calls[0].source_image == source
+
+
+def test_edit_chain_and_inputs(context: Context, tmp_path: Path) -> None:
+    photo = tmp_path / "room.png"
+    photo.write_bytes(gradient_png(3))
+    edit = FakeTool("edit", ("img_index", "prompt"))
+    run((CORPUS / "with_inputs.txt").read_text(), context, tools=fake_tools(edit=edit),
+        images=[str(photo), str(photo)])
+    result = slots(context)
+    assert sorted(result) == [2, 3, 4] and all(s["ok"] for s in result.values())
+    by_slot = {c.request["slot"]: c for c in edit.calls}
+    assert by_slot[2].source_image == photo.read_bytes()
+    made_2 = (Path(context.out_dir) / result[2]["image"]["path"]).read_bytes()
+    assert by_slot[4].source_image == made_2
+
+
+def test_failures_stay_in_their_slots(context: Context) -> None:
+    def explode(call: ToolCall) -> None:
+        raise RuntimeError("backend exploded")
+
+    context.slot_timeout = 1.0
+    hang = threading.Event()
+    tools = fake_tools(
+        search=FakeTool("search", ("query",), behaviour=explode),
+        diffusion=FakeTool("diffusion", ("prompt",), behaviour=lambda call: hang.wait(30)),
+    )
+    draft = "Intro.\n" + tag("search", query="q") + tag("diffusion", prompt="p") + \
+        tag("edit", img_index=1, prompt="e") + tag("code", code="x") + "\nOutro."
+    try:
+        run(draft, context, tools=tools)
+    finally:
+        hang.set()
+    result = slots(context)
+    assert "backend exploded" in result[0]["error"]
+    assert "timed out after 1 s" in result[1]["error"]
+    assert "the image it edits (index 1) failed" in result[2]["error"]
+    assert result[3]["ok"]
+    md = (Path(context.out_dir) / "document.md").read_text()
+    assert "Intro." in md and "Outro." in md
+
+
+def test_unconfigured_backends_say_how_to_configure(context: Context) -> None:
+    draft = tag("search", query="q") + tag("diffusion", prompt="p") + tag("edit", img_index=1, prompt="e")
+    graph = build_graph(model=model(draft)).compile()
+    graph.invoke({"prompt": "p"}, context=context)
+    result = slots(context)
+    assert "LLMI_SEARCH" in result[0]["error"]
+    assert "LLMI_DIFFUSION" in result[1]["error"]
+    assert "failed" in result[2]["error"]
+
+
+def test_verifier_rejects_flat_and_tiny_images(context: Context) -> None:
+    tools = fake_tools(
+        search=FakeTool("search", ("query",), make=lambda call: flat_png()),
+        diffusion=FakeTool("diffusion", ("prompt",), make=lambda call: gradient_png(1, (40, 40))),
+    )
+    out = run(tag("search", query="q") + tag("diffusion", prompt="p"), context, tools=tools)
+    result = slots(context)
+    assert "one flat colour" in result[0]["error"]
+    assert "too small" in result[1]["error"]
+    assert {f["slot"] for f in out["findings"]} == {0, 1}
+
+
+def test_a_swapped_node_is_used(context: Context) -> None:
+    def planner(state, runtime):
+        return {"draft": "x", "segments": [{"kind": "text", "text": "custom planner"}],
+                "requests": [], "results": []}
+
+    run("unused", context, planner=planner)
+    assert "custom planner" in (Path(context.out_dir) / "document.md").read_text()
+
+
+def test_checkpoint_of_eight_images_is_small_and_plain(context: Context) -> None:
+    serde = JsonPlusSerializer(pickle_fallback=False)
+    saver = InMemorySaver(serde=serde)
+    draft = "\n\nSome text between the images.\n\n".join(
+        tag("search", f"picture {i}", query=f"query {i}") for i in range(8))
+    graph = build_graph(model=model(draft), tools=fake_tools()).compile(checkpointer=saver)
+    config = {"configurable": {"thread_id": "t"}}
+    graph.invoke({"prompt": "eight images"}, config, context=context)
+    checkpoint = saver.get_tuple(config).checkpoint
+    kind, blob = serde.dumps_typed(checkpoint)
+    assert kind == "msgpack"
+    assert len(blob) < 64 * 1024
+    strict = JsonPlusSerializer(pickle_fallback=False, allowed_msgpack_modules=None)
+    values = strict.loads_typed((kind, blob))["channel_values"]
+    assert len(values["results"]) == 8 and all(r["ok"] for r in values["results"])
+    assert all(isinstance(r, dict) for r in values["results"])
+
+
+def test_images_are_stored_by_content_hash(context: Context) -> None:
+    run(tag("search", query="q"), context)
+    image = slots(context)[0]["image"]
+    data = (Path(context.out_dir) / image["path"]).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == image["sha256"]
+    stored = list(Path(context.artifact_dir).rglob(f"{image['sha256']}.*"))
+    assert len(stored) == 1
+
+
+def test_bad_input_image_fails_the_run_clearly(context: Context, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="input image 'bad.png'"):
+        run("text", context, images=[str(bad)])

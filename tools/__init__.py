@@ -1,0 +1,1 @@
+"""Image tools: search, diffusion, code, edit."""

@@ -1,0 +1,100 @@
+"""The interface every image tool implements."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from llmi.context import Context, env_name
+from llmi.state import ImageRequest
+
+
+class ToolError(Exception):
+    """A tool could not make its image; the message says why, for the slot."""
+
+
+class NotConfigured(ToolError):
+    """The tool has no backend; the message says how to configure one."""
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """Everything a tool gets for one request."""
+
+    request: ImageRequest
+    context: Context
+    deadline_s: float
+    """Seconds the tool has for this request."""
+    source_image: bytes | None = None
+    """For edits: the bytes of the image being edited."""
+
+
+@dataclass(frozen=True)
+class ToolOutput:
+    data: bytes
+    """Encoded image (PNG, JPEG, WebP or GIF)."""
+    backend: str
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class ImageTool(Protocol):
+    """Makes one image for one request. Called from worker threads."""
+
+    source: str
+    """The tag's ``source`` value this tool answers to."""
+    required_params: tuple[str, ...]
+    """Keys a tag's ``params`` must hold; the parser checks them."""
+    guidance: str
+    """One line for the planner's prompt: when to use this source, and its params."""
+
+    def __call__(self, call: ToolCall) -> ToolOutput: ...
+
+
+Backend = Callable[[ToolCall], ToolOutput]
+BackendFactory = Callable[[str], Backend]
+"""Builds a backend from the part of the setting after ``name:``."""
+
+
+class BackendTool:
+    """A tool whose work is done by a backend chosen by one context setting.
+
+    The setting reads ``name`` or ``name:argument``, for example
+    ``diffusers:stabilityai/sdxl-turbo``; backends register under a name.
+    """
+
+    source: str
+    required_params: tuple[str, ...]
+    guidance: str
+    setting: str
+    """Name of the Context field that picks the backend."""
+
+    def __init__(self, backends: Mapping[str, BackendFactory] | None = None) -> None:
+        self.backends: dict[str, BackendFactory] = dict(backends or {})
+
+    def register(self, name: str, factory: BackendFactory) -> None:
+        self.backends[name] = factory
+
+    def __call__(self, call: ToolCall) -> ToolOutput:
+        return self.backend(call.context)(call)
+
+    def backend(self, context: Context) -> Backend:
+        choice = getattr(context, self.setting) or ""
+        name, _, argument = choice.partition(":")
+        if not name:
+            raise NotConfigured(
+                f"no {self.source} backend is configured: set {env_name(self.setting)} "
+                f"to one of {self._choices()}"
+            )
+        if name not in self.backends:
+            raise NotConfigured(
+                f"unknown {self.source} backend {name!r} in {env_name(self.setting)}: "
+                f"use one of {self._choices()}"
+            )
+        return self.backends[name](argument)
+
+    def _choices(self) -> str:
+        if not self.backends:
+            return f"the backends registered with llmi.tools.{self.source}.register_backend (none are)"
+        return ", ".join(sorted(self.backends))

@@ -1,0 +1,151 @@
+"""Code: charts and plots drawn by model-written matplotlib code.
+
+The code is untrusted. It runs in a separate process (``chart_runner.py``) with
+time, memory, file size and process limits, an empty working folder, no stdin,
+and an environment without the parent's secrets. When the job ends, for any
+reason, every process it started is killed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+from contextlib import suppress
+from pathlib import Path
+
+import psutil
+
+from llmi.context import default_cache_dir
+from llmi.tools.base import ToolCall, ToolError, ToolOutput
+from llmi.tools.chart_runner import kill_descendants
+
+RUNNER = Path(__file__).with_name("chart_runner.py")
+SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH")
+"""A variable whose name holds one of these (in any case) stays out of the code's environment."""
+CREDENTIALS_IN_URL = re.compile(r"://[^/@\s]+:[^/@\s]*@")
+"""So does one whose value is a URL with a password, like ``postgres://me:pw@db``."""
+CPU_SPARE_S = 2
+"""The CPU limit is this much over the wall-time limit, which should strike first."""
+STDERR_TAIL_CHARS = 2000
+
+
+class CodeTool:
+    source = "code"
+    required_params = ("code",)
+    guidance = (
+        "charts and plots drawn from data. params: {'code': matplotlib code; "
+        "plt, pd, sns and np are already imported; do not call show or savefig}"
+    )
+
+    def __call__(self, call: ToolCall) -> ToolOutput:
+        chart_code = call.request["params"]["code"]
+        png = run_chart(
+            chart_code,
+            timeout_s=min(call.context.code_timeout, call.deadline_s),
+            memory_mb=call.context.code_memory_mb,
+        )
+        return ToolOutput(data=png, backend="matplotlib", provenance={"code": chart_code})
+
+
+code = CodeTool()
+
+
+def run_chart(code: str, *, timeout_s: float, memory_mb: int) -> bytes:
+    """Run matplotlib ``code`` in a separate process; returns the chart as PNG.
+
+    Raises ToolError with the last lines of the traceback, or saying that the
+    code timed out, ran out of memory or drew nothing.
+    """
+    with tempfile.TemporaryDirectory(prefix="llmi-chart-", ignore_cleanup_errors=True) as tmp:
+        job_dir, work_dir = Path(tmp, "job"), Path(tmp, "work")
+        job_dir.mkdir()
+        work_dir.mkdir()
+        cpu_s = math.ceil(timeout_s) + CPU_SPARE_S
+        job = {"code": code, "memory_mb": memory_mb, "cpu_s": cpu_s}
+        (job_dir / "job.json").write_text(json.dumps(job), encoding="utf-8")
+        status = _run_runner(job_dir, work_dir, timeout_s)
+        return _result(job_dir, status, cpu_s)
+
+
+def _run_runner(job_dir: Path, work_dir: Path, timeout_s: float) -> int:
+    """Run the runner on the job; returns its exit status."""
+    command = [sys.executable, "-I", "-X", "utf8", str(RUNNER), str(job_dir)]
+    with open(job_dir / "stderr.txt", "wb") as stderr:
+        try:
+            runner = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+                cwd=work_dir, env=_child_env(), start_new_session=True,
+            )
+        except OSError as error:
+            raise ToolError(f"could not start the chart process: {error}") from error
+    try:
+        return runner.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise ToolError(f"timed out after {timeout_s:g} s") from None
+    finally:
+        _end(runner)
+
+
+def _child_env() -> dict[str, str]:
+    env = {
+        name: value for name, value in os.environ.items()
+        if not any(marker in name.upper() for marker in SECRET_MARKERS)
+        and not CREDENTIALS_IN_URL.search(value)
+    }
+    # One BLAS thread: each thread reserves address space, and RLIMIT_AS counts it.
+    threads = dict.fromkeys(["OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"], "1")
+    # A persistent config folder, so matplotlib builds its font cache once.
+    config = str(default_cache_dir() / "matplotlib")
+    return env | threads | {"MPLBACKEND": "Agg", "MPLCONFIGDIR": config}
+
+
+def _end(runner: subprocess.Popen[bytes]) -> None:
+    """Kill the runner, everything it started and its process group; reap the runner."""
+    if runner.poll() is None:
+        _kill_tree(runner.pid)
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(runner.pid, signal.SIGKILL)
+    runner.kill()
+    runner.wait()
+
+
+def _kill_tree(pid: int) -> None:
+    try:
+        root = psutil.Process(pid)
+        # A stopped runner can start nothing more, and, being a subreaper, it still
+        # adopts the orphans of the processes killed below.
+        root.suspend()
+        kill_descendants(root)
+    except psutil.NoSuchProcess:
+        pass
+
+
+def _result(job_dir: Path, status: int, cpu_s: int) -> bytes:
+    chart, error = job_dir / "chart.png", job_dir / "error.txt"
+    if status == 0 and chart.is_file():
+        return chart.read_bytes()
+    if error.is_file():
+        raise ToolError(error.read_text(encoding="utf-8", errors="replace"))
+    raise ToolError(_crash_report(status, cpu_s, _stderr_tail(job_dir)))
+
+
+def _crash_report(status: int, cpu_s: int, stderr: str) -> str:
+    if status == -signal.SIGXCPU:
+        report = f"timed out after {cpu_s} s of CPU time"
+    elif status < 0:
+        report = f"the chart process died of {signal.Signals(-status).name}"
+    else:
+        report = f"the chart process exited with status {status} and no chart"
+    return f"{report}\n{stderr}" if stderr else report
+
+
+def _stderr_tail(job_dir: Path) -> str:
+    with open(job_dir / "stderr.txt", "rb") as stderr:
+        stderr.seek(max(0, stderr.seek(0, os.SEEK_END) - STDERR_TAIL_CHARS))
+        return stderr.read().decode("utf-8", errors="replace").strip()
