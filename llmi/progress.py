@@ -51,18 +51,26 @@ class SlotProgress:
 
     def _line(self, event: dict[str, Any]) -> str:
         status = event["status"]
-        detail = event.get("error") if status == "failed" else event.get("description", "")
+        detail = _detail(event)
         seconds = f" {event['seconds']:.1f}s" if event.get("seconds") else ""
         return (f"[{_STYLE[status]}]image {event['slot']} {event['source']}: {_LABEL[status]}"
-                f"{seconds}[/] {detail or ''}")
+                f"{seconds}[/] {detail}")
 
     def _table(self) -> Table:
         table = Table("image", "source", "status", "time", "detail", expand=True)
         for slot in sorted(self.slots):
             event = self.slots[slot]
             status = event["status"]
-            detail = event.get("error") if status == "failed" else event.get("description")
+            detail = _detail(event)
             seconds = f"{event['seconds']:.1f}s" if event.get("seconds") else ""
             table.add_row(str(slot), event["source"], f"[{_STYLE[status]}]{_LABEL[status]}[/]",
-                          seconds, detail or "")
+                          seconds, detail)
         return table
+
+
+def _detail(event: dict[str, Any]) -> str:
+    """The description, or for a failure the error's last line (a traceback's exception)."""
+    if event["status"] != "failed":
+        return event.get("description") or ""
+    lines = (event.get("error") or "").strip().splitlines()
+    return lines[-1] if lines else ""

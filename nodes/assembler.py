@@ -151,7 +151,7 @@ def _manifest_slot(figure: Figure, result: ImageResult | None) -> dict[str, Any]
 
 def processed_text(segments: Sequence[Segment], figures: Mapping[int, Figure]) -> str:
     """The LLM-I form of the document: each slot replaced by its outcome token."""
-    return "".join(
+    return "\n\n".join(
         segment["text"]
         if segment["kind"] == "text"
         else OK_TOKEN if figures[segment["slot"]].ok else FAILED_TOKEN

@@ -158,8 +158,9 @@ def test_manifest_records_every_slot_and_stats(context: Context, mixed: dict[str
         "edit": {"total": 1, "success": 0},
     }
     assert manifest["text"] == (
-        "# Rainfall in Kyoto\n\nKyoto gets rain. <image>\nIn June it pours:\n"
-        "<fail_to_generate_image>\nA painting of it:\n<image><fail_to_generate_image>\nThe end."
+        "# Rainfall in Kyoto\n\nKyoto gets rain. \n\n<image>\n\n\nIn June it pours:\n\n\n"
+        "<fail_to_generate_image>\n\n\nA painting of it:\n\n\n<image>\n\n<fail_to_generate_image>"
+        "\n\n\nThe end."
     )
 
 
@@ -293,7 +294,7 @@ def test_missing_artifact_fails_only_its_slot(context: Context, store: ArtifactS
     assert manifest["slots"][0]["ok"] is False and manifest["slots"][0]["image"] is None
     assert "missing" in manifest["slots"][0]["error"]
     assert manifest["slots"][1]["ok"] is True
-    assert manifest["text"] == "Before.<fail_to_generate_image>Between.<image>After."
+    assert manifest["text"] == "Before.\n\n<fail_to_generate_image>\n\nBetween.\n\n<image>\n\nAfter."
     assert "Image 0 could not be made" in markdown and "After." in markdown
     assert [p.name for p in (outputs["dir"] / "assets").iterdir()] == ["image-01.png"]
     assert "After." in outputs["html"].read_text(encoding="utf-8")

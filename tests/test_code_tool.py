@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import io
-import os
 import random
 import resource
 import subprocess

@@ -83,18 +83,16 @@ class BackendTool:
         choice = getattr(context, self.setting) or ""
         name, _, argument = choice.partition(":")
         if not name:
-            raise NotConfigured(
-                f"no {self.source} backend is configured: set {env_name(self.setting)} "
-                f"to one of {self._choices()}"
-            )
+            raise NotConfigured(f"no {self.source} backend is configured: {self._how()}")
         if name not in self.backends:
-            raise NotConfigured(
-                f"unknown {self.source} backend {name!r} in {env_name(self.setting)}: "
-                f"use one of {self._choices()}"
-            )
+            raise NotConfigured(f"unknown {self.source} backend {name!r}: {self._how()}")
         return self.backends[name](argument)
 
-    def _choices(self) -> str:
-        if not self.backends:
-            return f"the backends registered with llmi.tools.{self.source}.register_backend (none are)"
-        return ", ".join(sorted(self.backends))
+    def _how(self) -> str:
+        setting = env_name(self.setting)
+        if self.backends:
+            return f"set {setting} to one of {', '.join(sorted(self.backends))}"
+        return (
+            f"register one with llmi.tools.{self.source}.register_backend(name, factory) "
+            f"and set {setting}=name"
+        )

@@ -1,0 +1,115 @@
+"""The llmi command: its error paths, a run against a loopback model server, the demo."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llmi.cli import main
+
+from helpers import gradient_png, tag
+from openai_standin import chat_server, closed_port_url, silent_server
+
+
+@pytest.fixture(autouse=True)
+def _cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def llmi(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "llmi.cli", *args], capture_output=True,
+                          text=True, timeout=120, env=env, stdin=subprocess.DEVNULL)
+
+
+def _env(monkeypatch: pytest.MonkeyPatch, **values: str) -> dict[str, str]:
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    import os
+
+    return dict(os.environ)
+
+
+def test_help_lists_the_commands() -> None:
+    result = llmi("--help")
+    assert result.returncode == 0
+    assert "generate" in result.stdout and "demo" in result.stdout
+
+
+def test_no_model_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    result = llmi("generate", "a guide", env=_env(monkeypatch))
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == "llmi: no chat model is configured"
+    assert lines[1].startswith("hint: set LLMI_MODEL")
+
+
+def test_server_that_refuses_connections(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = _env(monkeypatch, LLMI_MODEL="m", OPENAI_BASE_URL=closed_port_url())
+    result = llmi("generate", "a guide", env=env)
+    assert result.returncode != 0
+    reason = [line for line in result.stderr.splitlines() if line.startswith("llmi:")]
+    assert len(reason) == 1 and "did not answer" in reason[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_server_that_never_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    with silent_server() as url:
+        env = _env(monkeypatch, LLMI_MODEL="m", OPENAI_BASE_URL=url, LLMI_MODEL_TIMEOUT="1")
+        result = llmi("generate", "a guide", env=env)
+    assert result.returncode != 0
+    assert "did not answer within 1 s" in result.stderr, result.stderr
+
+
+def test_unreadable_input_image(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    bad = tmp_path / "photo.png"
+    bad.write_text("not an image")
+    env = _env(monkeypatch, LLMI_MODEL="m")
+    result = llmi("generate", "x", "--image", str(bad), env=env)
+    assert result.returncode != 0
+    assert "photo.png" in result.stderr and "not a readable image" in result.stderr
+
+
+def test_generate_against_a_loopback_openai_server(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    photo = tmp_path / "input.png"
+    photo.write_bytes(gradient_png(5, (120, 90)))
+    draft = "# Report\n\nSales grew.\n\n" + tag(
+        "code", "Sales by year", code="plt.bar(['2023', '2024'], [3, 5])\nplt.title('Ventes — 2024')"
+    ) + "\n\nAnd your photo, edited:\n\n" + tag("edit", "Edited photo", img_index=0, prompt="warmer")
+    with chat_server(draft) as (url, seen):
+        monkeypatch.setenv("LLMI_MODEL", "llmi-test-model")
+        monkeypatch.setenv("OPENAI_BASE_URL", url)
+        code = main(["generate", "A sales report", "--image", str(photo), "--out", str(tmp_path / "out")])
+    assert code == 0
+    printed = capsys.readouterr().out.split()
+    assert printed == [str(tmp_path / "out" / name)
+                       for name in ("document.md", "document.html", "manifest.json")]
+    request = seen[0]
+    assert request["path"] == "/v1/chat/completions" and request["body"]["model"] == "llmi-test-model"
+    system, user = request["body"]["messages"]
+    assert "<imgen>" in system["content"] and "input image(s) are 0-0" in system["content"]
+    assert user["content"][0]["text"] == "A sales report"
+    assert user["content"][2]["image_url"]["url"].startswith("data:image/png;base64,")
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    slots = {s["index"]: s for s in manifest["slots"]}
+    assert slots[1]["ok"] and slots[1]["image"]["width"] > 64
+    assert not slots[2]["ok"] and "LLMI_EDIT" in slots[2]["error"]
+
+
+def test_demo_runs_offline(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    result = llmi("demo", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "recorded" in result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    by_source = {s["index"]: s for s in manifest["slots"]}
+    assert manifest["stats"]["code"] == {"total": 2, "success": 2}
+    assert by_source[2]["attempts"] == 2
+    assert not by_source[0]["ok"] and "LLMI_SEARCH" in by_source[0]["error"]
+    html = (out / "document.html").read_text()
+    assert "could not be made" in html and "<imgen" not in html
