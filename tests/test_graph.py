@@ -165,3 +165,37 @@ def test_bad_input_image_fails_the_run_clearly(context: Context, tmp_path: Path)
     bad.write_bytes(b"not an image")
     with pytest.raises(ValueError, match="input image 'bad.png'"):
         run("text", context, images=[str(bad)])
+
+
+@pytest.mark.slow
+def test_chart_repairs_are_bounded_by_the_setting(context: Context) -> None:
+    from llmi.tools.registry import ToolRegistry
+    from llmi.tools.code import code
+    from llmi.tools.search import search
+
+    broken = tag("code", "squares", code="plt.plot(undefined_name)")
+    still_broken = "```python\nplt.plot(other_undefined_name)\n```"
+    context.repair_rounds = 1
+    graph = build_graph(model=model(broken, still_broken, still_broken),
+                        tools=ToolRegistry([code, search])).compile()
+    out = graph.invoke({"prompt": "p"}, context=context)
+    result = slots(context)[0]
+    assert not result["ok"] and result["attempts"] == 2
+    assert "other_undefined_name" in result["error"]
+    assert [f["slot"] for f in out["findings"] if f.get("repaired")] == [0]
+
+
+@pytest.mark.slow
+def test_a_repaired_chart_reruns_its_edit(context: Context) -> None:
+    from llmi.tools.code import code
+
+    edit = FakeTool("edit", ("img_index", "prompt"))
+    draft = tag("code", "line", code="plt.plot(nope)") + tag("edit", img_index=0, prompt="darker")
+    fixed = "```python\nplt.plot([1, 3, 2])\n```"
+    tools = fake_tools(code=code, edit=edit)
+    build_graph(model=model(draft, fixed), tools=tools).compile().invoke({"prompt": "p"}, context=context)
+    result = slots(context)
+    assert result[0]["ok"] and result[0]["attempts"] == 2
+    assert result[1]["ok"] and result[1]["attempts"] == 2
+    chart = (Path(context.out_dir) / result[0]["image"]["path"]).read_bytes()
+    assert edit.calls[-1].source_image == chart
