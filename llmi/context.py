@@ -35,8 +35,39 @@ class Context:
     model_timeout: float | None = _env("LLMI_MODEL_TIMEOUT", 120.0)
     """Seconds to wait for one reply of the chat model."""
     search_backend: str | None = _env("LLMI_SEARCH", "")
+    """``tavily`` or ``library``; empty picks the library when one is set, else Tavily with a key."""
+    tavily_api_key: str | None = _env("TAVILY_API_KEY", "", secret=True)
+    tavily_base_url: str | None = _env("LLMI_TAVILY_BASE_URL", "https://api.tavily.com")
+    image_library: str | None = _env("LLMI_IMAGE_LIBRARY", "")
+    """Folder of captioned images that the ``library`` search backend ranks."""
+    search_candidates: int | None = _env("LLMI_SEARCH_CANDIDATES", 5)
+    """Image results of a search that are tried, best first."""
+    allow_private_hosts: str | None = _env("LLMI_ALLOW_PRIVATE_HOSTS", "")
+    """Comma-separated ``host`` or ``host:port`` entries downloads may reach although private."""
+    download_max_bytes: int | None = _env("LLMI_DOWNLOAD_MAX_BYTES", 20_000_000)
+    download_timeout: float | None = _env("LLMI_DOWNLOAD_TIMEOUT", 20.0)
+    """Seconds one image download may take in all."""
+    connect_timeout: float | None = _env("LLMI_CONNECT_TIMEOUT", 5.0)
+    """Seconds to connect, and between two reads, of one download."""
+    min_image_side: int | None = _env("LLMI_MIN_IMAGE_SIDE", 256)
+    """Downloaded images whose shorter side is smaller are rejected."""
     diffusion_backend: str | None = _env("LLMI_DIFFUSION", "")
+    """``diffusers:<model id or path>`` or ``openai:<model>``."""
     edit_backend: str | None = _env("LLMI_EDIT", "")
+    """``diffusers:<model id or path>`` or ``openai:<model>``."""
+    images_base_url: str | None = _env("LLMI_IMAGES_BASE_URL", "")
+    """Base URL of the OpenAI-compatible images API; empty falls back to ``base_url``."""
+    image_size: str | None = _env("LLMI_IMAGE_SIZE", "1024x1024")
+    edit_size: str | None = _env("LLMI_EDIT_SIZE", "")
+    """Size of edited images, ``WxH``; empty keeps the source image's size."""
+    diffusion_steps: int | None = _env("LLMI_DIFFUSION_STEPS", 0)
+    """Denoising steps; 0 keeps the pipeline's default."""
+    diffusion_guidance: float | None = _env("LLMI_DIFFUSION_GUIDANCE", -1.0)
+    """Guidance scale; negative keeps the pipeline's default."""
+    seed: int | None = _env("LLMI_SEED", -1)
+    """Seed of the first image; negative draws one. The seed used is recorded."""
+    device: str | None = _env("LLMI_DEVICE", "")
+    """Torch device for diffusers; empty picks CUDA, then Apple MPS, then CPU."""
     max_images: int | None = _env("LLMI_MAX_IMAGES", 12)
     """Image tags past this many in one document become failed slots."""
     slot_timeout: float | None = _env("LLMI_SLOT_TIMEOUT", 180.0)

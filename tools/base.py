@@ -11,11 +11,24 @@ from llmi.state import ImageRequest
 
 
 class ToolError(Exception):
-    """A tool could not make its image; the message says why, for the slot."""
+    """A tool could not make its image; the message says why, for the slot.
+
+    ``kind`` names the failure for programs: ``config`` (no backend, no key),
+    ``quota``, ``http``, ``timeout``, ``unsafe_url``, ``no_result``, ``code``,
+    ``backend``. ``transient`` failures (time-outs, 429, 5xx) are worth retrying.
+    """
+
+    def __init__(self, reason: str, *, kind: str = "backend", transient: bool = False) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.transient = transient
 
 
 class NotConfigured(ToolError):
     """The tool has no backend; the message says how to configure one."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, kind="config")
 
 
 @dataclass(frozen=True)
