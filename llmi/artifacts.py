@@ -16,7 +16,16 @@ from PIL import Image
 
 from llmi.state import ImageRef
 
-_MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
+# MPO is how Pillow names the multi-picture JPEGs many cameras write.
+_MIME = {
+    "PNG": "image/png",
+    "JPEG": "image/jpeg",
+    "MPO": "image/jpeg",
+    "WEBP": "image/webp",
+    "GIF": "image/gif",
+}
+IMAGE_FORMATS = tuple(_MIME)
+"""Pillow format names of the images llmi accepts."""
 _EXT = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "image/gif": ".gif"}
 
 # Pixel cap checked from the header before anything decodes the image.
@@ -65,6 +74,11 @@ class ArtifactStore:
 
     def put_file(self, path: str | os.PathLike[str]) -> ImageRef:
         return self.put(Path(path).read_bytes())
+
+    def find(self, digest: str) -> ImageRef | None:
+        """The stored image with this sha256, if there is one."""
+        stored = next((self.root / digest[:2]).glob(f"{digest}.*"), None) if digest else None
+        return self.put_file(stored) if stored else None
 
     def get(self, ref: ImageRef) -> bytes:
         data = self.path(ref).read_bytes()

@@ -16,6 +16,9 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in [
         "LLMI_MODEL", "OPENAI_BASE_URL", "OPENAI_API_KEY", "LLMI_SEARCH", "LLMI_DIFFUSION",
         "LLMI_EDIT", "LLMI_ARTIFACTS", "LLMI_OUT", "LLMI_MAX_IMAGES", "LLMI_REPAIR_ROUNDS",
+        "TAVILY_API_KEY", "LLMI_TAVILY_BASE_URL", "LLMI_IMAGE_LIBRARY", "LLMI_ALLOW_PRIVATE_HOSTS",
+        "LLMI_IMAGES_BASE_URL", "LLMI_IMAGE_SIZE", "LLMI_EDIT_SIZE", "LLMI_SEED", "LLMI_DEVICE",
+        "LLMI_DIFFUSION_STEPS", "LLMI_DIFFUSION_GUIDANCE", "LLMI_SEARCH_CANDIDATES",
     ]:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("LLMI_ARTIFACTS", str(tmp_path / "artifacts"))

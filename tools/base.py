@@ -14,8 +14,8 @@ class ToolError(Exception):
     """A tool could not make its image; the message says why, for the slot.
 
     ``kind`` names the failure for programs: ``config`` (no backend, no key),
-    ``quota``, ``http``, ``timeout``, ``unsafe_url``, ``no_result``, ``code``,
-    ``backend``. ``transient`` failures (time-outs, 429, 5xx) are worth retrying.
+    ``quota``, ``http``, ``timeout``, ``unsafe_url``, ``too_large``, ``too_small``,
+    ``not_image``, ``no_result``, ``backend``. ``transient`` failures (time-outs, 429, 5xx) are worth retrying.
     """
 
     def __init__(self, reason: str, *, kind: str = "backend", transient: bool = False) -> None:
@@ -92,16 +92,19 @@ class BackendTool:
     def __call__(self, call: ToolCall) -> ToolOutput:
         return self.backend(call.context)(call)
 
+    def choice(self, context: Context) -> str:
+        """The backend setting, ``name`` or ``name:argument``."""
+        return getattr(context, self.setting) or ""
+
     def backend(self, context: Context) -> Backend:
-        choice = getattr(context, self.setting) or ""
-        name, _, argument = choice.partition(":")
+        name, _, argument = self.choice(context).partition(":")
         if not name:
-            raise NotConfigured(f"no {self.source} backend is configured: {self._how()}")
+            raise NotConfigured(f"no {self.source} backend is configured: {self.how_to_configure()}")
         if name not in self.backends:
-            raise NotConfigured(f"unknown {self.source} backend {name!r}: {self._how()}")
+            raise NotConfigured(f"unknown {self.source} backend {name!r}: {self.how_to_configure()}")
         return self.backends[name](argument)
 
-    def _how(self) -> str:
+    def how_to_configure(self) -> str:
         setting = env_name(self.setting)
         if self.backends:
             return f"set {setting} to one of {', '.join(sorted(self.backends))}"

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from llmi.tools.base import BackendFactory, BackendTool
+from llmi.tools.base import Backend, BackendFactory, BackendTool
+from llmi.tools.images_api import openai_generate
+
+
+def diffusers_backend(argument: str) -> Backend:
+    # Imported on use: torch and diffusers are an optional extra, and slow to import.
+    from llmi.tools.pipelines import text_to_image
+
+    return text_to_image(argument)
 
 
 class DiffusionTool(BackendTool):
@@ -14,8 +22,14 @@ class DiffusionTool(BackendTool):
         "params: {'prompt': a detailed text-to-image prompt}"
     )
 
+    def how_to_configure(self) -> str:
+        return (
+            "set LLMI_DIFFUSION=diffusers:<text-to-image model id or path> for a local pipeline, "
+            "or LLMI_DIFFUSION=openai:<model> for an OpenAI-compatible images API"
+        )
 
-diffusion = DiffusionTool()
+
+diffusion = DiffusionTool({"diffusers": diffusers_backend, "openai": openai_generate})
 
 
 def register_backend(name: str, factory: BackendFactory) -> None:

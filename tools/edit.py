@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from llmi.tools.base import BackendFactory, BackendTool
+from llmi.tools.base import Backend, BackendFactory, BackendTool
+from llmi.tools.images_api import openai_edit
+
+
+def diffusers_backend(argument: str) -> Backend:
+    # Imported on use: torch and diffusers are an optional extra, and slow to import.
+    from llmi.tools.pipelines import image_edit
+
+    return image_edit(argument)
 
 
 class EditTool(BackendTool):
@@ -14,8 +22,14 @@ class EditTool(BackendTool):
         "params: {'img_index': the index of the image to edit, 'prompt': the change}"
     )
 
+    def how_to_configure(self) -> str:
+        return (
+            "set LLMI_EDIT=diffusers:<instruction-editing model id or path> for a local pipeline, "
+            "or LLMI_EDIT=openai:<model> for an OpenAI-compatible images API"
+        )
 
-edit = EditTool()
+
+edit = EditTool({"diffusers": diffusers_backend, "openai": openai_edit})
 
 
 def register_backend(name: str, factory: BackendFactory) -> None:

@@ -11,7 +11,8 @@ from tenacity import (
     retry_if_exception,
     stop_after_attempt,
     stop_before_delay,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from llmi.tools.base import ToolError
@@ -38,7 +39,8 @@ def retry_transient(
     retrying = Retrying(
         retry=retry_if_exception(_transient),
         stop=stop_after_attempt(attempts) | stop_before_delay(deadline_s),
-        wait=wait_exponential_jitter(initial=first_wait_s, max=max(first_wait_s, deadline_s / 4)),
+        wait=wait_exponential(multiplier=first_wait_s, max=max(first_wait_s, deadline_s / 4))
+        + wait_random(0, first_wait_s),
         sleep=sleep,
         reraise=True,
     )
