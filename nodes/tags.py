@@ -12,7 +12,7 @@ import ast
 import json
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,25 +122,32 @@ def _unclosed_body(rest: str) -> str:
     return rest[:end]
 
 
-def _balanced_end(text: str, start: int) -> int | None:
-    """Index just past the bracket that closes ``text[start]``, outside strings."""
-    depth = 0
+def _outside_strings(text: str, start: int = 0) -> Iterator[tuple[int, str]]:
+    """The characters of ``text`` from ``start`` that stand outside quoted strings."""
     quote: str | None = None
     escaped = False
     for i in range(start, len(text)):
         ch = text[i]
-        if quote:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == quote:
-                quote = None
-        elif ch in "'\"":
-            quote = ch
-        elif ch in "{[(":
+        if quote is None:
+            if ch in "'\"":
+                quote = ch
+            else:
+                yield i, ch
+        elif escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == quote:
+            quote = None
+
+
+def _balanced_end(text: str, start: int) -> int | None:
+    """Index just past the bracket that closes ``text[start]``, outside strings."""
+    depth = 0
+    for i, ch in _outside_strings(text, start):
+        if ch in _PAIRS:
             depth += 1
-        elif ch in "}])":
+        elif ch in _PAIRS.values():
             depth -= 1
             if depth == 0:
                 return i + 1
@@ -210,19 +217,8 @@ def _escape_raw_newlines(body: str) -> str:
 def _close_brackets(body: str) -> str:
     """Append the closers of brackets left open outside strings."""
     stack: list[str] = []
-    quote: str | None = None
-    escaped = False
-    for ch in body:
-        if quote:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == quote:
-                quote = None
-        elif ch in "'\"":
-            quote = ch
-        elif ch in _PAIRS:
+    for _, ch in _outside_strings(body):
+        if ch in _PAIRS:
             stack.append(_PAIRS[ch])
         elif stack and ch == stack[-1]:
             stack.pop()
