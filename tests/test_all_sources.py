@@ -6,6 +6,7 @@ import io
 import json
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from llmi.context import Context
@@ -78,3 +79,34 @@ def test_web_search_through_the_downloader(context: Context) -> None:
     assert slots[0]["provenance"]["image_url"] == host.url("/photo.png")
     assert (slots[0]["image"]["width"], slots[0]["image"]["height"]) == (500, 375)
     assert "LLMI_DIFFUSION" in slots[1]["error"]
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*torch_dtype.*:FutureWarning")
+def test_web_search_and_local_diffusers_pipelines(context: Context, tmp_path: Path) -> None:
+    pytest.importorskip("diffusers")
+    from llmi.tools.pipelines import release_pipelines
+
+    from tiny_pipelines import save_instruct_pix2pix, save_text_to_image
+
+    context.diffusion_backend = f"diffusers:{save_text_to_image(tmp_path / 'models')}"
+    context.edit_backend = f"diffusers:{save_instruct_pix2pix(tmp_path / 'models')}"
+    context.image_size, context.diffusion_steps, context.seed, context.device = "64x64", 2, 11, "cpu"
+    try:
+        with standin_server({"/photo.png": serve(png(500, 375))}) as host:
+            tavily_answer = json_reply({
+                "query": "q", "answer": None, "response_time": 0.1, "results": [],
+                "images": [{"url": host.url("/photo.png"), "description": "Kiyomizu-dera"}],
+            })
+            with standin_server({"/search": tavily_answer}) as tavily:
+                context.tavily_api_key = "tvly-test"
+                context.tavily_base_url = tavily.base_url
+                context.allow_private_hosts = f"127.0.0.1:{host.port}"
+                slots = run(context)
+    finally:
+        release_pipelines()
+    assert {i: s["ok"] for i, s in slots.items()} == dict.fromkeys(range(5), True), slots
+    assert slots[1]["provenance"]["seed"] == 12
+    assert (slots[2]["image"]["width"], slots[2]["image"]["height"]) == (64, 64)
+    assert (slots[4]["image"]["width"], slots[4]["image"]["height"]) == (500, 375)
+    assert {slots[i]["provenance"]["model"] for i in (2, 4)} == {context.edit_backend[len("diffusers:"):]}

@@ -1,0 +1,482 @@
+"""Local diffusers pipelines as backends: ``diffusers:<model id or path>`` for diffusion and edit.
+
+Imported only when a ``diffusers`` backend is chosen. Each pipeline is loaded once per
+process per (model, device, dtype) and driven by one worker thread, because diffusers
+pipelines are not thread-safe. The worker batches text-to-image requests that arrive
+within a short window and share their settings (size, steps, guidance) into one call,
+each with its own seed; edits run one at a time.
+
+- Device and dtype: ``LLMI_DEVICE`` when set; else CUDA (bf16 on Ampere and newer, else
+  fp16), Apple MPS (fp16), or the CPU (fp32).
+- Steps and guidance go to the pipeline only when set, so its own defaults hold otherwise.
+  Only arguments the pipeline's ``__call__`` names are passed.
+- Seeds: ``LLMI_SEED`` + the slot index, or a drawn seed; the seed used is recorded.
+- Edits: the source is flattened to RGB (transparency on white) and worked on at its own
+  size, scaled down to at most ``LLMI_IMAGE_SIZE``'s pixel count; the result comes back at
+  ``LLMI_EDIT_SIZE`` or the source's size.
+"""
+
+from __future__ import annotations
+
+import atexit
+import gc
+import inspect
+import io
+import math
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from diffusers import DiffusionPipeline
+from PIL import Image
+
+from llmi.context import Context, env_name
+from llmi.tools.base import Backend, ToolCall, ToolError, ToolOutput
+
+BACKEND = "diffusers"
+BATCH_WINDOW_S = 0.05
+"""How long the first text-to-image request waits for others to share its call."""
+MAX_BATCH = 4
+"""Most images in one pipeline call; more risks running out of GPU memory."""
+
+_ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+_REASON_CHARS = 300
+
+
+def text_to_image(argument: str, *, window_s: float = BATCH_WINDOW_S,
+                  max_batch: int = MAX_BATCH) -> Backend:
+    """The backend of ``LLMI_DIFFUSION=diffusers:<argument>``."""
+    model = _model(argument, "diffusion_backend")
+
+    def generate(call: ToolCall) -> ToolOutput:
+        return _generate(model, call, window_s, max(1, max_batch))
+
+    return generate
+
+
+def image_edit(argument: str) -> Backend:
+    """The backend of ``LLMI_EDIT=diffusers:<argument>``; the pipeline must take an ``image``."""
+    model = _model(argument, "edit_backend")
+
+    def edit(call: ToolCall) -> ToolOutput:
+        return _edit(model, call)
+
+    return edit
+
+
+def release_pipelines() -> None:
+    """Stop the workers and drop every loaded pipeline, freeing its memory.
+
+    Also runs at exit: a worker still inside torch when the interpreter shuts down
+    aborts the process.
+    """
+    with _load_lock:
+        runners = list(_runners.values())
+        _runners.clear()
+    if not runners:
+        return
+    for runner in runners:
+        runner.close()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+atexit.register(release_pipelines)
+
+
+# --- the two backends ---------------------------------------------------------------
+
+
+def _generate(model: str, call: ToolCall, window_s: float, max_batch: int) -> ToolOutput:
+    ctx = call.context
+    deadline = time.monotonic() + call.deadline_s
+    size = _parse_size(ctx.image_size, "image_size")
+    runner = _runner(model, ctx.device or "", deadline)
+    options = _options(runner.pipe, ctx, size)
+    job = _Job(_prompt(call), _seed(ctx, call), options, deadline,
+               window_s=window_s, max_batch=max_batch)
+    image = runner.run(job)
+    if "width" in options:
+        image = _fit(image, size)
+    provenance = _provenance(runner, job, image.size)
+    return ToolOutput(data=_png(image), backend=BACKEND, provenance=provenance)
+
+
+def _edit(model: str, call: ToolCall) -> ToolOutput:
+    ctx = call.context
+    deadline = time.monotonic() + call.deadline_s
+    source = _source_rgb(call.source_image)
+    target = _parse_size(ctx.edit_size, "edit_size") if ctx.edit_size else source.size
+    budget = math.prod(_parse_size(ctx.image_size, "image_size"))
+    runner = _runner(model, ctx.device or "", deadline)
+    if "image" not in _parameters(runner.pipe):
+        raise ToolError(
+            f"the diffusers pipeline {model!r} ({type(runner.pipe).__name__}) cannot edit "
+            f"images: its __call__ takes no 'image'; set {env_name('edit_backend')} to an "
+            "editing pipeline such as InstructPix2Pix",
+            kind="config",
+        )
+    work = _working_size(target, budget, _size_multiple(runner.pipe))
+    options = _options(runner.pipe, ctx, work)
+    job = _Job(_prompt(call), _seed(ctx, call), options, deadline, image=_fit(source, work))
+    image = _fit(runner.run(job), target)
+    provenance = _provenance(runner, job, image.size)
+    provenance["source_size"] = _size_text(source.size)
+    return ToolOutput(data=_png(image), backend=BACKEND, provenance=provenance)
+
+
+def _model(argument: str, setting: str) -> str:
+    model = argument.strip()
+    if not model:
+        raise ToolError(f"set {env_name(setting)}=diffusers:<model id or local folder>",
+                        kind="config")
+    return model
+
+
+def _prompt(call: ToolCall) -> str:
+    prompt = str(call.request["params"].get("prompt") or call.request["description"]).strip()
+    if not prompt:
+        raise ToolError("the request has no prompt")
+    return prompt
+
+
+def _seed(ctx: Context, call: ToolCall) -> int:
+    if ctx.seed is not None and ctx.seed >= 0:
+        return ctx.seed + call.request["slot"]
+    return secrets.randbelow(2**31)
+
+
+def _provenance(runner: _Runner, job: _Job, size: tuple[int, int]) -> dict[str, Any]:
+    defaults = _parameters(runner.pipe)
+    return {
+        "prompt": job.prompt,
+        "model": runner.model,
+        "seed": job.seed,
+        "steps": job.options.get("num_inference_steps", _default(defaults, "num_inference_steps")),
+        "guidance": job.options.get("guidance_scale", _default(defaults, "guidance_scale")),
+        "size": _size_text(size),
+        "device": runner.device,
+        "dtype": str(runner.dtype).removeprefix("torch."),
+    }
+
+
+# --- call options ---------------------------------------------------------------------
+
+
+def _options(pipe: Any, ctx: Context, size: tuple[int, int]) -> dict[str, Any]:
+    """Keyword arguments of the pipeline call, apart from prompt, generator and image."""
+    accepted = _parameters(pipe)
+    options: dict[str, Any] = {}
+    steps, guidance = ctx.diffusion_steps, ctx.diffusion_guidance
+    if steps is not None and steps > 0 and "num_inference_steps" in accepted:
+        options["num_inference_steps"] = int(steps)
+    if guidance is not None and guidance >= 0 and "guidance_scale" in accepted:
+        options["guidance_scale"] = float(guidance)
+    if "width" in accepted and "height" in accepted:
+        multiple = _size_multiple(pipe)
+        options["width"], options["height"] = (_round_to(side, multiple) for side in size)
+    if "output_type" in accepted:
+        options["output_type"] = "pil"
+    return options
+
+
+def _parameters(pipe: Any) -> dict[str, inspect.Parameter]:
+    """The named parameters of the pipeline's ``__call__`` (not ``**kwargs``)."""
+    parameters = inspect.signature(pipe.__call__).parameters.values()
+    return {p.name: p for p in parameters
+            if p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)}
+
+
+def _default(parameters: dict[str, inspect.Parameter], name: str) -> Any:
+    parameter = parameters.get(name)
+    if parameter is None or parameter.default is inspect.Parameter.empty:
+        return None
+    return parameter.default
+
+
+def _size_multiple(pipe: Any) -> int:
+    # Stable Diffusion pipelines insist on multiples of 8 whatever their VAE's factor.
+    factor = getattr(pipe, "vae_scale_factor", None)
+    return max(8, factor) if isinstance(factor, int) else 8
+
+
+def _round_to(side: int, multiple: int) -> int:
+    return max(multiple, round(side / multiple) * multiple)
+
+
+def _working_size(target: tuple[int, int], budget: int, multiple: int) -> tuple[int, int]:
+    """``target`` scaled down to at most ``budget`` pixels, sides rounded to ``multiple``."""
+    scale = min(1.0, math.sqrt(budget / math.prod(target)))
+    width, height = (_round_to(round(side * scale), multiple) for side in target)
+    return width, height
+
+
+def _parse_size(text: str | None, setting: str) -> tuple[int, int]:
+    match = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", text or "")
+    width, height = (int(match[1]), int(match[2])) if match else (0, 0)
+    if not (width and height):
+        raise ToolError(f"{env_name(setting)} must read WxH, like 1024x768, not {text!r}",
+                        kind="config")
+    return width, height
+
+
+def _size_text(size: tuple[int, int]) -> str:
+    return f"{size[0]}x{size[1]}"
+
+
+# --- images ---------------------------------------------------------------------------
+
+
+def _source_rgb(data: bytes | None) -> Image.Image:
+    """The source image as RGB, transparent parts on white (charts often have alpha)."""
+    if not data:
+        raise ToolError("an edit needs the image it changes, and none was given")
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    # Pillow raises many types for broken data (OSError, SyntaxError, EOFError, bombs...).
+    except Exception as error:  # noqa: BLE001
+        raise ToolError(f"the source image is not a readable image: {error}") from error
+    if image.mode not in _ALPHA_MODES and "transparency" not in image.info:
+        return image.convert("RGB")
+    rgba = image.convert("RGBA")
+    canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    canvas.alpha_composite(rgba)
+    return canvas.convert("RGB")
+
+
+def _fit(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    if image.size == size:
+        return image
+    return image.resize(size, Image.Resampling.LANCZOS)
+
+
+def _png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return buf.getvalue()
+
+
+# --- loading: one pipeline per (model, device, dtype) ---------------------------------
+
+_runners: dict[tuple[str, str, str], _Runner] = {}
+_load_lock = threading.Lock()
+
+
+def _runner(model: str, requested_device: str, deadline: float) -> _Runner:
+    device, dtype = _placement(requested_device)
+    key = (model, device, str(dtype))
+    runner = _runners.get(key)
+    if runner is not None:
+        return runner
+    if not _load_lock.acquire(timeout=_left(deadline)):
+        raise _timeout(f"loading {model!r}")
+    try:
+        runner = _runners.get(key)
+        if runner is None:
+            runner = _runners[key] = _Runner(_load(model, device, dtype), model, device, dtype)
+    finally:
+        _load_lock.release()
+    if time.monotonic() >= deadline:
+        # The pipeline stays loaded, so a retry finds it ready.
+        raise _timeout(f"loading {model!r}")
+    return runner
+
+
+def _placement(requested: str) -> tuple[str, torch.dtype]:
+    device = requested.strip() or _auto_device()
+    try:
+        kind = torch.device(device).type
+    except RuntimeError as error:
+        raise ToolError(f"{env_name('device')}={device!r} is not a torch device: {error}",
+                        kind="config") from error
+    if kind == "cuda":
+        return device, torch.bfloat16 if _cuda_has_bf16(device) else torch.float16
+    if kind == "mps":
+        return device, torch.float16
+    return device, torch.float32
+
+
+def _auto_device() -> str:
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def _cuda_has_bf16(device: str) -> bool:
+    # Compute capability 8 (Ampere) is the first with native bf16; older GPUs only emulate it.
+    return torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 8
+
+
+def _load(model: str, device: str, dtype: torch.dtype) -> Any:
+    try:
+        pipe = DiffusionPipeline.from_pretrained(model, torch_dtype=dtype)
+    except Exception as error:  # noqa: BLE001 - hub, file and config errors of every kind
+        raise ToolError(f"cannot load the diffusers pipeline {model!r}: {_reason(error)}",
+                        kind="config") from error
+    try:
+        pipe.to(device)
+    except Exception as error:  # noqa: BLE001
+        raise ToolError(f"cannot put the diffusers pipeline {model!r} on {device}: "
+                        f"{_reason(error)}", kind="config") from error
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+# --- running: one worker thread per pipeline ------------------------------------------
+
+
+@dataclass(eq=False)
+class _Job:
+    prompt: str
+    seed: int
+    options: dict[str, Any]
+    deadline: float
+    image: Image.Image | None = None
+    """The source of an edit; jobs with one are never batched."""
+    window_s: float = 0.0
+    max_batch: int = 1
+    queued: float = 0.0
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Image.Image | None = None
+    error: ToolError | None = None
+    abandoned: bool = False
+
+    def joins(self, first: _Job) -> bool:
+        return self.image is None and first.image is None and self.options == first.options
+
+
+class _Runner:
+    """Owns one pipeline; its worker thread makes every call to it."""
+
+    def __init__(self, pipe: Any, model: str, device: str, dtype: torch.dtype) -> None:
+        self.pipe = pipe
+        self.model = model
+        self.device = device
+        self.dtype = dtype
+        self._jobs: list[_Job] = []
+        self._changed = threading.Condition()
+        self._closed = False
+        self._worker = threading.Thread(target=self._work, name=f"diffusers {model}", daemon=True)
+        self._worker.start()
+
+    def run(self, job: _Job) -> Image.Image:
+        """Queue ``job`` and wait for its image until the job's deadline."""
+        with self._changed:
+            if self._closed:
+                raise ToolError(f"the diffusers pipeline {self.model!r} was released",
+                                transient=True)
+            job.queued = time.monotonic()
+            self._jobs.append(job)
+            self._changed.notify_all()
+        if not job.done.wait(_left(job.deadline)):
+            job.abandoned = True
+            raise _timeout(f"waiting for {self.model!r}")
+        if job.error is not None:
+            raise job.error
+        assert job.result is not None
+        return job.result
+
+    def close(self) -> None:
+        """Fail the queued jobs, let the running call finish, and stop the worker."""
+        with self._changed:
+            self._closed = True
+            pending, self._jobs = self._jobs, []
+            self._changed.notify_all()
+        _fail(pending, ToolError(f"the diffusers pipeline {self.model!r} was released",
+                                 transient=True))
+        self._worker.join()
+
+    def _work(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            live = [job for job in batch if not job.abandoned]
+            if live:
+                self._execute(live)
+
+    def _next_batch(self) -> list[_Job] | None:
+        """The oldest job and those queued within its window that can share its call."""
+        with self._changed:
+            while not self._jobs and not self._closed:
+                self._changed.wait()
+            if self._closed:
+                return None
+            first = self._jobs[0]
+            until = first.queued + first.window_s
+            while self._has_room(first) and (left := until - time.monotonic()) > 0:
+                self._changed.wait(left)
+            batch = self._mates(first)[: first.max_batch]
+            self._jobs = [job for job in self._jobs if job not in batch]
+            return batch
+
+    def _has_room(self, first: _Job) -> bool:
+        return not self._closed and len(self._mates(first)) < first.max_batch
+
+    def _mates(self, first: _Job) -> list[_Job]:
+        return [job for job in self._jobs if job is first or job.joins(first)]
+
+    def _execute(self, batch: list[_Job]) -> None:
+        try:
+            images = self._call(batch)
+        except Exception as error:  # noqa: BLE001 - every failure becomes each member's ToolError
+            _fail(batch, _failure(error, self.device))
+            return
+        for job, image in zip(batch, images, strict=True):
+            job.result = image
+            job.done.set()
+
+    def _call(self, batch: list[_Job]) -> list[Image.Image]:
+        # CPU generators give the same noise for a seed on every device, and work on MPS.
+        generators = [torch.Generator("cpu").manual_seed(job.seed) for job in batch]
+        inputs: dict[str, Any] = dict(batch[0].options)
+        if len(batch) == 1:
+            inputs.update(prompt=batch[0].prompt, generator=generators[0])
+        else:
+            inputs.update(prompt=[job.prompt for job in batch], generator=generators)
+        if batch[0].image is not None:
+            inputs["image"] = batch[0].image
+        images = list(self.pipe(**inputs).images)
+        if len(images) != len(batch) or not all(isinstance(i, Image.Image) for i in images):
+            raise ToolError(f"the diffusers pipeline {self.model!r} did not answer one PIL "
+                            f"image per prompt ({len(images)} outputs for {len(batch)})")
+        return [image.convert("RGB") for image in images]
+
+
+def _fail(jobs: list[_Job], error: ToolError) -> None:
+    for job in jobs:
+        job.error = error
+        job.done.set()
+
+
+def _failure(error: Exception, device: str) -> ToolError:
+    if isinstance(error, ToolError):
+        return error
+    if isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower():
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return ToolError(
+            f"the diffusers pipeline ran out of memory on {device}: {_reason(error)}; try a "
+            f"smaller {env_name('image_size')} or {env_name('max_parallel')}",
+            transient=True,
+        )
+    return ToolError(f"the diffusers pipeline failed: {type(error).__name__}: {_reason(error)}")
+
+
+def _left(deadline: float) -> float:
+    """Seconds until ``deadline``, as a lock or event wait takes them."""
+    return min(max(0.0, deadline - time.monotonic()), threading.TIMEOUT_MAX)
+
+
+def _timeout(what: str) -> ToolError:
+    return ToolError(f"ran out of time {what}", kind="timeout", transient=True)
+
+
+def _reason(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= _REASON_CHARS else text[: _REASON_CHARS - 1] + "…"
