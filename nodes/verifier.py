@@ -61,15 +61,11 @@ class Verifier:
             and requests[slot]["attempt"] == result["attempt"]
             and requests[slot]["attempt"] < ctx.repair_rounds
         ]
-        repaired = self._repair(repairable, results, ctx)
-        findings += [
-            Finding(slot=r["slot"], problem=results[r["slot"]]["error"] or "", repaired=True)
-            for r in repaired
-        ]
+        repaired, tried = self._repair(repairable, results, ctx)
         return {
             "results": checked,
             "requests": repaired + _rerun_dependents(repaired, requests.values()),
-            "findings": findings,
+            "findings": findings + tried,
             "round": state.get("round", 0) + 1,
         }
 
@@ -93,10 +89,10 @@ class Verifier:
 
     def _repair(
         self, broken: list[ImageRequest], results: dict[int, ImageResult], ctx: Context
-    ) -> list[ImageRequest]:
+    ) -> tuple[list[ImageRequest], list[Finding]]:
+        """Fixed requests for the broken code slots, and a finding for each one tried."""
         if not broken:
-            return []
-        model = self.model or chat_model(ctx)
+            return [], []
         conversations = [
             [
                 SystemMessage(REPAIR_SYSTEM),
@@ -110,14 +106,28 @@ class Verifier:
             ]
             for request in broken
         ]
-        replies = model.batch(conversations, return_exceptions=True)
+        try:
+            replies = (self.model or chat_model(ctx)).batch(conversations, return_exceptions=True)
+        except Exception as exc:  # noqa: BLE001 - a failed repair must not cost the document
+            replies = [exc] * len(broken)
         fixed: list[ImageRequest] = []
+        findings: list[Finding] = []
         for request, reply in zip(broken, replies):
+            error = results[request["slot"]]["error"] or ""
             code = None if isinstance(reply, BaseException) else _code_of(reply.text)
             if code:
                 params = {**request["params"], "code": code}
                 fixed.append({**request, "params": params, "attempt": request["attempt"] + 1})
-        return fixed
+                findings.append(Finding(slot=request["slot"], problem=error, repaired=True))
+            else:
+                why = _failure(reply) if isinstance(reply, BaseException) else "no code in the reply"
+                problem = f"repair failed ({why}): {error}"
+                findings.append(Finding(slot=request["slot"], problem=problem))
+        return fixed, findings
+
+
+def _failure(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
 
 
 def _code_of(reply: str) -> str:

@@ -199,3 +199,26 @@ def test_a_repaired_chart_reruns_its_edit(context: Context) -> None:
     assert result[1]["ok"] and result[1]["attempts"] == 2
     chart = (Path(context.out_dir) / result[0]["image"]["path"]).read_bytes()
     assert edit.calls[-1].source_image == chart
+
+
+def test_a_repair_the_model_cannot_give_is_recorded(context: Context) -> None:
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    class PlansThenFails(FakeListChatModel):
+        calls: int = 0
+
+        def _call(self, *args, **kwargs):
+            self.calls += 1
+            if self.calls > 1:
+                raise ConnectionError("model server went away")
+            return super()._call(*args, **kwargs)
+
+    code = FakeTool("code", ("code",), behaviour=lambda call: (_ for _ in ()).throw(
+        ToolError("NameError: name 'x' is not defined")))
+    planner_model = PlansThenFails(responses=[tag("code", code="plt.plot(x)") + "\n\nText."])
+    graph = build_graph(model=planner_model, tools=fake_tools(code=code)).compile()
+    out = graph.invoke({"prompt": "p"}, context=context)
+    assert not slots(context)[0]["ok"]
+    [finding] = [f for f in out["findings"] if f["slot"] == 0]
+    assert "repair failed (ConnectionError: model server went away)" in finding["problem"]
+    assert "Text." in (Path(context.out_dir) / "document.md").read_text()
