@@ -112,9 +112,10 @@ def test_bar_chart_is_a_png_of_sensible_size() -> None:
 
 @slow
 def test_show_does_not_block() -> None:
-    start = time.monotonic()
-    chart(BAR + "plt.show()\nplt.show(block=True)\n", timeout_s=15)
-    assert time.monotonic() - start < 15
+    # A blocking show would hold the process until the 15 s limit, and run_chart
+    # would fail with "timed out" instead of returning the chart.
+    image = chart(BAR + "plt.show()\nplt.show(block=True)\n", timeout_s=15)
+    assert image.width > 200
 
 
 @slow
@@ -142,18 +143,16 @@ def test_print_flood_neither_corrupts_the_chart_nor_hangs() -> None:
         "    print('\\x89PNG' * 10**5, file=sys.stderr)\n"
         "os.write(1, b'y' * 10**7)\n"
     )
-    start = time.monotonic()
-    image = chart(flood + BAR)
+    # A hang would end in "timed out after 15 s" rather than a chart.
+    image = chart(flood + BAR, timeout_s=15)
     assert image.width > 200
-    assert time.monotonic() - start < 15
 
 
 @slow
 @pytest.mark.parametrize("code", ["while True:\n    pass", "import time\ntime.sleep(100)"])
 def test_time_out(code: str) -> None:
-    start = time.monotonic()
+    # The code never ends by itself, so failing at all, with this message, proves the limit.
     assert failure(BAR + code, timeout_s=3) == "timed out after 3 s"
-    assert time.monotonic() - start < 3 + 3
 
 
 @slow

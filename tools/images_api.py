@@ -188,7 +188,7 @@ def _call_api(call: ToolCall, server: _Server, request: Request) -> ImagesRespon
             try:
                 return request(client, Timeout(left, connect=min(connect_s, left)))
             except openai.APIError as error:
-                raise _tool_error(error, server.where) from error
+                raise _tool_error(error, server.where, call.deadline_s) from error
 
         return retry_transient(attempt, deadline_s=call.deadline_s)
 
@@ -196,10 +196,10 @@ def _call_api(call: ToolCall, server: _Server, request: Request) -> ImagesRespon
 # --- errors ----------------------------------------------------------------------------
 
 
-def _tool_error(error: openai.APIError, where: str) -> ToolError:
+def _tool_error(error: openai.APIError, where: str, deadline_s: float) -> ToolError:
     if isinstance(error, openai.APITimeoutError):
-        return ToolError(f"the images API at {where} did not answer in time",
-                         kind="timeout", transient=True)
+        return ToolError(f"the images API at {where} did not answer within the {deadline_s:g} s "
+                         "deadline", kind="timeout", transient=True)
     if isinstance(error, openai.APIConnectionError):
         return ToolError(f"could not reach the images API at {where}: {error.__cause__ or error}",
                          kind="http", transient=True)

@@ -59,12 +59,13 @@ def _search(ctx: Context, query: str, *, budget_s: float) -> dict[str, Any]:
     with TavilyClient(api_key=ctx.tavily_api_key, api_base_url=base_url) as client:
 
         def attempt() -> dict[str, Any]:
-            return _ask(client, query, timeout=max(0.1, ends - time.monotonic()))
+            return _ask(client, query, timeout=max(0.1, ends - time.monotonic()),
+                        budget_s=budget_s)
 
         return retry_transient(attempt, deadline_s=budget_s)
 
 
-def _ask(client: TavilyClient, query: str, *, timeout: float) -> dict[str, Any]:
+def _ask(client: TavilyClient, query: str, *, timeout: float, budget_s: float) -> dict[str, Any]:
     """One search, with Tavily's failures turned into ToolErrors."""
     try:
         return client.search(
@@ -85,8 +86,8 @@ def _ask(client: TavilyClient, query: str, *, timeout: float) -> dict[str, Any]:
     except BadRequestError as exc:
         raise ToolError(f"Tavily refused the search: {exc}", kind="backend") from None
     except TavilyTimeout:
-        raise ToolError(f"Tavily did not answer within {timeout:.1f} s", kind="timeout",
-                        transient=True) from None
+        raise ToolError(f"Tavily did not answer within the search's {budget_s:g} s",
+                        kind="timeout", transient=True) from None
     except requests.HTTPError as exc:
         status = exc.response.status_code if exc.response is not None else 0
         raise ToolError(f"Tavily answered HTTP {status}", kind="http",
