@@ -77,6 +77,18 @@ class Context:
     code_timeout: float | None = _env("LLMI_CODE_TIMEOUT", 20.0)
     code_memory_mb: int | None = _env("LLMI_CODE_MEMORY_MB", 2048)
     repair_rounds: int | None = _env("LLMI_REPAIR_ROUNDS", 2)
+    judge_model: str | None = _env("LLMI_JUDGE_MODEL", "")
+    """Text judge: scores a draft's text and tags; empty leaves those scores unknown."""
+    vision_judge_model: str | None = _env("LLMI_VISION_JUDGE_MODEL", "")
+    """Vision judge: scores the images, and checks each image against its text."""
+    judge_base_url: str | None = _env("LLMI_JUDGE_BASE_URL", "")
+    """Server of the judges; empty falls back to ``base_url``."""
+    reward_weights: str | None = _env("LLMI_REWARD_WEIGHTS", "0.2,0.3,0.5")
+    """Weights of the image-count, vision and text scores in the reward."""
+    candidates: int | None = _env("LLMI_CANDIDATES", 1)
+    """Candidate documents test-time scaling samples."""
+    keep: int | None = _env("LLMI_KEEP", 1)
+    """Candidates that survive the plan screening and run their tools."""
     artifact_dir: str | None = _env("LLMI_ARTIFACTS", str(default_cache_dir() / "artifacts"))
     """Folder of the content-addressed artifact store."""
     out_dir: str | None = _env("LLMI_OUT", "llmi-out")

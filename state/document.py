@@ -13,11 +13,14 @@ class DocumentInput(TypedDict, total=False):
     prompt: str
     images: list[str]
     """Paths of input images; they take the first ``img_index`` values."""
+    image_num: int
+    """Images asked for, as LLM-I counts them: -1 none, 0 any, 99 at least one, n exactly n."""
 
 
 class DocumentState(TypedDict, total=False):
     prompt: str
     images: list[str]
+    image_num: int
     inputs: list[ImageRef]
     draft: str
     segments: list[Segment]
