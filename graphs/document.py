@@ -46,7 +46,7 @@ def build_graph(
     builder.add_node("intake", intake or take_inputs)
     builder.add_node("planner", planner or Planner(model=model, tools=tools))
     builder.add_node("dispatch", dispatch or Dispatch(tools=tools))
-    builder.add_node("verifier", verifier or Verifier(model=model))
+    builder.add_node("verifier", verifier or Verifier(model=model, tools=tools))
     builder.add_node("assembler", assembler or assemble)
     builder.add_edge(START, "intake")
     builder.add_edge("intake", "planner")

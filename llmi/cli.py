@@ -20,7 +20,9 @@ from llmi.artifacts import NotAnImage, inspect_image
 from llmi.context import Context, default_cache_dir
 from llmi.demo import LABEL, PROMPT, RecordedModel
 from llmi.graphs.document import build_graph
+from llmi.graphs.tts import build_tts_graph
 from llmi.models import ModelNotConfigured
+from llmi.nodes.candidates import NoCandidate
 from llmi.nodes.intake import BadInputImage
 from llmi.progress import SlotProgress
 
@@ -59,6 +61,13 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--image", action="append", default=[], metavar="PATH",
                           help="an input image (repeatable); input images take the first image indices")
     generate.add_argument("--out", metavar="DIR", help="output folder (default: $LLMI_OUT or llmi-out)")
+    generate.add_argument("--candidates", type=_positive, metavar="N",
+                          help="sample N candidate documents and keep the best (default: $LLMI_CANDIDATES or 1)")
+    generate.add_argument("--keep", type=_positive, metavar="K",
+                          help="candidates whose plans survive screening and run their tools "
+                          "(default: $LLMI_KEEP or 1)")
+    generate.add_argument("--images", type=int, metavar="N", dest="image_num", default=0,
+                          help="images asked for: -1 none, 0 any (default), 99 at least one, n exactly n")
     generate.set_defaults(run=_generate)
 
     demo = commands.add_parser("demo", help="run offline on recorded model replies, no keys needed")
@@ -68,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _generate(args: argparse.Namespace, console: Console) -> int:
-    ctx = Context(out_dir=args.out)
+    ctx = Context(out_dir=args.out, candidates=args.candidates, keep=args.keep)
     if not ctx.model:
         raise CliError(
             "no chat model is configured",
@@ -78,8 +87,8 @@ def _generate(args: argparse.Namespace, console: Console) -> int:
     for path in args.image:
         _check_image(path)
     console.print(f"[dim]model {ctx.model} at {ctx.base_url or 'api.openai.com'}[/]", highlight=False)
-    return _run({"prompt": args.prompt, "images": [str(Path(p).resolve()) for p in args.image]},
-                ctx, console)
+    images = [str(Path(p).resolve()) for p in args.image]
+    return _run({"prompt": args.prompt, "images": images, "image_num": args.image_num}, ctx, console)
 
 
 def _demo(args: argparse.Namespace, console: Console) -> int:
@@ -93,10 +102,11 @@ def _run(inputs: dict[str, Any], ctx: Context, console: Console,
     run_id = str(uuid.uuid4())
     config = {"configurable": {"thread_id": run_id}}
     with _checkpointer() as saver, SlotProgress(console) as progress:
-        graph = build_graph(model=model).compile(checkpointer=saver, name="llmi")
+        builder = build_tts_graph(model=model) if ctx.candidates > 1 else build_graph(model=model)
+        graph = builder.compile(checkpointer=saver, name="llmi")
         try:
-            for mode, chunk in graph.stream(inputs, config, context=ctx,
-                                            stream_mode=["custom", "updates"]):
+            for _, mode, chunk in graph.stream(inputs, config, context=ctx, subgraphs=True,
+                                               stream_mode=["custom", "updates"]):
                 if mode == "custom" and chunk.get("llmi") == "slot":
                     progress.slot(chunk)
                 elif mode == "updates":
@@ -110,6 +120,8 @@ def _run(inputs: dict[str, Any], ctx: Context, console: Console,
             raise CliError(f"the model server refused the request ({exc.status_code}): "
                            f"{_first_line(exc.message)}",
                            "check LLMI_MODEL and OPENAI_API_KEY") from None
+        except NoCandidate as exc:
+            raise CliError(str(exc), "check the model server; see `llmi generate --help`") from None
         except BadInputImage as exc:
             raise CliError(str(exc), "pass PNG, JPEG, WebP or GIF files with --image") from None
         outputs = graph.get_state(config).values.get("outputs", {})
@@ -145,6 +157,13 @@ def _checkpointer() -> AbstractContextManager[SqliteSaver]:
     path = default_cache_dir() / "checkpoints.sqlite"
     path.parent.mkdir(parents=True, exist_ok=True)
     return SqliteSaver.from_conn_string(str(path))
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
 
 
 def _first_line(text: str) -> str:

@@ -17,7 +17,7 @@ class SlotProgress:
 
     def __init__(self, console: Console) -> None:
         self.console = console
-        self.slots: dict[int, dict[str, Any]] = {}
+        self.slots: dict[tuple[str, int], dict[str, Any]] = {}
         self.live = Live(self._table(), console=console, auto_refresh=False) if console.is_terminal else None
 
     def __enter__(self) -> SlotProgress:
@@ -38,9 +38,12 @@ class SlotProgress:
                       f"{len(update.get('requests', [])) + len(update.get('results', []))} image slots")
         elif node == "verifier" and update and update.get("requests"):
             self.note(f"verifier: repairing {len(update['requests'])} slot(s)")
+        elif node in ("draft", "screen", "rank") and update:
+            for candidate in update.get("candidates", []):
+                self.note(_candidate_line(node, candidate))
 
     def slot(self, event: dict[str, Any]) -> None:
-        self.slots[event["slot"]] = event
+        self.slots[(event.get("candidate") or "", event["slot"])] = event
         if self.live:
             self.live.update(self._table(), refresh=True)
         else:
@@ -53,19 +56,34 @@ class SlotProgress:
         status = event["status"]
         detail = _detail(event)
         seconds = f" {event['seconds']:.1f}s" if event.get("seconds") else ""
-        return (f"[{_STYLE[status]}]image {event['slot']} {event['source']}: {_LABEL[status]}"
+        who = f"{event['candidate']} " if event.get("candidate") else ""
+        return (f"[{_STYLE[status]}]{who}image {event['slot']} {event['source']}: {_LABEL[status]}"
                 f"{seconds}[/] {detail}")
 
     def _table(self) -> Table:
-        table = Table("image", "source", "status", "time", "detail", expand=True)
-        for slot in sorted(self.slots):
-            event = self.slots[slot]
+        table = Table("candidate", "image", "source", "status", "time", "detail", expand=True)
+        for key in sorted(self.slots):
+            event = self.slots[key]
+            slot = event["slot"]
             status = event["status"]
             detail = _detail(event)
             seconds = f"{event['seconds']:.1f}s" if event.get("seconds") else ""
-            table.add_row(str(slot), event["source"], f"[{_STYLE[status]}]{_LABEL[status]}[/]",
+            table.add_row(key[0], str(slot), event["source"], f"[{_STYLE[status]}]{_LABEL[status]}[/]",
                           seconds, detail)
         return table
+
+
+def _candidate_line(node: str, candidate: dict[str, Any]) -> str:
+    name = f"candidate {candidate['id']}"
+    if node == "draft":
+        if candidate.get("error"):
+            return f"{name}: planning failed: {candidate['error']}"
+        return f"{name}: planned (temperature {candidate['sampling']['temperature']})"
+    if node == "screen":
+        verdict = "pruned" if candidate.get("pruned") else "kept"
+        reward = (candidate.get("screen") or {}).get("reward")
+        return f"{name}: {verdict}" + (f" (plan reward {reward:.2f})" if reward is not None else "")
+    return f"{name}: reward {(candidate.get('scores') or {}).get('reward', 0):.2f}"
 
 
 def _detail(event: dict[str, Any]) -> str:

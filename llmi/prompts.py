@@ -47,8 +47,51 @@ The error was:
 ```"""
 
 
+QUERY_SYSTEM = """\
+You write web image search queries. A search for an image found nothing usable. \
+Write one better query: a few concrete keywords naming what the picture shows, \
+the way people caption photos, without quotes or search operators. Reply with the \
+query only, on one line."""
+
+QUERY_USER = """\
+The image should show: {description}
+
+The query {query!r} failed: {error}"""
+
+RETAG_SYSTEM = """\
+You fix image tags in a document that mixes text and images. A tag reads
+
+<imgen>{{'source': SOURCE, 'description': WHAT THE IMAGE SHOWS, 'params': {{...}}}}</imgen>
+
+and its body is a Python dict literal. The sources are:
+{sources}
+
+An 'edit' tag's 'img_index' must point at an input image or at an earlier image. \
+Reply with the corrected tag only: one <imgen>...</imgen> tag that keeps what the \
+original meant."""
+
+RETAG_USER = """\
+The document:
+
+{draft}
+
+Image {slot} of it is this tag, which could not be read:
+
+{tag}
+
+The error was: {error}"""
+
+
+def retag_system(guidance: Mapping[str, str]) -> str:
+    return RETAG_SYSTEM.format(sources=_sources(guidance))
+
+
+def _sources(guidance: Mapping[str, str]) -> str:
+    return "\n".join(f"- '{source}': {text}" for source, text in guidance.items())
+
+
 def planner_system(guidance: Mapping[str, str], *, n_inputs: int, max_images: int) -> str:
-    sources = "\n".join(f"- '{source}': {text}" for source, text in guidance.items())
+    sources = _sources(guidance)
     if n_inputs:
         numbering = (
             f"the user's {n_inputs} input image(s) are 0-{n_inputs - 1}, "
@@ -57,3 +100,21 @@ def planner_system(guidance: Mapping[str, str], *, n_inputs: int, max_images: in
     else:
         numbering = "the tags of your document count from 0, in order."
     return PLANNER_SYSTEM.format(sources=sources, numbering=numbering, max_images=max_images)
+
+POLISH_SYSTEM = """\
+You revise the text of a finished document so that it matches its images. Each \
+image stands in the text as a marker such as [[IMAGE 3]]. Some images could not be \
+made: the text must no longer describe or refer to a missing image as if it were \
+there, and should not promise what no image shows. Keep everything else: the \
+content, the Markdown structure, the tone and the language. Keep every marker \
+exactly once, in the same order and at the same place in the flow of the text. \
+Reply with the revised document only."""
+
+POLISH_USER = """\
+The document was written for this request: {request}
+
+DOCUMENT:
+{document}
+
+IMAGES:
+{images}"""

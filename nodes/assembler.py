@@ -20,7 +20,7 @@ from langgraph.runtime import Runtime
 from llmi.artifacts import ArtifactStore, extension, inspect_image
 from llmi.context import Context, context_of
 from llmi.nodes.render import Figure, html_document, markdown_document
-from llmi.state import DocumentState, ImageRequest, ImageResult, Segment
+from llmi.state import DocumentState, ImageRequest, ImageResult, Repair, Segment
 
 OK_TOKEN = "<image>"
 FAILED_TOKEN = "<fail_to_generate_image>"
@@ -44,7 +44,10 @@ def assemble(state: DocumentState, runtime: Runtime[Context]) -> dict:
     }
     _write(paths["markdown"], markdown_document(segments, figures))
     _write(paths["html"], html_document(prompt, segments, figures))
-    _write(paths["manifest"], _json(manifest(prompt, segments, figures, results)))
+    record = manifest(prompt, segments, figures, results, state.get("repairs") or [])
+    if "candidates" in state:
+        record |= candidates_record(state)
+    _write(paths["manifest"], _json(record))
     return {"outputs": {"dir": str(out), **{name: str(path) for name, path in paths.items()}}}
 
 
@@ -112,8 +115,12 @@ def manifest(
     segments: Sequence[Segment],
     figures: Mapping[int, Figure],
     results: Mapping[int, ImageResult],
+    repairs: Sequence[Repair] = (),
 ) -> dict[str, Any]:
-    slots = [_manifest_slot(figure, results.get(slot)) for slot, figure in figures.items()]
+    slots = [
+        _manifest_slot(figure, results.get(slot), [r for r in repairs if r["slot"] == slot])
+        for slot, figure in figures.items()
+    ]
     stats: dict[str, dict[str, int]] = {}
     for entry in slots:
         counts = stats.setdefault(entry["source"], {"total": 0, "success": 0})
@@ -127,7 +134,9 @@ def manifest(
     }
 
 
-def _manifest_slot(figure: Figure, result: ImageResult | None) -> dict[str, Any]:
+def _manifest_slot(
+    figure: Figure, result: ImageResult | None, repairs: Sequence[Repair]
+) -> dict[str, Any]:
     image = None
     if figure.ok:
         image = {
@@ -146,6 +155,30 @@ def _manifest_slot(figure: Figure, result: ImageResult | None) -> dict[str, Any]
         "provenance": (result or {}).get("provenance") or {},
         "seconds": float((result or {}).get("seconds") or 0.0),
         "attempts": result["attempt"] + 1 if result else 0,
+        "repairs": _manifest_repairs(repairs, worked=figure.ok),
+    }
+
+
+def _manifest_repairs(repairs: Sequence[Repair], *, worked: bool) -> list[dict[str, Any]]:
+    """The slot's repairs in order; only the last one can have worked, if the slot did."""
+    ordered = sorted(repairs, key=lambda r: r["attempt"])
+    return [
+        {
+            "attempt": r["attempt"],
+            "failed": r["failed"],
+            "tried": r["tried"],
+            "worked": worked and i == len(ordered) - 1,
+        }
+        for i, r in enumerate(ordered)
+    ]
+
+
+def candidates_record(state: Mapping[str, Any]) -> dict[str, Any]:
+    """Test-time scaling's account: every candidate, its sampling and scores, the winner."""
+    keys = ("id", "sampling", "pruned", "error", "screen", "scores")
+    return {
+        "candidates": [{key: c.get(key) for key in keys} for c in state["candidates"]],
+        "winner": state.get("winner"),
     }
 
 

@@ -34,7 +34,7 @@ class Dispatch:
             known=known,
             workers=ctx.max_parallel,
             timeout_s=ctx.slot_timeout,
-            notify=_progress(runtime),
+            notify=_progress(runtime, state.get("candidate")),
         )
         return {"results": scheduler.run(pending_requests(state))}
 
@@ -80,8 +80,9 @@ class Dispatch:
         )
 
 
-def _progress(runtime: Runtime[Context]) -> Callable[[dict[str, Any]], None]:
+def _progress(runtime: Runtime[Context], candidate: str | None) -> Callable[[dict[str, Any]], None]:
     writer = getattr(runtime, "stream_writer", None)
     if writer is None:
         return lambda event: None
-    return lambda event: writer({"llmi": "slot", **event})
+    label = {"candidate": candidate} if candidate else {}
+    return lambda event: writer({"llmi": "slot", **label, **event})

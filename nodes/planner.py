@@ -7,6 +7,7 @@ import re
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.runnables import Runnable
 from langgraph.runtime import Runtime
 
 from llmi.artifacts import ArtifactStore
@@ -33,6 +34,10 @@ class Planner:
 
     def __call__(self, state: DocumentState, runtime: Runtime[Context]) -> dict:
         ctx = context_of(runtime)
+        return self.plan(state, ctx, self.model or chat_model(ctx))
+
+    def plan(self, state: DocumentState, ctx: Context, model: Runnable) -> dict:
+        """The draft and its slots, written by ``model``."""
         inputs = state.get("inputs", [])
         system = planner_system(
             {source: tool.guidance for source, tool in self.tools.items()},
@@ -40,7 +45,7 @@ class Planner:
             max_images=ctx.max_images,
         )
         user = _user_message(state["prompt"], inputs, ArtifactStore(ctx.artifact_dir))
-        reply = (self.model or chat_model(ctx)).invoke([SystemMessage(system), user])
+        reply = model.invoke([SystemMessage(system), user])
         draft = _THINKING.sub("", reply.text)
         plan = parse_draft(
             draft,

@@ -81,6 +81,11 @@ def _slot(
         return failed_result(slot, source, description, f"bad tag: {exc}", tool="parser")
 
 
+def tag_bodies(draft: str) -> list[str]:
+    """The raw body of each tag of a draft, in order: what the model wrote for each slot."""
+    return [body for _, body in _split(_unwrap_fences(draft)) if body is not None]
+
+
 def _unwrap_fences(draft: str) -> str:
     """Drop code fences and backticks that wrap tags, keeping the tags."""
 

@@ -1,148 +1,162 @@
-"""Verifier node: checks every image and repairs failed chart code."""
+"""Verifier node: checks every new image, then repairs the slots that failed."""
 
 from __future__ import annotations
 
 import io
-import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 from PIL import Image, UnidentifiedImageError
 
 from llmi.artifacts import ArtifactStore
 from llmi.context import Context, context_of
-from llmi.models import chat_model
-from llmi.prompts import REPAIR_SYSTEM, REPAIR_USER
-from llmi.state import DocumentState, Finding, ImageRequest, ImageResult
+from llmi.models import chat_model, judge_model
+from llmi.nodes.judge import Judge
+from llmi.nodes.repairs import Failure, Situation, repair
+from llmi.state import DocumentState, Finding, ImageResult, Repair, Segment
+from llmi.tools.registry import ToolRegistry, default_tools
 
 MIN_SIDE = 64
 # Largest per-channel spread still counted as one flat colour (JPEG noise on a blank frame).
 FLAT_SPREAD = 3
-_FENCED = re.compile(r"```[\w+-]*\n(.*?)```", re.DOTALL)
 
 
 def image_problem(data: bytes) -> str | None:
-    """Why an image is unusable, or None when it passes."""
+    """Why an image is unusable ("is too small ..."), or None when it passes."""
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
             if min(img.size) < MIN_SIDE:
-                return f"too small ({img.width}x{img.height}, needs {MIN_SIDE}x{MIN_SIDE})"
+                return f"is too small ({img.width}x{img.height}, needs {MIN_SIDE}x{MIN_SIDE})"
             extrema = img.convert("RGB").getextrema()
     except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
         return f"does not decode ({exc})"
     if all(high - low <= FLAT_SPREAD for low, high in extrema):
-        return "one flat colour"
+        return "is one flat colour"
     return None
 
 
 class Verifier:
-    """Fails images that do not pass ``image_problem``; asks the model to fix failed code.
+    """Fails new images that do not pass the checks, and repairs failed slots.
 
-    Each code slot gets at most ``repair_rounds`` repairs; a repaired slot's edits run again.
+    The checks are ``image_problem`` and, with a vision judge, whether the image fits its
+    description and the text around it. ``llmi.nodes.repairs`` says how each kind of
+    failure is repaired; each slot gets at most ``repair_rounds`` repairs.
+
+    ``model`` writes the repairs (default: the planner's model of the run context);
+    ``tools`` should be the registry dispatch runs; ``judge`` checks relevance (default:
+    one with the context's vision judge, when one is configured).
     """
 
-    def __init__(self, model: BaseChatModel | None = None) -> None:
+    def __init__(
+        self,
+        model: BaseChatModel | None = None,
+        *,
+        tools: ToolRegistry | None = None,
+        judge: Judge | None = None,
+    ) -> None:
         self.model = model
+        self.tools = tools if tools is not None else default_tools()
+        self.judge = judge
 
     def __call__(self, state: DocumentState, runtime: Runtime[Context]) -> dict:
         ctx = context_of(runtime)
-        checked, findings = self._check(state.get("results", []), ArtifactStore(ctx.artifact_dir))
-        requests = {r["slot"]: r for r in state.get("requests", [])}
-        results = {r["slot"]: r for r in state.get("results", [])} | {r["slot"]: r for r in checked}
-        repairable = [
-            requests[slot]
-            for slot, result in sorted(results.items())
-            if not result["ok"]
-            and slot in requests
-            and requests[slot]["source"] == "code"
-            and requests[slot]["attempt"] == result["attempt"]
-            and requests[slot]["attempt"] < ctx.repair_rounds
-        ]
-        repaired, tried = self._repair(repairable, results, ctx)
+        fresh = [r for r in state.get("results", []) if not r.get("checked")]
+        checked, findings = self._check(fresh, state.get("segments", []), ctx)
+        situation = Situation(
+            ctx=ctx,
+            tools=self.tools,
+            requests=_by_slot(state.get("requests", [])),
+            results=_by_slot(state.get("results", [])) | _by_slot(checked),
+            history=_history(state.get("repairs", [])),
+            draft=state.get("draft", ""),
+            n_inputs=len(state.get("inputs", [])),
+        )
+        failures = [Failure(r, situation.requests.get(r["slot"])) for r in checked if not r["ok"]]
+        fixed = repair(failures, situation, lambda: self.model or chat_model(ctx))
         return {
-            "results": checked,
-            "requests": repaired + _rerun_dependents(repaired, requests.values()),
-            "findings": findings + tried,
+            "results": list((_by_slot(checked) | _by_slot(fixed.results)).values()),
+            "requests": fixed.requests,
+            "findings": findings + fixed.findings,
+            "repairs": fixed.repairs,
             "round": state.get("round", 0) + 1,
         }
 
     def _check(
-        self, results: Iterable[ImageResult], store: ArtifactStore
+        self, fresh: Sequence[ImageResult], segments: Sequence[Segment], ctx: Context
     ) -> tuple[list[ImageResult], list[Finding]]:
-        failed: list[ImageResult] = []
-        findings: list[Finding] = []
-        for result in results:
-            if not (result["ok"] and result["image"]):
-                continue
-            try:
-                problem = image_problem(store.get(result["image"]))
-            except (OSError, ValueError) as exc:
-                problem = f"is missing from the artifact store ({exc})"
+        """The fresh results marked checked, those whose image fails a check as failed."""
+        store = ArtifactStore(ctx.artifact_dir)
+        made = [r for r in fresh if r["ok"] and r["image"]]
+        judge, findings = (self.judge, []) if self.judge or not made else _vision_judge(ctx)
+        with ThreadPoolExecutor(max_workers=max(1, min(ctx.max_parallel, len(made)))) as pool:
+            problems = dict(
+                zip((r["slot"] for r in made),
+                    pool.map(lambda r: _problem(r, store, judge, segments), made))
+            )
+        checked: list[ImageResult] = []
+        for result in fresh:
+            problem = problems.get(result["slot"])
             if problem:
                 error = f"verifier: the image {problem}"
-                failed.append({**result, "ok": False, "image": None, "error": error})
+                result = {**result, "ok": False, "image": None, "error": error}
                 findings.append(Finding(slot=result["slot"], problem=error))
-        return failed, findings
-
-    def _repair(
-        self, broken: list[ImageRequest], results: dict[int, ImageResult], ctx: Context
-    ) -> tuple[list[ImageRequest], list[Finding]]:
-        """Fixed requests for the broken code slots, and a finding for each one tried."""
-        if not broken:
-            return [], []
-        conversations = [
-            [
-                SystemMessage(REPAIR_SYSTEM),
-                HumanMessage(
-                    REPAIR_USER.format(
-                        description=request["description"],
-                        code=request["params"]["code"],
-                        error=results[request["slot"]]["error"],
-                    )
-                ),
-            ]
-            for request in broken
-        ]
-        try:
-            replies = (self.model or chat_model(ctx)).batch(conversations, return_exceptions=True)
-        except Exception as exc:  # noqa: BLE001 - a failed repair must not cost the document
-            replies = [exc] * len(broken)
-        fixed: list[ImageRequest] = []
-        findings: list[Finding] = []
-        for request, reply in zip(broken, replies):
-            error = results[request["slot"]]["error"] or ""
-            code = None if isinstance(reply, BaseException) else _code_of(reply.text)
-            if code:
-                params = {**request["params"], "code": code}
-                fixed.append({**request, "params": params, "attempt": request["attempt"] + 1})
-                findings.append(Finding(slot=request["slot"], problem=error, repaired=True))
-            else:
-                why = _failure(reply) if isinstance(reply, BaseException) else "no code in the reply"
-                problem = f"repair failed ({why}): {error}"
-                findings.append(Finding(slot=request["slot"], problem=problem))
-        return fixed, findings
+            checked.append({**result, "checked": True})
+        return checked, findings
 
 
-def _failure(error: BaseException) -> str:
+def _vision_judge(ctx: Context) -> tuple[Judge | None, list[Finding]]:
+    """The context's vision judge, if one is configured; only it: no reward settings."""
+    try:
+        vlm = judge_model(ctx, vision=True)
+    except Exception as exc:  # noqa: BLE001 - a judge that cannot start must not cost the document
+        return None, [Finding(slot=-1, problem=f"relevance check skipped: {_why(exc)}")]
+    return (Judge(vlm=vlm) if vlm is not None else None), []
+
+
+def _problem(
+    result: ImageResult, store: ArtifactStore, judge: Judge | None, segments: Sequence[Segment]
+) -> str | None:
+    """Why a new image fails the checks, or None when it passes."""
+    try:
+        data = store.get(result["image"])
+    except (OSError, ValueError) as exc:
+        return f"is missing from the artifact store ({exc})"
+    problem = image_problem(data)
+    if problem or judge is None:
+        return problem
+    fits, reason = judge.check_relevance(
+        data, result["description"], surrounding_text(segments, result["slot"])
+    )
+    # Unknown (None) passes: only a clear mismatch costs the slot its image.
+    return f"does not fit its text ({reason})" if fits is False else None
+
+
+def _why(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def _code_of(reply: str) -> str:
-    match = _FENCED.search(reply)
-    return (match.group(1) if match else reply).strip()
+def surrounding_text(segments: Sequence[Segment], slot: int) -> str:
+    """The text just before and just after a slot: what its image should go with."""
+    at = next(
+        (i for i, s in enumerate(segments) if s["kind"] == "slot" and s["slot"] == slot), None
+    )
+    if at is None:
+        return ""
+    before = next((s["text"] for s in reversed(segments[:at]) if s["kind"] == "text"), "")
+    after = next((s["text"] for s in segments[at + 1 :] if s["kind"] == "text"), "")
+    return "\n\n".join(text for text in (before, after) if text)
 
 
-def _rerun_dependents(
-    repaired: list[ImageRequest], requests: Iterable[ImageRequest]
-) -> list[ImageRequest]:
-    """Edits of repaired slots (and their edits in turn) run again with the new image."""
-    stale = {r["slot"] for r in repaired}
-    again: list[ImageRequest] = []
-    for request in sorted(requests, key=lambda r: r["slot"]):
-        if request["depends_on"] in stale and request["slot"] not in stale:
-            stale.add(request["slot"])
-            again.append({**request, "attempt": request["attempt"] + 1})
-    return again
+def _history(repairs: Iterable[Repair]) -> dict[int, set[str]]:
+    history: dict[int, set[str]] = {}
+    for record in repairs:
+        history.setdefault(record["slot"], set()).add(record["kind"])
+    return history
+
+
+def _by_slot(records: Iterable[Any]) -> dict[int, Any]:
+    return {record["slot"]: record for record in records}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import operator
 from typing import Annotated, TypedDict
 
-from llmi.state.records import Finding, ImageRef, ImageRequest, ImageResult, Segment
+from llmi.state.records import Finding, ImageRef, ImageRequest, ImageResult, Repair, Segment
 from llmi.state.reducers import merge_by_slot
 
 
@@ -18,6 +18,8 @@ class DocumentInput(TypedDict, total=False):
 
 
 class DocumentState(TypedDict, total=False):
+    candidate: str
+    """Id of the test-time-scaling candidate this document is, if any."""
     prompt: str
     images: list[str]
     image_num: int
@@ -27,6 +29,7 @@ class DocumentState(TypedDict, total=False):
     requests: Annotated[list[ImageRequest], merge_by_slot]
     results: Annotated[list[ImageResult], merge_by_slot]
     findings: Annotated[list[Finding], operator.add]
+    repairs: Annotated[list[Repair], operator.add]
     round: int
     outputs: dict[str, str]
 
@@ -36,6 +39,7 @@ class DocumentOutput(TypedDict, total=False):
     segments: list[Segment]
     results: list[ImageResult]
     findings: list[Finding]
+    repairs: list[Repair]
     outputs: dict[str, str]
 
 

@@ -39,6 +39,8 @@ class ImageResult(TypedDict):
     provenance: dict[str, Any]
     seconds: float
     attempt: int
+    checked: NotRequired[bool]
+    """Set once the verifier has checked this result, so it is checked only once."""
 
 
 class TextSegment(TypedDict):
@@ -58,6 +60,18 @@ class Finding(TypedDict):
     slot: int
     problem: str
     repaired: NotRequired[bool]
+
+
+class Repair(TypedDict):
+    """One repair the verifier made on a slot; its outcome is the slot's later result."""
+
+    slot: int
+    attempt: int
+    """The attempt the repaired request runs as."""
+    kind: str
+    """``code``, ``query``, ``diffusion``, ``seed`` or ``retag``."""
+    failed: str
+    tried: str
 
 
 def failed_result(

@@ -5,9 +5,14 @@ from __future__ import annotations
 import io
 import threading
 from collections.abc import Callable
+from typing import Any
 
+from langchain_core.language_models import BaseChatModel
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
 from PIL import Image
+from pydantic import Field
 
 from llmi.tools.base import ToolCall, ToolOutput
 from llmi.tools.registry import ToolRegistry
@@ -66,3 +71,20 @@ def model(*replies: str) -> FakeListChatModel:
 
 def tag(source: str, description: str = "an image", **params: object) -> str:
     return f"<imgen>{{'source': {source!r}, 'description': {description!r}, 'params': {params!r}}}</imgen>"
+
+
+class ScriptedModel(BaseChatModel):
+    """A chat model whose reply is ``script(messages, kwargs)``: it can answer by prompt or seed."""
+
+    script: Callable[[list[BaseMessage], dict[str, Any]], str]
+    calls: list[dict[str, Any]] = Field(default_factory=list)
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted"
+
+    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None,
+                  **kwargs: Any) -> ChatResult:
+        self.calls.append({"messages": messages, **kwargs})
+        message = AIMessage(self.script(messages, kwargs))
+        return ChatResult(generations=[ChatGeneration(message=message)])

@@ -17,7 +17,7 @@ from PIL import Image
 from llmi.artifacts import ArtifactStore
 from llmi.context import Context
 from llmi.nodes.assembler import assemble
-from llmi.state import ImageRef, ImageRequest, ImageResult, failed_result
+from llmi.state import ImageRef, ImageRequest, ImageResult, Repair, failed_result
 
 HOSTILE = [
     "<script>alert(1)</script>",
@@ -135,7 +135,7 @@ def test_manifest_records_every_slot_and_stats(context: Context, mixed: dict[str
     for entry in manifest["slots"]:
         assert set(entry) == {
             "index", "source", "description", "ok", "error", "image", "provenance", "seconds",
-            "attempts",
+            "attempts", "repairs",
         }
     chart, photo, painting, missing = manifest["slots"]
     assert chart["ok"] and chart["error"] is None and chart["attempts"] == 1
@@ -147,7 +147,7 @@ def test_manifest_records_every_slot_and_stats(context: Context, mixed: dict[str
     assert photo == {
         "index": 1, "source": "search", "description": "Photo of rain", "ok": False,
         "error": "no images found", "image": None, "provenance": {}, "seconds": 0.0,
-        "attempts": 3,
+        "attempts": 3, "repairs": [],
     }
     assert missing["ok"] is False and missing["error"] == "no result"
     assert (missing["source"], missing["description"], missing["image"]) == ("edit", "Darker", None)
@@ -162,6 +162,32 @@ def test_manifest_records_every_slot_and_stats(context: Context, mixed: dict[str
         "<fail_to_generate_image>\n\n\nA painting of it:\n\n\n<image>\n\n<fail_to_generate_image>"
         "\n\n\nThe end."
     )
+
+
+def test_manifest_records_each_slots_repairs(context: Context, mixed: dict[str, Any]) -> None:
+    repairs = [
+        Repair(slot=1, attempt=2, kind="diffusion", failed="search: none again",
+               tried="a diffusion image instead of search: 'rain'"),
+        Repair(slot=1, attempt=1, kind="query", failed="search: none",
+               tried="a reformulated search query: 'rain street'"),
+        Repair(slot=2, attempt=1, kind="seed", failed="diffusion: blank",
+               tried="diffusion again with a new seed (5)"),
+    ]
+    outputs = _run(context, **mixed, repairs=repairs)
+    slots = json.loads(outputs["manifest"].read_text(encoding="utf-8"))["slots"]
+
+    chart, photo, painting, missing = slots
+    assert chart["repairs"] == [] and missing["repairs"] == []
+    assert photo["repairs"] == [
+        {"attempt": 1, "failed": "search: none",
+         "tried": "a reformulated search query: 'rain street'", "worked": False},
+        {"attempt": 2, "failed": "search: none again",
+         "tried": "a diffusion image instead of search: 'rain'", "worked": False},
+    ]
+    assert painting["repairs"] == [
+        {"attempt": 1, "failed": "diffusion: blank", "tried": "diffusion again with a new seed (5)",
+         "worked": True},
+    ]
 
 
 def test_outputs_are_absolute_paths_that_exist(context: Context, mixed: dict[str, Any]) -> None:

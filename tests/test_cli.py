@@ -113,3 +113,27 @@ def test_demo_runs_offline(tmp_path: Path) -> None:
     assert not by_source[0]["ok"] and "LLMI_SEARCH" in by_source[0]["error"]
     html = (out / "document.html").read_text()
     assert "could not be made" in html and "<imgen" not in html
+
+
+def test_generate_with_candidates(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    draft = "# Report\n\n" + tag("code", "Sales", code="plt.bar(['a', 'b'], [1, 2])") + "\n\nDone."
+    with chat_server(draft) as (url, seen):
+        monkeypatch.setenv("LLMI_MODEL", "llmi-test-model")
+        monkeypatch.setenv("OPENAI_BASE_URL", url)
+        code = main(["generate", "A report", "--candidates", "4", "--keep", "2",
+                     "--out", str(tmp_path / "out")])
+    assert code == 0
+    plans = [r["body"] for r in seen if "<imgen>" in r["body"]["messages"][0]["content"]]
+    assert sorted(body["seed"] for body in plans) == [0, 1, 2, 3]
+    assert len({body["temperature"] for body in plans}) == 4
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert [c["pruned"] for c in manifest["candidates"]] == [False, False, True, True]
+    assert manifest["winner"] == "c0" and manifest["slots"][0]["ok"]
+    assert "candidate c3: pruned" in capsys.readouterr().err
+
+
+def test_candidates_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["generate", "x", "--candidates", "0"])
+    assert "must be 1 or more" in capsys.readouterr().err

@@ -12,7 +12,8 @@ OpenAI and open servers differ in what they accept:
   ``dall-e-*`` models, and never a seed.
 - Open servers get ``response_format="b64_json"`` (LocalAI and SGLang answer with links
   otherwise) and, when ``LLMI_SEED`` is 0 or more, ``seed`` = that seed + the slot index,
-  so that images of one document differ.
+  so that images of one document differ; a request's own ``params['seed']`` (a verifier's
+  retry) wins.
 - Edit sizes: OpenAI takes a few fixed sizes, so the one closest in aspect ratio is
   asked for. An open server gets the requested ``LLMI_EDIT_SIZE`` as is; without one, the
   source's size scaled down to at most one megapixel and rounded to multiples of 16,
@@ -158,8 +159,13 @@ def _prompt(call: ToolCall) -> str:
 
 
 def _seed(server: _Server, call: ToolCall) -> int | None:
+    if server.is_openai:
+        return None
+    retry = call.request["params"].get("seed")
+    if isinstance(retry, int) and not isinstance(retry, bool) and retry >= 0:
+        return retry
     seed = call.context.seed
-    if server.is_openai or seed is None or seed < 0:
+    if seed is None or seed < 0:
         return None
     return seed + call.request["slot"]
 

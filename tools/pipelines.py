@@ -10,7 +10,8 @@ each with its own seed; edits run one at a time.
   fp16), Apple MPS (fp16), or the CPU (fp32).
 - Steps and guidance go to the pipeline only when set, so its own defaults hold otherwise.
   Only arguments the pipeline's ``__call__`` names are passed.
-- Seeds: ``LLMI_SEED`` + the slot index, or a drawn seed; the seed used is recorded.
+- Seeds: the request's ``params['seed']`` (a verifier's retry), else ``LLMI_SEED`` + the
+  slot index, else a drawn seed; the seed used is recorded.
 - Edits: the source is flattened to RGB (transparency on white) and worked on at its own
   size, scaled down to at most ``LLMI_IMAGE_SIZE``'s pixel count; the result comes back at
   ``LLMI_EDIT_SIZE`` or the source's size.
@@ -146,6 +147,9 @@ def _prompt(call: ToolCall) -> str:
 
 
 def _seed(ctx: Context, call: ToolCall) -> int:
+    retry = call.request["params"].get("seed")
+    if isinstance(retry, int) and not isinstance(retry, bool) and retry >= 0:
+        return retry
     if ctx.seed is not None and ctx.seed >= 0:
         return ctx.seed + call.request["slot"]
     return secrets.randbelow(2**31)

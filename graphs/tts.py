@@ -1,0 +1,93 @@
+"""The test-time-scaling graph: sample N candidate documents, keep the best.
+
+    intake -> draft x N -> screen (prune to K) -> produce x K -> rank -> polish -> assembler
+
+Pruned candidates cost no tool calls: the judge screens plans before any tool runs.
+"""
+
+from __future__ import annotations
+
+from langchain_core.language_models import BaseChatModel
+from langgraph.graph import END, START, StateGraph
+
+from llmi.context import Context
+from llmi.graphs.document import Node, after_verifier
+from llmi.nodes.assembler import assemble
+from llmi.nodes.candidates import (
+    Drafter,
+    Producer,
+    Ranker,
+    Screener,
+    fan_out_drafts,
+    fan_out_survivors,
+)
+from llmi.nodes.dispatch import Dispatch
+from llmi.nodes.intake import take_inputs
+from llmi.nodes.judge import Judge
+from llmi.nodes.planner import Planner
+from llmi.nodes.polish import Polisher
+from llmi.nodes.verifier import Verifier
+from llmi.state import DocumentInput, DocumentOutput, DocumentState
+from llmi.state.candidates import ScalingState
+from llmi.tools.registry import ToolRegistry, default_tools
+
+
+def build_production_graph(
+    *, tools: ToolRegistry, model: BaseChatModel | None = None,
+    dispatch: Node | None = None, verifier: Node | None = None,
+) -> StateGraph:
+    """One document's tools and repairs: dispatch and the verifier, until nothing is pending."""
+    builder = StateGraph(DocumentState, context_schema=Context)
+    builder.add_node("dispatch", dispatch or Dispatch(tools=tools))
+    builder.add_node("verifier", verifier or Verifier(model=model, tools=tools))
+    builder.add_edge(START, "dispatch")
+    builder.add_edge("dispatch", "verifier")
+    builder.add_conditional_edges("verifier", after_verifier, {"dispatch": "dispatch", "assembler": END})
+    return builder
+
+
+def build_tts_graph(
+    *,
+    model: BaseChatModel | None = None,
+    judge: Judge | None = None,
+    tools: ToolRegistry | None = None,
+    intake: Node | None = None,
+    planner: Planner | None = None,
+    dispatch: Node | None = None,
+    verifier: Node | None = None,
+    polish: Node | None = None,
+    assembler: Node | None = None,
+) -> StateGraph:
+    """The uncompiled test-time-scaling graph; ``candidates`` and ``keep`` come from the context.
+
+    ``judge`` defaults to one built from the context's judge models; ``model`` is the
+    planner's, the verifier's and the polisher's chat model.
+    """
+    tools = tools if tools is not None else default_tools()
+    production = build_production_graph(
+        tools=tools, model=model, dispatch=dispatch, verifier=verifier
+    ).compile(name="production")
+    builder = StateGraph(
+        ScalingState, context_schema=Context, input_schema=DocumentInput, output_schema=DocumentOutput
+    )
+    builder.add_node("intake", intake or take_inputs)
+    builder.add_node("draft", Drafter(planner or Planner(model=model, tools=tools)))
+    builder.add_node("screen", Screener(judge))
+    builder.add_node("produce", Producer(production))
+    builder.add_node("rank", Ranker(judge))
+    builder.add_node("polish", polish or Polisher(model=model))
+    # The assembler reads the candidates too, to put them in the manifest.
+    builder.add_node("assembler", assembler or assemble, input_schema=ScalingState)
+    builder.add_edge(START, "intake")
+    builder.add_conditional_edges("intake", fan_out_drafts, ["draft"])
+    builder.add_edge("draft", "screen")
+    builder.add_conditional_edges("screen", fan_out_survivors, ["produce"])
+    builder.add_edge("produce", "rank")
+    builder.add_edge("rank", "polish")
+    builder.add_edge("polish", "assembler")
+    builder.add_edge("assembler", END)
+    return builder
+
+
+# The graph langgraph.json names: no checkpointer, the LangGraph server brings its own.
+graph = build_tts_graph().compile(name="llmi-tts")

@@ -1,0 +1,156 @@
+"""Test-time scaling nodes: draft candidates, screen their plans, produce the survivors, rank.
+
+Every candidate is the document graph's state under an id: the planner writes it
+with its own sampling, the judge screens the plans before any tool runs, the
+survivors run dispatch and the verifier, and the judge ranks the finished
+documents. The winner's document becomes the graph's document.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from langchain_core.runnables import Runnable
+from langgraph.runtime import Runtime
+from langgraph.types import Send
+
+from llmi.artifacts import ArtifactStore
+from llmi.context import Context, context_of
+from llmi.models import chat_model
+from llmi.nodes.judge import Judge, rank
+from llmi.nodes.planner import Planner
+from llmi.state.candidates import Candidate, Sampling, ScalingState
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+# Temperatures of the candidates, as offsets from the context's: the first samples as
+# a single run would, the others spread around it.
+_SPREAD = (0.0, 0.3, -0.3, 0.6, -0.15, 0.45, 0.15, -0.45)
+_DOCUMENT_KEYS = ("prompt", "inputs", "image_num")
+
+
+class NoCandidate(RuntimeError):
+    """Every candidate's planner call failed."""
+
+
+def sampling(index: int, ctx: Context) -> Sampling:
+    """Candidate ``index``'s temperature and seed: distinct, and the same on every run."""
+    offset = _SPREAD[index % len(_SPREAD)] + 0.05 * (index // len(_SPREAD))
+    seed = (ctx.seed if ctx.seed >= 0 else 0) + index
+    return Sampling(temperature=round(min(1.5, max(0.0, ctx.temperature + offset)), 3), seed=seed)
+
+
+def fan_out_drafts(state: ScalingState, runtime: Runtime[Context]) -> list[Send]:
+    """One ``draft`` task per candidate."""
+    ctx = context_of(runtime)
+    shared = {key: state[key] for key in _DOCUMENT_KEYS if key in state}
+    return [
+        Send("draft", {**shared, "id": f"c{i}", "sampling": sampling(i, ctx)})
+        for i in range(max(1, ctx.candidates))
+    ]
+
+
+class Drafter:
+    """Writes one candidate's plan with the planner, sampled as the candidate says."""
+
+    def __init__(self, planner: Planner) -> None:
+        self.planner = planner
+
+    def __call__(self, task: dict[str, Any], runtime: Runtime[Context]) -> dict:
+        ctx = context_of(runtime)
+        settings: Sampling = task["sampling"]
+        model = (self.planner.model or chat_model(ctx)).bind(**settings)
+        candidate = Candidate(id=task["id"], sampling=settings, pruned=False, error=None)
+        try:
+            document = self.planner.plan(task, ctx, model)
+        except Exception as exc:  # noqa: BLE001 - one failed sample must not cost the others
+            return {"candidates": [{**candidate, "pruned": True, "error": f"{type(exc).__name__}: {exc}"}]}
+        shared = {key: task[key] for key in _DOCUMENT_KEYS if key in task}
+        return {"candidates": [{**candidate, "document": {**shared, **document}}]}
+
+
+class Screener:
+    """Scores every plan cheaply (rules and the text judge) and keeps the best ``keep``."""
+
+    def __init__(self, judge: Judge | None = None) -> None:
+        self.judge = judge
+
+    def __call__(self, state: ScalingState, runtime: Runtime[Context]) -> dict:
+        ctx = context_of(runtime)
+        planned = [c for c in state["candidates"] if not c.get("error")]
+        if not planned:
+            errors = "; ".join(c.get("error") or "" for c in state["candidates"])
+            raise NoCandidate(f"every candidate's planner call failed: {errors}")
+        if len(planned) <= ctx.keep:
+            # Nothing to prune: the judge's time would be spent for no choice.
+            return {"candidates": [{"id": c["id"], "screen": None, "pruned": False} for c in planned]}
+        judge = self.judge or Judge.from_context(ctx)
+        image_num = state.get("image_num", 0)
+        screens = _parallel(
+            lambda c: judge.screen(
+                state["prompt"], c["document"]["draft"], c["document"]["requests"],
+                c["document"]["results"], image_num=image_num,
+            ),
+            planned,
+        )
+        kept = set(rank([(c["id"], s) for c, s in zip(planned, screens)])[: max(1, ctx.keep)])
+        return {"candidates": [
+            {"id": c["id"], "screen": s, "pruned": c["id"] not in kept}
+            for c, s in zip(planned, screens)
+        ]}
+
+
+def fan_out_survivors(state: ScalingState) -> list[Send]:
+    """One ``produce`` task per candidate that survived the screening."""
+    return [Send("produce", c) for c in state["candidates"] if not c.get("pruned")]
+
+
+class Producer:
+    """Runs a candidate's tools and repairs: the production graph on its document."""
+
+    def __init__(self, production: Runnable) -> None:
+        self.production = production
+
+    def __call__(self, candidate: Candidate, runtime: Runtime[Context]) -> dict:
+        document = self.production.invoke(
+            {**candidate["document"], "candidate": candidate["id"]}, context=context_of(runtime)
+        )
+        return {"candidates": [{"id": candidate["id"], "document": document}]}
+
+
+class Ranker:
+    """Scores the finished candidates with the full reward; the best one's document wins."""
+
+    def __init__(self, judge: Judge | None = None) -> None:
+        self.judge = judge
+
+    def __call__(self, state: ScalingState, runtime: Runtime[Context]) -> dict:
+        ctx = context_of(runtime)
+        judge = self.judge or Judge.from_context(ctx)
+        store = ArtifactStore(ctx.artifact_dir)
+        finished = [c for c in state["candidates"] if not c.get("pruned") and not c.get("error")]
+        scores = _parallel(
+            lambda c: judge.score(
+                state["prompt"], c["document"]["draft"], c["document"]["segments"],
+                c["document"]["results"], store=store, inputs=state.get("inputs", []),
+                image_num=state.get("image_num", 0),
+                text_scores=(c.get("screen") or {}).get("llm"),
+            ),
+            finished,
+        )
+        winner = rank([(c["id"], s) for c, s in zip(finished, scores)])[0]
+        document = next(c["document"] for c in finished if c["id"] == winner)
+        return {
+            **{key: value for key, value in document.items() if key not in _DOCUMENT_KEYS},
+            "candidates": [{"id": c["id"], "scores": s} for c, s in zip(finished, scores)],
+            "winner": winner,
+        }
+
+
+def _parallel(work: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """``work`` on every item at once (judge calls wait on servers), results in order."""
+    with ThreadPoolExecutor(max_workers=max(1, len(items)), thread_name_prefix="llmi-judge") as pool:
+        return list(pool.map(work, items))
