@@ -48,12 +48,16 @@ def test_only_the_context_module_reads_the_environment() -> None:
     assert sorted(readers) == ["llmi/context.py", "tools/code.py"]
 
 
-def test_langgraph_json_names_a_compiled_graph_without_checkpointer() -> None:
+@pytest.mark.parametrize(("name", "nodes"), [
+    ("llmi", {"intake", "planner", "dispatch", "verifier", "assembler"}),
+    ("llmi-tts", {"intake", "draft", "screen", "produce", "rank", "polish", "assembler"}),
+])
+def test_langgraph_json_names_compiled_graphs_without_checkpointer(name: str, nodes: set[str]) -> None:
     config = json.loads((ROOT / "langgraph.json").read_text())
-    path, _, attribute = config["graphs"]["llmi"].partition(":")
-    spec = importlib.util.spec_from_file_location("studio_graph", ROOT / path)
+    path, _, attribute = config["graphs"][name].partition(":")
+    spec = importlib.util.spec_from_file_location(f"studio_{name.replace('-', '_')}", ROOT / path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     graph = getattr(module, attribute)
     assert graph.checkpointer is None
-    assert {"intake", "planner", "dispatch", "verifier", "assembler"} <= set(graph.get_graph().nodes)
+    assert nodes <= set(graph.get_graph().nodes)
