@@ -8,8 +8,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-_STYLE = {"queued": "yellow", "done": "green", "failed": "red"}
-_LABEL = {"queued": "running", "done": "done", "failed": "failed"}
+_STYLE = {"queued": "dim", "started": "yellow", "finished": "green", "failed": "red"}
+_LABEL = {"queued": "queued", "started": "running", "finished": "done", "failed": "failed"}
 
 
 class SlotProgress:
@@ -36,11 +36,21 @@ class SlotProgress:
                 self.slot({**result, "status": "failed"})
             self.note(f"planner wrote {len(update.get('segments', []))} segments, "
                       f"{len(update.get('requests', [])) + len(update.get('results', []))} image slots")
-        elif node == "verifier" and update and update.get("requests"):
-            self.note(f"verifier: repairing {len(update['requests'])} slot(s)")
-        elif node in ("draft", "screen", "rank") and update:
+        elif node in ("draft", "rank") and update:
             for candidate in update.get("candidates", []):
                 self.note(_candidate_line(node, candidate))
+
+    def event(self, event: dict[str, Any]) -> None:
+        """A custom stream event of a node (see ``llmi.events``)."""
+        kind = event.get("llmi")
+        who = f"{event['candidate']} " if event.get("candidate") else ""
+        if kind == "slot":
+            self.slot(event)
+        elif kind == "repair":
+            self.note(f"{who}repair of image {event['slot']} ({event['kind']}): {event['tried']}")
+        elif kind == "candidate":
+            reward = f" (plan reward {event['reward']:.2f})" if event.get("reward") is not None else ""
+            self.note(f"candidate {event['id']}: {event['status']}{reward}")
 
     def slot(self, event: dict[str, Any]) -> None:
         self.slots[(event.get("candidate") or "", event["slot"])] = event
@@ -79,10 +89,6 @@ def _candidate_line(node: str, candidate: dict[str, Any]) -> str:
         if candidate.get("error"):
             return f"{name}: planning failed: {candidate['error']}"
         return f"{name}: planned (temperature {candidate['sampling']['temperature']})"
-    if node == "screen":
-        verdict = "pruned" if candidate.get("pruned") else "kept"
-        reward = (candidate.get("screen") or {}).get("reward")
-        return f"{name}: {verdict}" + (f" (plan reward {reward:.2f})" if reward is not None else "")
     return f"{name}: reward {(candidate.get('scores') or {}).get('reward', 0):.2f}"
 
 

@@ -18,6 +18,7 @@ from langgraph.types import Send
 
 from llmi.artifacts import ArtifactStore
 from llmi.context import Context, context_of
+from llmi.events import emitter
 from llmi.models import chat_model
 from llmi.nodes.judge import Judge, rank
 from llmi.nodes.planner import Planner
@@ -86,6 +87,8 @@ class Screener:
             raise NoCandidate(f"every candidate's planner call failed: {errors}")
         if len(planned) <= ctx.keep:
             # Nothing to prune: the judge's time would be spent for no choice.
+            for c in planned:
+                emitter(runtime)("candidate", id=c["id"], status="kept", reward=None)
             return {"candidates": [{"id": c["id"], "screen": None, "pruned": False} for c in planned]}
         judge = self.judge or Judge.from_context(ctx)
         image_num = state.get("image_num", 0)
@@ -97,6 +100,10 @@ class Screener:
             planned,
         )
         kept = set(rank([(c["id"], s) for c, s in zip(planned, screens)])[: max(1, ctx.keep)])
+        emit = emitter(runtime)
+        for c, s in zip(planned, screens):
+            emit("candidate", id=c["id"], status="kept" if c["id"] in kept else "pruned",
+                 reward=s["reward"])
         return {"candidates": [
             {"id": c["id"], "screen": s, "pruned": c["id"] not in kept}
             for c, s in zip(planned, screens)

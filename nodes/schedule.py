@@ -9,6 +9,7 @@ event loop's small default executor.
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections import defaultdict
@@ -77,14 +78,17 @@ class Scheduler:
             self._waiting[source].append(request)
 
     def _start(self, request: ImageRequest, source: ImageRef | None) -> None:
-        future = self._pool.submit(self._timed, request, source)
-        self._running[future] = request
         self._notify({"slot": request["slot"], "source": request["source"], "status": "queued",
                       "description": request["description"], "attempt": request["attempt"]})
+        # Each task runs in a copy of this node's context, where LangGraph's stream writer lives.
+        future = self._pool.submit(contextvars.copy_context().run, self._timed, request, source)
+        self._running[future] = request
 
     def _timed(self, request: ImageRequest, source: ImageRef | None) -> ImageResult:
         with self._lock:
             self._started[request["slot"]] = time.monotonic()
+        self._notify({"slot": request["slot"], "source": request["source"], "status": "started",
+                      "description": request["description"], "attempt": request["attempt"]})
         return self._run(request, source)
 
     def _step(self) -> None:
@@ -119,7 +123,7 @@ class Scheduler:
         if result["ok"] and result["image"] is not None:
             self._images[slot] = result["image"]
         self._notify({"slot": slot, "source": result["source"],
-                      "status": "done" if result["ok"] else "failed",
+                      "status": "finished" if result["ok"] else "failed",
                       "description": result["description"], "error": result["error"],
                       "seconds": result["seconds"], "attempt": result["attempt"]})
         for child in self._waiting.pop(slot, []):

@@ -13,6 +13,7 @@ from PIL import Image, UnidentifiedImageError
 
 from llmi.artifacts import ArtifactStore
 from llmi.context import Context, context_of
+from llmi.events import emitter
 from llmi.models import chat_model, judge_model
 from llmi.nodes.judge import Judge
 from llmi.nodes.repairs import Failure, Situation, repair
@@ -77,6 +78,10 @@ class Verifier:
         )
         failures = [Failure(r, situation.requests.get(r["slot"])) for r in checked if not r["ok"]]
         fixed = repair(failures, situation, lambda: self.model or chat_model(ctx))
+        emit = emitter(runtime, **({"candidate": state["candidate"]} if "candidate" in state else {}))
+        for tried in fixed.repairs:
+            emit("repair", slot=tried["slot"], kind=tried["kind"], failed=tried["failed"],
+                 tried=tried["tried"])
         return {
             "results": list((_by_slot(checked) | _by_slot(fixed.results)).values()),
             "requests": fixed.requests,

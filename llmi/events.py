@@ -1,0 +1,32 @@
+"""Custom stream events: what the nodes tell a watching user, through LangGraph's writer.
+
+Every event is a dict whose ``llmi`` key names its kind:
+
+- ``slot``: an image slot was ``queued``, ``started``, ``finished`` or ``failed``, with
+  ``slot``, ``source``, ``description``, ``attempt``, and when it ended ``seconds`` and
+  ``error``; ``candidate`` names the test-time-scaling candidate, if any;
+- ``repair``: the verifier tried a repair: ``slot``, ``kind``, ``failed``, ``tried``;
+- ``candidate``: the screening ``kept`` or ``pruned`` a candidate: ``id``, ``status``,
+  ``reward`` (None when unscored);
+- ``document``: the assembler wrote the document: ``outputs`` (paths).
+
+Read them with ``graph.stream(..., stream_mode="custom")``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+Emit = Callable[..., None]
+
+
+def emitter(runtime: Any, **always: Any) -> Emit:
+    """A function that sends ``emit(event, **fields)`` events; a no-op outside a stream."""
+    writer = getattr(runtime, "stream_writer", None)
+
+    def emit(event: str, /, **fields: Any) -> None:
+        if writer is not None:
+            writer({"llmi": event, **always, **fields})
+
+    return emit
