@@ -144,11 +144,12 @@ def _markdown_figure(figure: Figure) -> str:
 
 
 def _html_figure(figure: Figure) -> str:
-    caption = f"<figcaption>{escape(_one_line(figure.description))}</figcaption>"
+    description = _one_line(figure.description)
+    caption = f"<figcaption>{escape(description)}</figcaption>" if description else ""
     if figure.ok:
         src = f"data:{figure.mime};base64,{base64.b64encode(figure.data).decode('ascii')}"
         image = (
-            f'<img src="{src}" alt="{escape(_one_line(figure.description))}" '
+            f'<img src="{src}" alt="{escape(description)}" '
             f'width="{figure.width}" height="{figure.height}">'
         )
         return f"<figure>{image}{caption}</figure>"
