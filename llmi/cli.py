@@ -7,17 +7,27 @@ import sys
 import uuid
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import openai
 from langchain_core.language_models import BaseChatModel
-from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from rich.console import Console
 
 from llmi import __version__
 from llmi.artifacts import NotAnImage, inspect_image
-from llmi.context import Context, default_cache_dir
+from llmi.checkpoints import (
+    CheckpointStoreError,
+    RunSettings,
+    describe,
+    latest,
+    open_checkpointer,
+    settings_of,
+    thread_config,
+)
+from llmi.context import Context
 from llmi.demo import LABEL, PROMPT, RecordedModel
 from llmi.graphs.document import build_graph
 from llmi.graphs.tts import build_tts_graph
@@ -38,13 +48,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(stderr=True)
     try:
         return args.run(args, console)
-    except CliError as exc:
+    except (CliError, CheckpointStoreError) as exc:
         console.print(f"[bold red]llmi:[/] {exc.reason}", highlight=False, soft_wrap=True)
         console.print(f"[dim]hint: {exc.hint}[/]", highlight=False, soft_wrap=True)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         console.print("[bold red]llmi:[/] interrupted")
+        if isinstance(exc, Interrupted):
+            console.print(f"[dim]hint: continue it with `llmi resume {exc.thread_id}`[/]",
+                          highlight=False, soft_wrap=True)
         return 130
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run, which can be resumed."""
+
+    def __init__(self, thread_id: str) -> None:
+        super().__init__(thread_id)
+        self.thread_id = thread_id
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,7 +89,22 @@ def _parser() -> argparse.ArgumentParser:
                           "(default: $LLMI_KEEP or 1)")
     generate.add_argument("--images", type=int, metavar="N", dest="image_num", default=0,
                           help="images asked for: -1 none, 0 any (default), 99 at least one, n exactly n")
+    generate.add_argument("--thread", metavar="ID",
+                          help="name the run, to resume it with `llmi resume ID` (default: a new uuid)")
+    _cache_flag(generate)
     generate.set_defaults(run=_generate)
+
+    resume = commands.add_parser(
+        "resume", help="continue an interrupted run from its last checkpoint",
+        description="Continue a run that was interrupted (killed, Ctrl-C, a server that went "
+        "away) from its last checkpoint, with the settings it started with. Tool calls that "
+        "had finished are not made again: their images come from the tool cache. "
+        "LLMI_CHECKPOINT_URL names the checkpoint store (default: SQLite in the cache folder).",
+    )
+    resume.add_argument("thread", metavar="ID", help="the run's ID, as `llmi generate` printed it")
+    resume.add_argument("--out", metavar="DIR", help="output folder (default: the run's own)")
+    _cache_flag(resume)
+    resume.set_defaults(run=_resume)
 
     demo = commands.add_parser("demo", help="run offline on recorded model replies, no keys needed")
     demo.add_argument("--out", metavar="DIR", default="llmi-demo", help="output folder (default: llmi-demo)")
@@ -77,7 +113,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _generate(args: argparse.Namespace, console: Console) -> int:
-    ctx = Context(out_dir=args.out, candidates=args.candidates, keep=args.keep)
+    ctx = Context(out_dir=args.out, candidates=args.candidates, keep=args.keep,
+                  tool_cache=False if args.no_cache else None)
     if not ctx.model:
         raise CliError(
             "no chat model is configured",
@@ -88,7 +125,8 @@ def _generate(args: argparse.Namespace, console: Console) -> int:
         _check_image(path)
     console.print(f"[dim]model {ctx.model} at {ctx.base_url or 'api.openai.com'}[/]", highlight=False)
     images = [str(Path(p).resolve()) for p in args.image]
-    return _run({"prompt": args.prompt, "images": images, "image_num": args.image_num}, ctx, console)
+    return _run({"prompt": args.prompt, "images": images, "image_num": args.image_num}, ctx,
+                console, thread_id=args.thread)
 
 
 def _demo(args: argparse.Namespace, console: Console) -> int:
@@ -98,20 +136,78 @@ def _demo(args: argparse.Namespace, console: Console) -> int:
 
 
 def _run(inputs: dict[str, Any], ctx: Context, console: Console,
-         model: BaseChatModel | None = None) -> int:
-    run_id = str(uuid.uuid4())
-    config = {"configurable": {"thread_id": run_id}}
-    with _checkpointer() as saver, SlotProgress(console) as progress:
-        builder = build_tts_graph(model=model) if ctx.candidates > 1 else build_graph(model=model)
-        graph = builder.compile(checkpointer=saver, name="llmi")
+         model: BaseChatModel | None = None, thread_id: str | None = None) -> int:
+    """Start a new run, checkpointed as thread ``thread_id`` (default: a new uuid)."""
+    thread_id = thread_id or str(uuid.uuid4())
+    settings = RunSettings.of(ctx, model="recorded" if isinstance(model, RecordedModel) else "")
+    with _checkpointer(ctx) as saver:
+        if latest(saver, thread_id) is not None:
+            raise CliError(f"run {thread_id} already exists",
+                           f"continue it with `llmi resume {thread_id}`, or pick another --thread")
+        console.print(f"[dim]run {thread_id} (if it stops, continue it with "
+                      f"`llmi resume {thread_id}`)[/]", highlight=False, soft_wrap=True)
+        outputs = _stream(inputs, settings, ctx, console, saver, thread_id, model)
+    _print_outputs(outputs)
+    return 0
+
+
+def _resume(args: argparse.Namespace, console: Console) -> int:
+    """Continue a run from its last checkpoint, with the settings it was started with."""
+    env = Context()
+    with _checkpointer(env) as saver:
+        saved = latest(saver, args.thread)
+        if saved is None:
+            raise CliError(f"no run {args.thread} in the checkpoints ({describe(env.checkpoint_url)})",
+                           "use the ID `llmi generate` printed when the run started; "
+                           "LLMI_CHECKPOINT_URL names the checkpoint store it used")
+        settings = settings_of(saved, env)
+        if args.out:
+            settings = replace(settings, out_dir=str(Path(args.out).expanduser().resolve()))
+        if args.no_cache:
+            settings = replace(settings, tool_cache=False)
+        model = RecordedModel() if settings.model == "recorded" else None
+        state = _graph(settings, model, saver).get_state(thread_config(args.thread))
+        if not state.next:
+            outputs = state.values.get("outputs") or {}
+            if not outputs:
+                raise CliError(f"run {args.thread} ended without a document",
+                               "start a new one with `llmi generate`")
+            elsewhere = " (--out applies only to a run that has not finished)" if args.out else ""
+            console.print(f"run {args.thread} has already finished; its document{elsewhere}:",
+                          highlight=False, soft_wrap=True)
+            _print_outputs(outputs)
+            return 0
+        console.print(f"[dim]resuming run {args.thread} at {', '.join(state.next)}[/]",
+                      highlight=False, soft_wrap=True)
+        outputs = _stream(None, settings, settings.context(), console, saver, args.thread, model)
+    _print_outputs(outputs)
+    return 0
+
+
+def _graph(settings: RunSettings, model: BaseChatModel | None, saver: BaseCheckpointSaver) -> Any:
+    build = build_tts_graph if settings.graph == "tts" else build_graph
+    return build(model=model).compile(checkpointer=saver, name="llmi")
+
+
+def _stream(inputs: dict[str, Any] | None, settings: RunSettings, ctx: Context, console: Console,
+            saver: BaseCheckpointSaver, thread_id: str, model: BaseChatModel | None) -> dict[str, str]:
+    """Run (``inputs``) or resume (``None``) the thread; returns the document's outputs."""
+    graph = _graph(settings, model, saver)
+    config = thread_config(thread_id, settings)
+    with SlotProgress(console) as progress:
         try:
+            # "sync": each checkpoint is on disk before the next step starts, so a run
+            # killed in the middle of a step resumes at that step.
             for _, mode, chunk in graph.stream(inputs, config, context=ctx, subgraphs=True,
-                                               stream_mode=["custom", "updates"]):
-                if mode == "custom" and chunk.get("llmi") == "slot":
-                    progress.slot(chunk)
+                                               stream_mode=["custom", "updates"],
+                                               durability="sync"):
+                if mode == "custom":
+                    progress.event(chunk)
                 elif mode == "updates":
                     for node, update in chunk.items():
                         progress.step(node, update)
+        except KeyboardInterrupt:
+            raise Interrupted(thread_id) from None
         except ModelNotConfigured as exc:
             raise CliError(str(exc), "or try `llmi demo`") from None
         except openai.APIConnectionError as exc:
@@ -124,11 +220,12 @@ def _run(inputs: dict[str, Any], ctx: Context, console: Console,
             raise CliError(str(exc), "check the model server; see `llmi generate --help`") from None
         except BadInputImage as exc:
             raise CliError(str(exc), "pass PNG, JPEG, WebP or GIF files with --image") from None
-        outputs = graph.get_state(config).values.get("outputs", {})
-    console.print(f"[dim]run {run_id}[/]", highlight=False)
+    return graph.get_state(config).values.get("outputs", {})
+
+
+def _print_outputs(outputs: dict[str, str]) -> None:
     for key in ("markdown", "html", "manifest"):
         print(outputs[key])
-    return 0
 
 
 def _server_error(ctx: Context, exc: openai.APIConnectionError) -> CliError:
@@ -152,11 +249,16 @@ def _check_image(path: str) -> None:
         raise CliError(f"input image {path!r} is {exc}", "pass PNG, JPEG, WebP or GIF files") from None
 
 
-def _checkpointer() -> AbstractContextManager[SqliteSaver]:
-    """The CLI's own SQLite checkpointer, so a run can be inspected afterwards."""
-    path = default_cache_dir() / "checkpoints.sqlite"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return SqliteSaver.from_conn_string(str(path))
+def _checkpointer(ctx: Context) -> AbstractContextManager[BaseCheckpointSaver]:
+    """The CLI's checkpointer (SQLite, or PostgreSQL: see ``llmi.checkpoints``); it raises
+    CheckpointStoreError on entry when the store cannot be opened."""
+    return open_checkpointer(ctx.checkpoint_url)
+
+
+def _cache_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-cache", action="store_true",
+                        help="call every tool again instead of reusing the images of identical "
+                        "earlier requests (default: $LLMI_TOOL_CACHE, on)")
 
 
 def _positive(text: str) -> int:

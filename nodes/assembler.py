@@ -19,6 +19,7 @@ from langgraph.runtime import Runtime
 
 from llmi.artifacts import ArtifactStore, extension, inspect_image
 from llmi.context import Context, context_of
+from llmi.events import emitter
 from llmi.nodes.render import Figure, html_document, markdown_document
 from llmi.state import DocumentState, ImageRequest, ImageResult, Repair, Segment
 
@@ -48,7 +49,9 @@ def assemble(state: DocumentState, runtime: Runtime[Context]) -> dict:
     if "candidates" in state:
         record |= candidates_record(state)
     _write(paths["manifest"], _json(record))
-    return {"outputs": {"dir": str(out), **{name: str(path) for name, path in paths.items()}}}
+    outputs = {"dir": str(out), **{name: str(path) for name, path in paths.items()}}
+    emitter(runtime)("document", outputs=outputs)
+    return {"outputs": outputs}
 
 
 def collect_figures(
@@ -138,6 +141,8 @@ def _manifest_slot(
     figure: Figure, result: ImageResult | None, repairs: Sequence[Repair]
 ) -> dict[str, Any]:
     image = None
+    # The tool cache marks a result it answered: ``provenance["cached"]``.
+    provenance = (result or {}).get("provenance") or {}
     if figure.ok:
         image = {
             "path": figure.asset,
@@ -152,7 +157,8 @@ def _manifest_slot(
         "ok": figure.ok,
         "error": figure.error,
         "image": image,
-        "provenance": (result or {}).get("provenance") or {},
+        "provenance": {k: v for k, v in provenance.items() if k != "cached"},
+        "cached": figure.ok and bool(provenance.get("cached")),
         "seconds": float((result or {}).get("seconds") or 0.0),
         "attempts": result["attempt"] + 1 if result else 0,
         "repairs": _manifest_repairs(repairs, worked=figure.ok),

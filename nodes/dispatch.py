@@ -9,7 +9,9 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from llmi.artifacts import ArtifactStore, NotAnImage
+from llmi.cache import ToolCache
 from llmi.context import Context, context_of
+from llmi.events import emitter
 from llmi.nodes.schedule import Scheduler
 from llmi.state import DocumentState, ImageRef, ImageRequest, ImageResult, pending_requests
 from llmi.tools.base import ToolCall, ToolError
@@ -48,17 +50,28 @@ class Dispatch:
             tool = self.tools.get(request["source"])
             if tool is None:
                 raise ToolError(f"no tool is registered for source {request['source']!r}")
-            call = ToolCall(
-                request=request,
-                context=ctx,
-                deadline_s=ctx.slot_timeout,
-                source_image=store.get(source) if source else None,
-            )
-            output = tool(call)
-            backend, provenance = output.backend, dict(output.provenance)
-            if source:
-                provenance.setdefault("edited", source["sha256"])
-            image, error = store.put(output.data), None
+            # An identical earlier request's image, unless the cache is off or the request
+            # draws a random seed; this is also what spares a resumed run its finished slots.
+            cache = ToolCache(store) if ctx.tool_cache else None
+            key = cache.key(tool, request, ctx, source) if cache else None
+            hit = cache.get(key) if cache and key else None
+            if hit:
+                image, error = hit.image, None
+                backend, provenance = hit.backend, {**hit.provenance, "cached": True}
+            else:
+                call = ToolCall(
+                    request=request,
+                    context=ctx,
+                    deadline_s=ctx.slot_timeout,
+                    source_image=store.get(source) if source else None,
+                )
+                output = tool(call)
+                backend, provenance = output.backend, dict(output.provenance)
+                if source:
+                    provenance.setdefault("edited", source["sha256"])
+                image, error = store.put(output.data), None
+                if cache and key:
+                    cache.put(key, image, backend, provenance)
         except NotAnImage as exc:
             image, error = None, f"the tool returned {exc}"
         except ToolError as exc:
@@ -81,8 +94,5 @@ class Dispatch:
 
 
 def _progress(runtime: Runtime[Context], candidate: str | None) -> Callable[[dict[str, Any]], None]:
-    writer = getattr(runtime, "stream_writer", None)
-    if writer is None:
-        return lambda event: None
-    label = {"candidate": candidate} if candidate else {}
-    return lambda event: writer({"llmi": "slot", **label, **event})
+    emit = emitter(runtime, **({"candidate": candidate} if candidate else {}))
+    return lambda event: emit("slot", **event)

@@ -134,9 +134,10 @@ def test_manifest_records_every_slot_and_stats(context: Context, mixed: dict[str
     assert [s["index"] for s in manifest["slots"]] == [0, 1, 2, 3]
     for entry in manifest["slots"]:
         assert set(entry) == {
-            "index", "source", "description", "ok", "error", "image", "provenance", "seconds",
-            "attempts", "repairs",
+            "index", "source", "description", "ok", "error", "image", "provenance", "cached",
+            "seconds", "attempts", "repairs",
         }
+        assert entry["cached"] is False
     chart, photo, painting, missing = manifest["slots"]
     assert chart["ok"] and chart["error"] is None and chart["attempts"] == 1
     assert chart["image"]["path"] == "assets/image-00.png"
@@ -146,8 +147,8 @@ def test_manifest_records_every_slot_and_stats(context: Context, mixed: dict[str
     assert painting["image"]["path"] == "assets/image-02.jpg" and painting["attempts"] == 2
     assert photo == {
         "index": 1, "source": "search", "description": "Photo of rain", "ok": False,
-        "error": "no images found", "image": None, "provenance": {}, "seconds": 0.0,
-        "attempts": 3, "repairs": [],
+        "error": "no images found", "image": None, "provenance": {}, "cached": False,
+        "seconds": 0.0, "attempts": 3, "repairs": [],
     }
     assert missing["ok"] is False and missing["error"] == "no result"
     assert (missing["source"], missing["description"], missing["image"]) == ("edit", "Darker", None)

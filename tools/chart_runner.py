@@ -39,6 +39,7 @@ SPARE_TASKS = 128
 TRACEBACK_LINES = 20
 TRACEBACK_CHARS = 4000
 PR_SET_CHILD_SUBREAPER = 36
+PR_SET_PDEATHSIG = 1
 KILL_ROUNDS = 40
 CJK_FONT_HINTS = (
     "Noto Sans CJK", "Source Han Sans", "Noto Serif CJK", "Source Han Serif",
@@ -57,6 +58,7 @@ def main(job_dir: Path) -> int:
     job = json.loads((job_dir / "job.json").read_text(encoding="utf-8"))
     set_limits(job["memory_mb"], job["cpu_s"])
     become_subreaper()
+    die_with_parent()
     # The code runs as a script named <chart> would; Python-level stderr goes where
     # stdout goes, nowhere, so the code cannot fill the disk through it.
     sys.argv = [FILENAME]
@@ -114,6 +116,14 @@ def become_subreaper() -> None:
     process's descendants, so ``kill_descendants`` still finds them."""
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def die_with_parent() -> None:
+    """A killed llmi process must not leave its chart running until the code ends."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() == 1:  # the parent died before the line above took effect
+            os._exit(1)
 
 
 def kill_descendants(root: psutil.Process) -> None:

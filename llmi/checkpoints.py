@@ -1,0 +1,210 @@
+"""Where the CLI checkpoints its runs, and what it remembers to resume one.
+
+``LLMI_CHECKPOINT_URL`` picks the store:
+
+- ``postgresql://user:password@host:port/db`` (or ``postgres://``): PostgreSQL, through
+  ``langgraph-checkpoint-postgres`` (``pip install 'llmi[postgres]'``); its tables are
+  created on first use. Many machines can share it.
+- ``sqlite:///path/to/file.sqlite`` (everything after ``sqlite://`` is the path) or a
+  plain path: a SQLite file.
+- empty: ``checkpoints.sqlite`` in the cache folder (``$XDG_CACHE_HOME/llmi``).
+
+A run is a LangGraph thread. Every checkpoint of it carries, in its metadata under
+``llmi_run``, the CLI settings it was started with (``RunSettings``: which graph,
+candidates and keep, the output and artifact folders, the tool cache switch), so that
+``llmi resume ID`` rebuilds the same graph and context; the prompt and everything else
+the run has done are in the checkpoint itself.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
+from langgraph.checkpoint.sqlite import SqliteSaver
+
+from llmi.context import Context, default_cache_dir, env_name
+
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+CONNECT_TIMEOUT_S = 10
+"""Seconds to wait for the PostgreSQL server, unless the URL sets ``connect_timeout``."""
+METADATA_KEY = "llmi_run"
+
+
+class CheckpointStoreError(Exception):
+    """The checkpoint store cannot be opened; ``hint`` says what to do."""
+
+    def __init__(self, reason: str, hint: str) -> None:
+        super().__init__(reason)
+        self.reason, self.hint = reason, hint
+
+
+def is_postgres(url: str | None) -> bool:
+    return urlsplit(url or "").scheme in POSTGRES_SCHEMES
+
+
+def sqlite_path(url: str | None) -> Path:
+    """The SQLite file a (non-PostgreSQL) checkpoint URL names."""
+    if not url:
+        return default_cache_dir() / "checkpoints.sqlite"
+    path = url.removeprefix("sqlite://") if url.startswith("sqlite://") else url
+    if not path:
+        raise CheckpointStoreError(f"the checkpoint URL {url!r} names no file",
+                                   f"set {env_name('checkpoint_url')} to sqlite:///path/to/file")
+    return Path(path).expanduser()
+
+
+def describe(url: str | None) -> str:
+    """The store, for messages: never the user name or password of a URL."""
+    if is_postgres(url):
+        parts = urlsplit(url or "")
+        host = parts.netloc.rpartition("@")[2]
+        return f"PostgreSQL at {host}{parts.path}"
+    return str(sqlite_path(url))
+
+
+@contextmanager
+def open_checkpointer(url: str | None) -> Iterator[BaseCheckpointSaver]:
+    """The checkpoint saver ``url`` names (see the module), open for the block."""
+    if is_postgres(url):
+        with _postgres(url or "") as saver:
+            yield saver
+        return
+    path = sqlite_path(url)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        manager = SqliteSaver.from_conn_string(str(path))
+        saver = manager.__enter__()
+    except Exception as exc:  # noqa: BLE001 - sqlite3 raises several kinds
+        raise CheckpointStoreError(f"cannot open the checkpoint file {path}: {exc}",
+                                   f"check {env_name('checkpoint_url')}") from None
+    try:
+        yield saver
+    finally:
+        manager.__exit__(None, None, None)
+
+
+@contextmanager
+def _postgres(url: str) -> Iterator[BaseCheckpointSaver]:
+    setting = env_name("checkpoint_url")
+    try:
+        import psycopg
+        from langgraph.checkpoint.postgres import PostgresSaver
+    except ImportError:
+        raise CheckpointStoreError(
+            f"{setting} names a PostgreSQL database, but langgraph-checkpoint-postgres "
+            "is not installed",
+            "pip install 'llmi[postgres]' (langgraph-checkpoint-postgres and psycopg[binary])",
+        ) from None
+    try:
+        manager = PostgresSaver.from_conn_string(_with_timeout(url))
+        saver = manager.__enter__()
+    except psycopg.Error as exc:
+        raise CheckpointStoreError(
+            f"cannot connect to the checkpoint database ({describe(url)}): "
+            f"{_first_line(str(exc)) or type(exc).__name__}",
+            f"start the server, or check {setting}",
+        ) from None
+    try:
+        try:
+            saver.setup()
+        except psycopg.Error as exc:
+            raise CheckpointStoreError(
+                f"cannot set up the checkpoint tables ({describe(url)}): {_first_line(str(exc))}",
+                "the database user needs the right to create tables",
+            ) from None
+        yield saver
+    finally:
+        manager.__exit__(None, None, None)
+
+
+def _with_timeout(url: str) -> str:
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if not any(name == "connect_timeout" for name, _ in query):
+        query.append(("connect_timeout", str(CONNECT_TIMEOUT_S)))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
+# --- what a run remembers ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The CLI settings a run started with, kept with its checkpoints."""
+
+    graph: Literal["document", "tts"]
+    candidates: int
+    keep: int
+    out_dir: str
+    """Absolute, so a run resumed from another folder writes where it would have."""
+    artifact_dir: str
+    tool_cache: bool
+    model: str = ""
+    """``recorded`` for the offline demo; empty for the model the environment names."""
+
+    @classmethod
+    def of(cls, ctx: Context, *, model: str = "") -> RunSettings:
+        return cls(
+            graph="tts" if ctx.candidates > 1 else "document",
+            candidates=ctx.candidates,
+            keep=ctx.keep,
+            out_dir=str(Path(ctx.out_dir).expanduser().resolve()),
+            artifact_dir=str(Path(ctx.artifact_dir).expanduser().resolve()),
+            tool_cache=bool(ctx.tool_cache),
+            model=model,
+        )
+
+    def context(self, **overrides: Any) -> Context:
+        """The run's context: these settings, the rest from the environment."""
+        values = {name: getattr(self, name)
+                  for name in ("candidates", "keep", "out_dir", "artifact_dir", "tool_cache")}
+        return Context(**(values | overrides))
+
+    def metadata(self) -> dict[str, str]:
+        """For ``config["metadata"]``: LangGraph keeps only plain values there, so JSON text."""
+        return {METADATA_KEY: json.dumps(asdict(self), sort_keys=True)}
+
+    @classmethod
+    def from_metadata(cls, metadata: Any) -> RunSettings | None:
+        try:
+            raw = json.loads((metadata or {})[METADATA_KEY])
+            known = {f.name for f in fields(cls)}
+            settings = cls(**{k: v for k, v in raw.items() if k in known})
+        except (KeyError, TypeError, ValueError):
+            return None
+        return settings if settings.graph in ("document", "tts") else None
+
+
+def thread_config(thread_id: str, settings: RunSettings | None = None) -> dict[str, Any]:
+    config: dict[str, Any] = {"configurable": {"thread_id": thread_id}}
+    if settings is not None:
+        config["metadata"] = settings.metadata()
+    return config
+
+
+def latest(saver: BaseCheckpointSaver, thread_id: str) -> CheckpointTuple | None:
+    """The thread's latest top-level checkpoint, or None for an unknown thread."""
+    return saver.get_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}})
+
+
+def settings_of(saved: CheckpointTuple, ctx: Context) -> RunSettings:
+    """The settings a thread was started with; for a thread without them (started by
+    another program), a guess from its state and the environment."""
+    found = RunSettings.from_metadata(saved.metadata)
+    if found is not None:
+        return found
+    values = (saved.checkpoint.get("channel_values") or {})
+    guessed = RunSettings.of(ctx)
+    graph = "tts" if "candidates" in values else "document"
+    return RunSettings(**(asdict(guessed) | {"graph": graph}))
