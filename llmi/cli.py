@@ -109,6 +109,10 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run offline on recorded model replies, no keys needed")
     demo.add_argument("--out", metavar="DIR", default="llmi-demo", help="output folder (default: llmi-demo)")
     demo.set_defaults(run=_demo)
+
+    picture = commands.add_parser("graph", help="print the Mermaid source of the graph")
+    picture.add_argument("--tts", action="store_true", help="the test-time-scaling graph")
+    picture.set_defaults(run=_picture)
     return parser
 
 
@@ -148,6 +152,13 @@ def _run(inputs: dict[str, Any], ctx: Context, console: Console,
                       f"`llmi resume {thread_id}`)[/]", highlight=False, soft_wrap=True)
         outputs = _stream(inputs, settings, ctx, console, saver, thread_id, model)
     _print_outputs(outputs)
+    return 0
+
+
+def _picture(args: argparse.Namespace, console: Console) -> int:
+    builder = build_tts_graph() if args.tts else build_graph()
+    # draw_mermaid is offline; draw_mermaid_png may call a remote renderer.
+    print(builder.compile().get_graph().draw_mermaid())
     return 0
 
 

@@ -137,3 +137,15 @@ def test_candidates_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None
     with pytest.raises(SystemExit):
         main(["generate", "x", "--candidates", "0"])
     assert "must be 1 or more" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("flags", "nodes"), [
+    ([], ["intake", "planner", "dispatch", "verifier", "assembler"]),
+    (["--tts"], ["draft", "screen", "produce", "rank", "polish"]),
+])
+def test_graph_prints_mermaid(flags: list[str], nodes: list[str],
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["graph", *flags]) == 0
+    text = capsys.readouterr().out
+    assert "graph TD;" in text
+    assert all(f"\t{node}({node})" in text for node in nodes)
