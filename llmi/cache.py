@@ -186,34 +186,29 @@ def _search(tool: Any, request: ImageRequest, ctx: Context, source: ImageRef | N
 
 def _diffusion(tool: Any, request: ImageRequest, ctx: Context,
                source: ImageRef | None) -> dict | None:
+    return _generated(request, ctx, _choice(tool, ctx, ctx.diffusion_backend))
+
+
+def _edit(tool: Any, request: ImageRequest, ctx: Context, source: ImageRef | None) -> dict | None:
+    settings = _generated(request, ctx, _choice(tool, ctx, ctx.edit_backend))
+    if settings is None or source is None:
+        return None
+    return settings | {"edit_size": ctx.edit_size, "edited": source["sha256"]}
+
+
+def _generated(request: ImageRequest, ctx: Context, backend: Any) -> dict | None:
+    """What shapes a synthesized image; None without a seed, whose image is drawn anew."""
     seed = applied_seed(request, ctx)
     if seed is None:
         return None
     return {
         "prompt": request["params"].get("prompt") or request["description"],
-        "backend": _choice(tool, ctx, ctx.diffusion_backend),
+        "backend": backend,
         "images_server": ctx.images_base_url or ctx.base_url,
         "size": ctx.image_size,
         "steps": ctx.diffusion_steps,
         "guidance": ctx.diffusion_guidance,
         "seed": seed,
-    }
-
-
-def _edit(tool: Any, request: ImageRequest, ctx: Context, source: ImageRef | None) -> dict | None:
-    seed = applied_seed(request, ctx)
-    if seed is None or source is None:
-        return None
-    return {
-        "prompt": request["params"].get("prompt") or request["description"],
-        "backend": _choice(tool, ctx, ctx.edit_backend),
-        "images_server": ctx.images_base_url or ctx.base_url,
-        "size": ctx.image_size,
-        "edit_size": ctx.edit_size,
-        "steps": ctx.diffusion_steps,
-        "guidance": ctx.diffusion_guidance,
-        "seed": seed,
-        "edited": source["sha256"],
     }
 
 
