@@ -14,7 +14,7 @@ from llmi.context import Context, context_of
 from llmi.events import emitter
 from llmi.nodes.schedule import Scheduler
 from llmi.state import DocumentState, ImageRef, ImageRequest, ImageResult, pending_requests
-from llmi.tools.base import ToolCall, ToolError
+from llmi.tools.base import ImageTool, ToolCall, ToolError
 from llmi.tools.registry import ToolRegistry, default_tools
 
 
@@ -44,40 +44,21 @@ class Dispatch:
         self, request: ImageRequest, source: ImageRef | None, ctx: Context, store: ArtifactStore
     ) -> ImageResult:
         started = time.monotonic()
+        image: ImageRef | None = None
+        error: str | None = None
         backend: str | None = None
         provenance: dict[str, Any] = {}
         try:
             tool = self.tools.get(request["source"])
             if tool is None:
                 raise ToolError(f"no tool is registered for source {request['source']!r}")
-            # An identical earlier request's image, unless the cache is off or the request
-            # draws a random seed; this is also what spares a resumed run its finished slots.
-            cache = ToolCache(store) if ctx.tool_cache else None
-            key = cache.key(tool, request, ctx, source) if cache else None
-            hit = cache.get(key) if cache and key else None
-            if hit:
-                image, error = hit.image, None
-                backend, provenance = hit.backend, {**hit.provenance, "cached": True}
-            else:
-                call = ToolCall(
-                    request=request,
-                    context=ctx,
-                    deadline_s=ctx.slot_timeout,
-                    source_image=store.get(source) if source else None,
-                )
-                output = tool(call)
-                backend, provenance = output.backend, dict(output.provenance)
-                if source:
-                    provenance.setdefault("edited", source["sha256"])
-                image, error = store.put(output.data), None
-                if cache and key:
-                    cache.put(key, image, backend, provenance)
+            image, backend, provenance = self._image(tool, request, source, ctx, store)
         except NotAnImage as exc:
-            image, error = None, f"the tool returned {exc}"
+            error = f"the tool returned {exc}"
         except ToolError as exc:
-            image, error = None, str(exc)
+            error = str(exc)
         except Exception as exc:  # noqa: BLE001 - any tool failure becomes a failed slot
-            image, error = None, f"{type(exc).__name__}: {exc}"
+            error = f"{type(exc).__name__}: {exc}"
         return ImageResult(
             slot=request["slot"],
             source=request["source"],
@@ -91,6 +72,33 @@ class Dispatch:
             seconds=round(time.monotonic() - started, 3),
             attempt=request["attempt"],
         )
+
+    def _image(
+        self, tool: ImageTool, request: ImageRequest, source: ImageRef | None, ctx: Context,
+        store: ArtifactStore,
+    ) -> tuple[ImageRef, str, dict[str, Any]]:
+        """The image of an identical earlier request, else the tool's: (image, backend, provenance).
+
+        The cache is also what spares a resumed run the tool calls that had finished.
+        """
+        cache = ToolCache(store) if ctx.tool_cache else None
+        key = cache.key(tool, request, ctx, source) if cache else None
+        if cache and key and (hit := cache.get(key)):
+            return hit.image, hit.backend, {**hit.provenance, "cached": True}
+        call = ToolCall(
+            request=request,
+            context=ctx,
+            deadline_s=ctx.slot_timeout,
+            source_image=store.get(source) if source else None,
+        )
+        output = tool(call)
+        provenance = dict(output.provenance)
+        if source:
+            provenance.setdefault("edited", source["sha256"])
+        image = store.put(output.data)
+        if cache and key:
+            cache.put(key, image, output.backend, provenance)
+        return image, output.backend, provenance
 
 
 def _progress(runtime: Runtime[Context], candidate: str | None) -> Callable[[dict[str, Any]], None]:
