@@ -9,12 +9,12 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from llmi.artifacts import ArtifactStore, NotAnImage
-from llmi.cache import ToolCache
 from llmi.context import Context, context_of
 from llmi.events import emitter
 from llmi.nodes.schedule import Scheduler
 from llmi.state import DocumentState, ImageRef, ImageRequest, ImageResult, pending_requests
-from llmi.tools.base import ImageTool, ToolCall, ToolError
+from llmi.tools.base import ToolError
+from llmi.tools.making import make_image
 from llmi.tools.registry import ToolRegistry, default_tools
 
 
@@ -52,7 +52,8 @@ class Dispatch:
             tool = self.tools.get(request["source"])
             if tool is None:
                 raise ToolError(f"no tool is registered for source {request['source']!r}")
-            image, backend, provenance = self._image(tool, request, source, ctx, store)
+            made = make_image(tool, request, source, ctx, store)
+            image, backend, provenance = made.image, made.backend, made.provenance
         except NotAnImage as exc:
             error = f"the tool returned {exc}"
         except ToolError as exc:
@@ -72,33 +73,6 @@ class Dispatch:
             seconds=round(time.monotonic() - started, 3),
             attempt=request["attempt"],
         )
-
-    def _image(
-        self, tool: ImageTool, request: ImageRequest, source: ImageRef | None, ctx: Context,
-        store: ArtifactStore,
-    ) -> tuple[ImageRef, str, dict[str, Any]]:
-        """The image of an identical earlier request, else the tool's: (image, backend, provenance).
-
-        The cache is also what spares a resumed run the tool calls that had finished.
-        """
-        cache = ToolCache(store) if ctx.tool_cache else None
-        key = cache.key(tool, request, ctx, source) if cache else None
-        if cache and key and (hit := cache.get(key)):
-            return hit.image, hit.backend, {**hit.provenance, "cached": True}
-        call = ToolCall(
-            request=request,
-            context=ctx,
-            deadline_s=ctx.slot_timeout,
-            source_image=store.get(source) if source else None,
-        )
-        output = tool(call)
-        provenance = dict(output.provenance)
-        if source:
-            provenance.setdefault("edited", source["sha256"])
-        image = store.put(output.data)
-        if cache and key:
-            cache.put(key, image, output.backend, provenance)
-        return image, output.backend, provenance
 
 
 def _progress(runtime: Runtime[Context], candidate: str | None) -> Callable[[dict[str, Any]], None]:

@@ -19,7 +19,8 @@ from pydantic import BaseModel, Field
 from llmi.artifacts import ArtifactStore, NotAnImage
 from llmi.context import Context
 from llmi.state import ImageRef, ImageRequest
-from llmi.tools.base import ImageTool, ToolCall, ToolError
+from llmi.tools.base import ImageTool, ToolError
+from llmi.tools.making import make_image
 from llmi.tools.registry import ToolRegistry, default_tools
 
 
@@ -78,15 +79,14 @@ def as_langchain_tool(
                                depends_on=None, attempt=0)
         started = time.monotonic()
         try:
-            output = tool(ToolCall(request=request, context=ctx, deadline_s=ctx.slot_timeout,
-                                   source_image=store.get(source) if source else None))
-            image = store.put(output.data)
+            made = make_image(tool, request, source, ctx, store)
         except Exception as exc:  # noqa: BLE001 - the agent gets every failure as text
             raise ToolException(f"{name} failed: {_reason(exc)}") from exc
-        artifact = {"image": image, "backend": output.backend, "provenance": output.provenance,
+        image = made.image
+        artifact = {"image": image, "backend": made.backend, "provenance": made.provenance,
                     "seconds": round(time.monotonic() - started, 3)}
         summary = {"sha256": image["sha256"], "path": str(store.path(image)),
-                   "width": image["width"], "height": image["height"], "backend": output.backend}
+                   "width": image["width"], "height": image["height"], "backend": made.backend}
         return json.dumps(summary), artifact
 
     return StructuredTool.from_function(
