@@ -87,6 +87,10 @@ Images asked for: {images_asked}"""
 
 VISION_JUDGE_CLOSING = "Score the document's images now, as JSON."
 
+UNAVAILABLE_IMAGE = """\
+[Image {slot} could not be made because a tool's service was unavailable, which is \
+no fault of the document: leave this image out of every score.]"""
+
 RELEVANCE_SYSTEM = """\
 You check one image of a document. You see the image, the description it was \
 made from, and the text around it in the document. Decide whether the image \

@@ -12,7 +12,14 @@ from llmi.artifacts import ArtifactStore, NotAnImage
 from llmi.context import Context, context_of
 from llmi.events import emitter
 from llmi.nodes.schedule import Scheduler
-from llmi.state import DocumentState, ImageRef, ImageRequest, ImageResult, pending_requests
+from llmi.state import (
+    DocumentState,
+    ImageRef,
+    ImageRequest,
+    ImageResult,
+    failed_result,
+    pending_requests,
+)
 from llmi.tools.base import ToolError
 from llmi.tools.making import make_image
 from llmi.tools.registry import ToolRegistry, default_tools
@@ -25,7 +32,14 @@ class Dispatch:
         self.tools = tools if tools is not None else default_tools()
 
     def __call__(self, state: DocumentState, runtime: Runtime[Context]) -> dict:
-        ctx = context_of(runtime)
+        notify = _progress(runtime, state.get("candidate"))
+        return {"results": self.run(state, context_of(runtime), notify=notify)}
+
+    def run(
+        self, state: DocumentState, ctx: Context,
+        notify: Callable[[dict[str, Any]], None] = lambda event: None,
+    ) -> list[ImageResult]:
+        """The results of the state's pending requests; ``notify`` hears slot events."""
         store = ArtifactStore(ctx.artifact_dir)
         known: dict[int, ImageRef] = dict(enumerate(state.get("inputs", [])))
         known.update(
@@ -36,43 +50,57 @@ class Dispatch:
             known=known,
             workers=ctx.max_parallel,
             timeout_s=ctx.slot_timeout,
-            notify=_progress(runtime, state.get("candidate")),
+            notify=notify,
         )
-        return {"results": scheduler.run(pending_requests(state))}
+        return scheduler.run(pending_requests(state))
 
     def run_one(
         self, request: ImageRequest, source: ImageRef | None, ctx: Context, store: ArtifactStore
     ) -> ImageResult:
         started = time.monotonic()
-        image: ImageRef | None = None
-        error: str | None = None
-        backend: str | None = None
-        provenance: dict[str, Any] = {}
         try:
             tool = self.tools.get(request["source"])
             if tool is None:
-                raise ToolError(f"no tool is registered for source {request['source']!r}")
+                raise ToolError(f"no tool is registered for source {request['source']!r}",
+                                kind="config")
             made = make_image(tool, request, source, ctx, store)
-            image, backend, provenance = made.image, made.backend, made.provenance
         except NotAnImage as exc:
-            error = f"the tool returned {exc}"
+            return _failed(request, f"the tool returned {exc}", started, failure="not_image")
         except ToolError as exc:
-            error = str(exc)
+            return _failed(request, str(exc), started, failure=exc.kind,
+                           infrastructure=exc.infrastructure)
         except Exception as exc:  # noqa: BLE001 - any tool failure becomes a failed slot
-            error = f"{type(exc).__name__}: {exc}"
+            # A tool that crashes is broken or its service is; the request is not to blame.
+            return _failed(request, f"{type(exc).__name__}: {exc}", started, failure="crash",
+                           infrastructure=True)
         return ImageResult(
             slot=request["slot"],
             source=request["source"],
             description=request["description"],
-            ok=image is not None,
-            image=image,
-            error=error,
+            ok=True,
+            image=made.image,
+            error=None,
             tool=request["source"],
-            backend=backend,
-            provenance=provenance,
-            seconds=round(time.monotonic() - started, 3),
+            backend=made.backend,
+            provenance=made.provenance,
+            seconds=_since(started),
             attempt=request["attempt"],
         )
+
+
+def _failed(
+    request: ImageRequest, error: str, started: float, *, failure: str,
+    infrastructure: bool = False,
+) -> ImageResult:
+    return failed_result(
+        request["slot"], request["source"], request["description"], error,
+        tool=request["source"], attempt=request["attempt"], seconds=_since(started),
+        failure=failure, infrastructure=infrastructure,
+    )
+
+
+def _since(started: float) -> float:
+    return round(time.monotonic() - started, 3)
 
 
 def _progress(runtime: Runtime[Context], candidate: str | None) -> Callable[[dict[str, Any]], None]:

@@ -28,7 +28,7 @@ import base64
 import json
 import math
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
@@ -64,6 +64,9 @@ class Scores(TypedDict):
     unknown: list[str]
     """Unknown scores as ``llm.<key>`` or ``vision.<key>``."""
     errors: list[str]
+    infrastructure_failures: int
+    """Slots that failed because a tool's service did (down, out of quota, too slow),
+    whether or not the reward left them out."""
 
 
 @dataclass(frozen=True)
@@ -352,21 +355,27 @@ class Judge:
         image_num: int = 0,
         lenient: bool = False,
         text_scores: Mapping[str, int | None] | None = None,
+        exclude_infrastructure: bool = False,
     ) -> Scores:
         """Scores of a finished document: rules on its slots and made images, the text
         judge on its draft, the vision judge on its images in document order.
 
         A slot of ``segments`` without a result counts as a failed tool call.
         ``text_scores`` are the text judge's scores of this draft from its screening,
-        reused rather than asked for again.
+        reused rather than asked for again. With ``exclude_infrastructure``, a slot whose
+        tool's service failed is no fault of the document's: it is left out of tool
+        success, counts as an image in the image count, and the vision judge is told to
+        leave it out; a document with no other image has an unknown vision term.
         """
         slots = _slot_results(segments, results)
         made = [r for r in slots.values() if r["ok"] and r["image"]]
         n_broken = sum(r["tool"] == PARSER for r in slots.values())
+        infrastructure = [s for s, r in slots.items() if not r["ok"] and r.get("infrastructure")]
+        excused = set(infrastructure) if exclude_infrastructure else set()
         rules = {
             "tag_validity": tag_validity(len(slots) - n_broken, n_broken),
-            "tool_success": tool_success(list(slots.values())),
-            "image_count": image_count_score(len(made), image_num, lenient=lenient),
+            "tool_success": tool_success([r for s, r in slots.items() if s not in excused]),
+            "image_count": image_count_score(len(made) + len(excused), image_num, lenient=lenient),
         }
         if text_scores is None:
             llm, errors = self.judge_text(prompt, draft, image_num=image_num)
@@ -375,12 +384,14 @@ class Judge:
         if made:
             vision, vision_errors = self.judge_images(
                 prompt, segments, list(slots.values()), store=store, inputs=inputs,
-                image_num=image_num,
+                image_num=image_num, unavailable=excused,
             )
             s_mllm = _mean_unit(vision)
         else:
-            vision, vision_errors, s_mllm = {}, [], _no_image_mllm(image_num)
-        return self._scores(rules, llm, vision, s_mllm, errors + vision_errors)
+            vision, vision_errors = {}, []
+            s_mllm = None if excused else _no_image_mllm(image_num)
+        return self._scores(rules, llm, vision, s_mllm, errors + vision_errors,
+                            infrastructure=len(infrastructure))
 
     def judge_text(
         self, prompt: str, draft: str, *, image_num: int = 0
@@ -403,12 +414,14 @@ class Judge:
         store: ArtifactStore,
         inputs: Sequence[ImageRef] = (),
         image_num: int = 0,
+        unavailable: Collection[int] = (),
     ) -> tuple[dict[str, int | None], list[str]]:
         """The vision judge's scores, from one message that holds the request, the input
-        images and the document's text and images in reading order."""
+        images and the document's text and images in reading order. The slots in
+        ``unavailable`` are shown as missing through no fault of the document's."""
         if self.vlm is None:
             return _ask(None, [], VISION_KEYS, "vision judge")
-        parts = _vision_parts(prompt, segments, results, store, inputs, image_num)
+        parts = _vision_parts(prompt, segments, results, store, inputs, image_num, unavailable)
         messages = [SystemMessage(rubrics.VISION_JUDGE_SYSTEM), HumanMessage(parts)]
         return _ask(self.vlm, messages, VISION_KEYS, "vision judge")
 
@@ -445,6 +458,8 @@ class Judge:
         vision: dict[str, int | None],
         s_mllm: float | None,
         errors: list[str],
+        *,
+        infrastructure: int = 0,
     ) -> Scores:
         return Scores(
             rules=rules,
@@ -454,6 +469,7 @@ class Judge:
             unknown=[f"llm.{k}" for k, v in llm.items() if v is None]
             + [f"vision.{k}" for k, v in vision.items() if v is None],
             errors=errors,
+            infrastructure_failures=infrastructure,
         )
 
 
@@ -517,6 +533,7 @@ def _vision_parts(
     store: ArtifactStore,
     inputs: Sequence[ImageRef],
     image_num: int,
+    unavailable: Collection[int],
 ) -> list[str | dict]:
     by_slot = {r["slot"]: r for r in results}
     index_of = {ref["sha256"]: i for i, ref in enumerate(inputs)} | {
@@ -532,6 +549,8 @@ def _vision_parts(
     for segment in segments:
         if segment["kind"] == "text":
             parts.append(_text_part(segment["text"]))
+        elif segment["slot"] in unavailable:
+            parts.append(_text_part(rubrics.UNAVAILABLE_IMAGE.format(slot=segment["slot"])))
         else:
             parts += _slot_parts(by_slot[segment["slot"]], store, index_of)
     parts.append(_text_part(rubrics.VISION_JUDGE_CLOSING))

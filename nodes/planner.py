@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import re
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage, SystemMessage
@@ -13,13 +12,10 @@ from langgraph.runtime import Runtime
 from llmi.artifacts import ArtifactStore
 from llmi.context import Context, context_of
 from llmi.models import chat_model
-from llmi.nodes.tags import parse_draft
+from llmi.nodes.tags import parse_draft, without_thinking
 from llmi.prompts import planner_system
 from llmi.state import DocumentState, ImageRef
 from llmi.tools.registry import ToolRegistry, default_tools
-
-# Reasoning models (Qwen3, DeepSeek-R1) may put their thinking before the answer.
-_THINKING = re.compile(r"^\s*<think>.*?</think>\s*", re.DOTALL)
 
 
 class Planner:
@@ -46,7 +42,7 @@ class Planner:
         )
         user = _user_message(state["prompt"], inputs, ArtifactStore(ctx.artifact_dir))
         reply = model.invoke([SystemMessage(system), user])
-        draft = _THINKING.sub("", reply.text)
+        draft = without_thinking(reply.text)
         plan = parse_draft(
             draft,
             self.tools.required_params(),

@@ -24,7 +24,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
 from llmi.context import Context
-from llmi.nodes.tags import parse_draft, tag_bodies
+from llmi.nodes.tags import parse_draft, tag_bodies, without_thinking
 from llmi.prompts import (
     QUERY_SYSTEM,
     QUERY_USER,
@@ -42,8 +42,6 @@ Kind = Literal["code", "query", "diffusion", "seed", "retag"]
 PARSER = "parser"
 """The ``tool`` of a slot whose tag the parser could not read."""
 _FENCED = re.compile(r"```[\w+-]*\n(.*?)```", re.DOTALL)
-# Reasoning models (Qwen3, DeepSeek-R1) may put their thinking before the answer.
-_THINKING = re.compile(r"^\s*<think>.*?</think>\s*", re.DOTALL)
 _QUERY_LABEL = re.compile(r"^(?:search\s+)?query\s*:\s*", re.IGNORECASE)
 
 
@@ -259,7 +257,7 @@ def _model_repairs(
         fix = (
             _why(reply)
             if isinstance(reply, BaseException)
-            else _MODEL_FIXES[kind](failure, _answer(reply.text), situation)
+            else _MODEL_FIXES[kind](failure, without_thinking(reply.text), situation)
         )
         if isinstance(fix, Fix):
             out.add(failure, kind, fix)
@@ -340,10 +338,6 @@ def _again(failure: Failure, **params: Any) -> ImageRequest:
     """The failed request as its next attempt, with some params changed."""
     request = failure.request
     return {**request, "params": {**request["params"], **params}, "attempt": failure.next_attempt}
-
-
-def _answer(reply: str) -> str:
-    return _THINKING.sub("", reply)
 
 
 def _why(error: BaseException) -> str:

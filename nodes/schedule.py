@@ -72,8 +72,11 @@ class Scheduler:
         if source is None or source in self._images:
             self._start(request, self._images.get(source) if source is not None else None)
         elif source in self._results or source not in self._this_round:
-            error = self._results.get(source, {}).get("error") or "it has no image"
-            self._settle(_failed(request, f"the image it edits (index {source}) failed: {error}"))
+            failed = self._results.get(source, {})
+            error = failed.get("error") or "it has no image"
+            self._settle(_failed(request, f"the image it edits (index {source}) failed: {error}",
+                                 failure="source_failed",
+                                 infrastructure=failed.get("infrastructure", False)))
         else:
             self._waiting[source].append(request)
 
@@ -103,7 +106,8 @@ class Scheduler:
                 self._running.pop(future)
                 future.cancel()
                 self._settle(_failed(request, f"timed out after {self._timeout_s:g} s",
-                                     seconds=now - started))
+                                     seconds=now - started, failure="timeout",
+                                     infrastructure=True))
 
     def _next_deadline(self) -> float | None:
         with self._lock:
@@ -130,8 +134,10 @@ class Scheduler:
             self._release(child)
 
 
-def _failed(request: ImageRequest, error: str, seconds: float = 0.0) -> ImageResult:
+def _failed(request: ImageRequest, error: str, seconds: float = 0.0, *, failure: str,
+            infrastructure: bool) -> ImageResult:
     return failed_result(
         request["slot"], request["source"], request["description"], error,
         tool=request["source"], attempt=request["attempt"], seconds=round(seconds, 3),
+        failure=failure, infrastructure=infrastructure,
     )

@@ -41,6 +41,11 @@ class ImageResult(TypedDict):
     attempt: int
     checked: NotRequired[bool]
     """Set once the verifier has checked this result, so it is checked only once."""
+    failure: NotRequired[str]
+    """Of a failed result: the kind of failure (a ``ToolError`` kind such as ``timeout``)."""
+    infrastructure: NotRequired[bool]
+    """Of a failed result: the tool's service failed (down, refused, out of quota, too slow,
+    not configured), not the request. Rewards can leave such failures out."""
 
 
 class TextSegment(TypedDict):
@@ -85,8 +90,10 @@ def failed_result(
     seconds: float = 0.0,
     backend: str | None = None,
     provenance: dict[str, Any] | None = None,
+    failure: str | None = None,
+    infrastructure: bool = False,
 ) -> ImageResult:
-    return ImageResult(
+    result = ImageResult(
         slot=slot,
         source=source,
         description=description,
@@ -99,3 +106,7 @@ def failed_result(
         seconds=seconds,
         attempt=attempt,
     )
+    if failure:
+        result["failure"] = failure
+        result["infrastructure"] = infrastructure
+    return result

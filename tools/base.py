@@ -10,6 +10,9 @@ from llmi.context import Context, env_name
 from llmi.state import ImageRequest
 
 
+INFRASTRUCTURE_KINDS = frozenset({"config", "quota", "timeout"})
+
+
 class ToolError(Exception):
     """A tool could not make its image; the message says why, for the slot.
 
@@ -22,6 +25,12 @@ class ToolError(Exception):
         super().__init__(reason)
         self.kind = kind
         self.transient = transient
+
+    @property
+    def infrastructure(self) -> bool:
+        """The tool's service failed (down, refused, out of quota, too slow, not
+        configured) rather than the request: no fault of the document's."""
+        return self.transient or self.kind in INFRASTRUCTURE_KINDS
 
 
 class NotConfigured(ToolError):
