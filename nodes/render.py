@@ -109,6 +109,27 @@ def html_document(
     prompt: str, segments: Sequence[Segment], figures: Mapping[int, Figure]
 ) -> str:
     """One self-contained HTML page: no external resources, no scripts."""
+    tokens, body = _render_body(segments, figures)
+    title = _first_heading(tokens) or _one_line(prompt)[:_SHOWN_TITLE_CHARS] or "Document"
+    return html_page(title, body)
+
+
+def html_body(segments: Sequence[Segment], figures: Mapping[int, Figure]) -> str:
+    """The document as safe HTML without the page around it: sanitized text and figures."""
+    return _render_body(segments, figures)[1]
+
+
+def html_page(title: str, body: str, css: str = "") -> str:
+    """A self-contained page around ``body``, which must already be safe HTML.
+
+    ``css`` is added after the document's own style sheet.
+    """
+    return _PAGE.format(title=escape(title), css=f"{_CSS}\n{css}".strip(), body=body.strip())
+
+
+def _render_body(
+    segments: Sequence[Segment], figures: Mapping[int, Figure]
+) -> tuple[list[Token], str]:
     # The nonce keeps model text from forging a placeholder.
     placeholder = f"llmislot{secrets.token_hex(8)}n"
     tokens = _MARKDOWN.parse(_join(segments, lambda slot: f"{placeholder}{slot}"))
@@ -118,8 +139,7 @@ def html_document(
         lambda match: _html_figure(figures[int(match[1])]),
         body,
     )
-    title = _first_heading(tokens) or _one_line(prompt)[:_SHOWN_TITLE_CHARS] or "Document"
-    return _PAGE.format(title=escape(title), css=_CSS, body=body.strip())
+    return tokens, body.strip()
 
 
 def _join(segments: Sequence[Segment], block: Callable[[int], str]) -> str:

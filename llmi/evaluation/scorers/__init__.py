@@ -1,0 +1,51 @@
+"""Scorers of finished documents, one module each, all with the ``Scorer`` interface.
+
+- ``rubric``: LLMI-Bench's per-item criteria, each scored 0, 1 or 2 by a judge model;
+- ``reward``: LLM-I's hybrid reward with every component;
+- ``tool_use``: per-source attempt and success rates, and agreement with the tools an
+  item requires.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from llmi.context import Context
+from llmi.evaluation.records import EvalItem
+from llmi.evaluation.scorers.base import Scorer
+from llmi.evaluation.scorers.reward import RewardScorer
+from llmi.evaluation.scorers.rubric import RubricScorer
+from llmi.evaluation.scorers.tool_use import ToolUseScorer
+
+NAMES = ("rubric", "reward", "tool_use")
+
+
+def build_scorers(
+    names: Sequence[str], ctx: Context, items: Sequence[EvalItem]
+) -> tuple[list[Scorer], list[str]]:
+    """The scorers ``names`` asks for, and notes on the ones left out.
+
+    With no names, every scorer that applies: the rubric when some item has criteria and
+    a judge model is configured, the reward and tool use always. A scorer asked for by
+    name that cannot run raises ValueError.
+    """
+    if names:
+        return [_build(name, ctx) for name in dict.fromkeys(names)], []
+    scorers: list[Scorer] = []
+    notes: list[str] = []
+    if any(item["criteria"] for item in items):
+        try:
+            scorers.append(RubricScorer.from_context(ctx))
+        except ValueError as exc:
+            notes.append(f"no rubric scores: {exc}")
+    return scorers + [RewardScorer.from_context(ctx), ToolUseScorer()], notes
+
+
+def _build(name: str, ctx: Context) -> Scorer:
+    if name == "rubric":
+        return RubricScorer.from_context(ctx)
+    if name == "reward":
+        return RewardScorer.from_context(ctx)
+    if name == "tool_use":
+        return ToolUseScorer()
+    raise ValueError(f"unknown scorer {name!r}: pick from {', '.join(NAMES)}")
