@@ -14,6 +14,7 @@ from typing import Any
 import openai
 from langchain_core.language_models import BaseChatModel
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph import StateGraph
 from rich.console import Console
 
 from llmi import __version__
@@ -29,12 +30,18 @@ from llmi.checkpoints import (
 )
 from llmi.context import Context
 from llmi.demo import LABEL, PROMPT, RecordedModel
+from llmi.evaluation.datasets import DatasetError, load_items
+from llmi.evaluation.runner import Evaluation
+from llmi.evaluation.scorers import NAMES, build_scorers
 from llmi.graphs.document import build_graph
 from llmi.graphs.tts import build_tts_graph
 from llmi.models import ModelNotConfigured
 from llmi.nodes.candidates import NoCandidate
 from llmi.nodes.intake import BadInputImage
 from llmi.progress import SlotProgress
+
+
+SCORERS = [name.replace("_", "-") for name in NAMES]
 
 
 class CliError(Exception):
@@ -110,6 +117,31 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", metavar="DIR", default="llmi-demo", help="output folder (default: llmi-demo)")
     demo.set_defaults(run=_demo)
 
+    evaluate = commands.add_parser(
+        "eval", help="write and score a document for every item of a dataset",
+        description="Run the document graph (or, with --candidates, the test-time-scaling "
+        "graph) over a dataset and score every document. Results go to DIR/results.jsonl as "
+        "each item ends; run the same command again to resume: finished items are not run "
+        "again. DIR also gets summary.json, index.html and a page per item.",
+    )
+    evaluate.add_argument("dataset", help="JSONL, JSON or Parquet: LLM-I's schema (chat "
+                          "messages, extra_info) or {prompt, images, criteria} per item")
+    evaluate.add_argument("--out", metavar="DIR", default="llmi-eval",
+                          help="output folder (default: llmi-eval)")
+    evaluate.add_argument("--scorer", action="append", default=[], choices=SCORERS,
+                          help="a scorer (repeatable; default: every one that applies: rubric "
+                          "when items have criteria and a judge is set, reward, tool-use)")
+    evaluate.add_argument("--candidates", type=_positive, metavar="N",
+                          help="sample N candidate documents per item and keep the best")
+    evaluate.add_argument("--keep", type=_positive, metavar="K",
+                          help="candidates whose plans survive screening")
+    evaluate.add_argument("--concurrency", type=_positive, default=4, metavar="N",
+                          help="items run at the same time (default: 4)")
+    evaluate.add_argument("--split", help="only the items of this split")
+    evaluate.add_argument("--limit", type=_positive, metavar="N", help="only the first N items")
+    _cache_flag(evaluate)
+    evaluate.set_defaults(run=_evaluate)
+
     picture = commands.add_parser("graph", help="print the Mermaid source of the graph")
     picture.add_argument("--tts", action="store_true", help="the test-time-scaling graph")
     picture.set_defaults(run=_picture)
@@ -119,18 +151,59 @@ def _parser() -> argparse.ArgumentParser:
 def _generate(args: argparse.Namespace, console: Console) -> int:
     ctx = Context(out_dir=args.out, candidates=args.candidates, keep=args.keep,
                   tool_cache=False if args.no_cache else None)
-    if not ctx.model:
-        raise CliError(
-            "no chat model is configured",
-            "set LLMI_MODEL to a model name, and OPENAI_BASE_URL to your server "
-            "(vLLM, SGLang, Ollama) or OPENAI_API_KEY for OpenAI; or try `llmi demo`",
-        )
+    _require_model(ctx)
     for path in args.image:
         _check_image(path)
     console.print(f"[dim]model {ctx.model} at {ctx.base_url or 'api.openai.com'}[/]", highlight=False)
     images = [str(Path(p).resolve()) for p in args.image]
     return _run({"prompt": args.prompt, "images": images, "image_num": args.image_num}, ctx,
                 console, thread_id=args.thread)
+
+
+def _evaluate(args: argparse.Namespace, console: Console) -> int:
+    ctx = Context(candidates=args.candidates, keep=args.keep,
+                  tool_cache=False if args.no_cache else None)
+    _require_model(ctx)
+    out = Path(args.out).expanduser().resolve()
+    try:
+        items = load_items(args.dataset, image_dir=out / "inputs")
+    except DatasetError as exc:
+        raise CliError(str(exc), "see `llmi eval --help` for the dataset forms") from None
+    items = [item for item in items if args.split in (None, item["split"])][: args.limit]
+    if not items:
+        raise CliError(f"no items of split {args.split!r} in {args.dataset}",
+                       "check --split against the items' extra_info.split")
+    try:
+        scorers, notes = build_scorers([n.replace("-", "_") for n in args.scorer], ctx, items)
+    except ValueError as exc:
+        raise CliError(str(exc), "or pick other scorers with --scorer") from None
+    for note in notes:
+        console.print(f"[yellow]{note}[/]", highlight=False, soft_wrap=True)
+    tts = ctx.candidates > 1
+    evaluation = Evaluation(
+        items, out, scorers=scorers, context=ctx, concurrency=args.concurrency,
+        graph=lambda saver: _graph_builder(tts).compile(checkpointer=saver, name="llmi"),
+        graph_name="tts" if tts else "document", dataset=str(args.dataset),
+    )
+    try:
+        summary = evaluation.run(console)
+    except KeyboardInterrupt:
+        raise CliError("interrupted", f"run the same command again to resume: the items "
+                       f"finished so far are in {out / 'results.jsonl'}") from None
+    return 1 if summary["errors"] else 0
+
+
+def _graph_builder(tts: bool) -> StateGraph:
+    return build_tts_graph() if tts else build_graph()
+
+
+def _require_model(ctx: Context) -> None:
+    if not ctx.model:
+        raise CliError(
+            "no chat model is configured",
+            "set LLMI_MODEL to a model name, and OPENAI_BASE_URL to your server "
+            "(vLLM, SGLang, Ollama) or OPENAI_API_KEY for OpenAI; or try `llmi demo`",
+        )
 
 
 def _demo(args: argparse.Namespace, console: Console) -> int:
@@ -156,7 +229,7 @@ def _run(inputs: dict[str, Any], ctx: Context, console: Console,
 
 
 def _picture(args: argparse.Namespace, console: Console) -> int:
-    builder = build_tts_graph() if args.tts else build_graph()
+    builder = _graph_builder(args.tts)
     # draw_mermaid is offline; draw_mermaid_png may call a remote renderer.
     print(builder.compile().get_graph().draw_mermaid())
     return 0

@@ -39,6 +39,7 @@ from llmi import rubrics
 from llmi.artifacts import ArtifactStore, NotAnImage, inspect_image
 from llmi.context import Context
 from llmi.models import judge_model
+from llmi.nodes.tags import without_thinking
 from llmi.state import ImageRef, ImageRequest, ImageResult, Segment, failed_result
 
 TEXT_KEYS = ("text", "image")
@@ -46,7 +47,6 @@ VISION_KEYS = ("quality", "task_relevance", "text_image_relevance")
 PARSER = "parser"
 """The ``tool`` of a result that the tag parser failed: a broken tag, not a tool failure."""
 
-_THINKING = re.compile(r"<think>.*?</think>", re.DOTALL)
 _NUMBER = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(?:(?:/|out\s+of)\s*(\d+))?", re.IGNORECASE)
 _VERDICT = re.compile(r"^\W*(?:(?:answer|verdict|match)\W*)?(yes|no|true|false)\b", re.IGNORECASE)
 _VERDICT_KEYS = ("match", "matches", "relevant", "answer", "verdict")
@@ -166,7 +166,7 @@ def parse_scores(text: str, keys: Sequence[str]) -> dict[str, int | None]:
     since judges tend to end with their verdict. A score out of another scale
     (``8/10``) or outside 1-5 is None; one inside rounds half up (3.5 -> 4).
     """
-    text = _THINKING.sub("", text)
+    text = without_thinking(text)
     scores = _scores_from_json(text, keys)
     for key in keys:
         if scores.get(key) is None:
@@ -177,7 +177,7 @@ def parse_scores(text: str, keys: Sequence[str]) -> dict[str, int | None]:
 def _scores_from_json(text: str, keys: Sequence[str]) -> dict[str, int | None]:
     wanted = {_norm(key): key for key in keys}
     scores: dict[str, int | None] = {}
-    for obj in _json_objects(text):
+    for obj in json_objects(text):
         for name, value in _items(obj):
             key = wanted.get(_norm(name))
             if key and (score := _to_score(value)) is not None:
@@ -185,7 +185,7 @@ def _scores_from_json(text: str, keys: Sequence[str]) -> dict[str, int | None]:
     return scores
 
 
-def _json_objects(text: str) -> Iterator[dict[str, Any]]:
+def json_objects(text: str) -> Iterator[dict[str, Any]]:
     decoder = json.JSONDecoder()
     for match in re.finditer(r"\{", text):
         try:
@@ -245,8 +245,8 @@ def _score_from_prose(text: str, key: str) -> int | None:
 def parse_verdict(text: str) -> tuple[bool | None, str]:
     """(match, reason) from a relevance answer: JSON ``{"match": "yes", ...}`` or a
     leading yes/no; (None, reason) when the answer says neither."""
-    text = _THINKING.sub("", text).strip()
-    for obj in _json_objects(text):
+    text = without_thinking(text).strip()
+    for obj in json_objects(text):
         fields = {_norm(str(k)): v for k, v in obj.items()}
         verdict = next((fields[k] for k in _VERDICT_KEYS if k in fields), None)
         if isinstance(verdict, str) and (match := _VERDICT.match(verdict)):
@@ -255,7 +255,7 @@ def parse_verdict(text: str) -> tuple[bool | None, str]:
             return verdict, str(fields.get("reason") or text)
     if match := _VERDICT.match(text):
         return match.group(1).lower() in ("yes", "true"), text
-    return None, f"the vision judge's answer says neither yes nor no: {_excerpt(text)!r}"
+    return None, f"the vision judge's answer says neither yes nor no: {excerpt(text)!r}"
 
 
 def reward(num: float, mllm: float | None, llm: float | None, weights: RewardWeights) -> float:
@@ -440,15 +440,15 @@ class Judge:
         except NotAnImage as exc:
             return False, str(exc)
         user = HumanMessage([
-            _image_part(image, mime),
-            _text_part(rubrics.RELEVANCE_USER.format(
+            image_part(image, mime),
+            text_part(rubrics.RELEVANCE_USER.format(
                 description=description or "(no description)", context_text=context_text
             )),
         ])
         try:
             answer = self.vlm.invoke([SystemMessage(rubrics.RELEVANCE_SYSTEM), user]).text
         except Exception as exc:  # a failing judge leaves the verdict unknown
-            return None, f"the vision judge failed: {_describe(exc)}"
+            return None, f"the vision judge failed: {describe_error(exc)}"
         return parse_verdict(answer)
 
     def _scores(
@@ -493,19 +493,19 @@ def _ask(
     try:
         answer = model.invoke(messages).text
     except Exception as exc:  # any failure of the judge leaves its scores unknown
-        return unknown, [f"the {name} failed: {_describe(exc)}"]
+        return unknown, [f"the {name} failed: {describe_error(exc)}"]
     scores = parse_scores(answer, keys)
     missing = [key for key, score in scores.items() if score is None]
     if not missing:
         return scores, []
-    return scores, [f"the {name} gave no 1-5 score for {', '.join(missing)}: {_excerpt(answer)!r}"]
+    return scores, [f"the {name} gave no 1-5 score for {', '.join(missing)}: {excerpt(answer)!r}"]
 
 
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {_excerpt(str(exc))}"
+def describe_error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {excerpt(str(exc))}"
 
 
-def _excerpt(text: str, limit: int = 300) -> str:
+def excerpt(text: str, limit: int = 300) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -539,21 +539,21 @@ def _vision_parts(
     index_of = {ref["sha256"]: i for i, ref in enumerate(inputs)} | {
         r["image"]["sha256"]: r["slot"] for r in results if r["ok"] and r["image"]
     }
-    parts: list[str | dict] = [_text_part(rubrics.VISION_JUDGE_REQUEST.format(
+    parts: list[str | dict] = [text_part(rubrics.VISION_JUDGE_REQUEST.format(
         prompt=prompt, images_asked=rubrics.images_asked(image_num)
     ))]
     for index, ref in enumerate(inputs):
         missing = f"[Input image {index} is missing.]"
         parts += _stored_image(f"Input image {index}:", missing, ref, store)
-    parts.append(_text_part("The document:"))
+    parts.append(text_part("The document:"))
     for segment in segments:
         if segment["kind"] == "text":
-            parts.append(_text_part(segment["text"]))
+            parts.append(text_part(segment["text"]))
         elif segment["slot"] in unavailable:
-            parts.append(_text_part(rubrics.UNAVAILABLE_IMAGE.format(slot=segment["slot"])))
+            parts.append(text_part(rubrics.UNAVAILABLE_IMAGE.format(slot=segment["slot"])))
         else:
             parts += _slot_parts(by_slot[segment["slot"]], store, index_of)
-    parts.append(_text_part(rubrics.VISION_JUDGE_CLOSING))
+    parts.append(text_part(rubrics.VISION_JUDGE_CLOSING))
     return parts
 
 
@@ -563,7 +563,7 @@ def _slot_parts(
     slot, description = result["slot"], result["description"] or "(no description)"
     missing = f"[Image {slot} is missing. It should have shown: {description}]"
     if not (result["ok"] and result["image"]):
-        return [_text_part(missing)]
+        return [text_part(missing)]
     made_by = result["source"]
     edited = index_of.get(result["provenance"].get("edited", ""))
     if made_by == "edit" and edited is not None:
@@ -576,14 +576,14 @@ def _stored_image(label: str, missing: str, ref: ImageRef, store: ArtifactStore)
     try:
         data = store.get(ref)
     except (OSError, ValueError):
-        return [_text_part(missing)]
-    return [_text_part(label), _image_part(data, ref["mime"])]
+        return [text_part(missing)]
+    return [text_part(label), image_part(data, ref["mime"])]
 
 
-def _text_part(text: str) -> dict:
+def text_part(text: str) -> dict:
     return {"type": "text", "text": text}
 
 
-def _image_part(data: bytes, mime: str) -> dict:
+def image_part(data: bytes, mime: str) -> dict:
     url = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
     return {"type": "image_url", "image_url": {"url": url}}

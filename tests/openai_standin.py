@@ -6,7 +6,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -14,14 +14,22 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 @contextmanager
 def chat_server(*replies: str) -> Iterator[tuple[str, list[dict]]]:
     """Serve /v1/chat/completions, answering with ``replies`` in turn; yields (base_url, requests)."""
-    seen: list[dict] = []
     queue = list(replies)
+    with routed_chat_server(lambda body: queue.pop(0) if len(queue) > 1 else queue[0]) as served:
+        yield served
+
+
+@contextmanager
+def routed_chat_server(answer: Callable[[dict], str]) -> Iterator[tuple[str, list[dict]]]:
+    """Serve /v1/chat/completions, answering each request body with ``answer(body)``;
+    yields (base_url, requests)."""
+    seen: list[dict] = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             seen.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
-            content = queue.pop(0) if len(queue) > 1 else queue[0]
+            content = answer(body)
             payload = json.dumps({
                 "id": "chatcmpl-1", "object": "chat.completion", "created": int(time.time()),
                 "model": body["model"],
