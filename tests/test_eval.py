@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from llmi.cli import main
-from tests.helpers import gradient_png, tag
-from tests.openai_standin import routed_chat_server
+from helpers import gradient_png, tag
+from openai_standin import routed_chat_server
 
 RAIN_PLAN = (
     "# Rain in Kyoto\n\nKyoto is wettest in June.\n\n"

@@ -242,3 +242,20 @@ def test_bad_datasets_name_the_file_the_item_and_the_reason(
 def test_a_missing_file_is_a_dataset_error(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match=r"nope\.jsonl: cannot read the file: No such file"):
         load_items(tmp_path / "nope.jsonl", image_dir=tmp_path)
+
+
+def test_relative_image_paths_fall_back_to_the_working_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # LLMI-Bench's mm_input.json names images relative to where its script runs.
+    (tmp_path / "benchmark" / "images").mkdir(parents=True)
+    (tmp_path / "benchmark" / "images" / "room.png").write_bytes(gradient_png(2))
+    data = tmp_path / "benchmark" / "mm_input.json"
+    data.write_text(json.dumps([{"prompt": "Restyle <image>", "images": ["benchmark/images/room.png"],
+                                 "r1": "Keeps the room"}]), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+
+    [item] = load_items(data, image_dir=tmp_path / "inputs")
+
+    assert Path(item["images"][0]).read_bytes() == gradient_png(2)
+    assert item["criteria"] == ["Keeps the room"]

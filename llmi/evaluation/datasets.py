@@ -393,13 +393,18 @@ def _base64(value: str) -> bytes:
 
 
 def _file(path: Path, base_dir: Path) -> bytes:
-    path = base_dir / path.expanduser()
+    """A relative path is looked for next to the dataset, then in the working folder
+    (LLMI-Bench's scripts open theirs from where they are run)."""
+    path = path.expanduser()
+    found = base_dir / path
+    if not found.exists() and not path.is_absolute() and path.exists():
+        found = path
     try:
-        return path.read_bytes()
+        return found.read_bytes()
     except FileNotFoundError:
-        raise ItemError(f"image file not found: {path}") from None
+        raise ItemError(f"image file not found: {found}") from None
     except OSError as exc:
-        raise ItemError(f"cannot read image file {path}: {exc.strerror or exc}") from None
+        raise ItemError(f"cannot read image file {found}: {exc.strerror or exc}") from None
 
 
 def _png(image: Image.Image) -> bytes:
