@@ -42,12 +42,12 @@ class Dispatch:
         """The results of the state's pending requests; ``notify`` hears slot events."""
         store = ArtifactStore(ctx.artifact_dir)
         known: dict[int, ImageRef] = dict(enumerate(state.get("inputs", [])))
-        known.update(
-            (r["slot"], r["image"]) for r in state.get("results", []) if r["ok"] and r["image"]
-        )
+        results = state.get("results", [])
+        known.update((r["slot"], r["image"]) for r in results if r["ok"] and r["image"])
         scheduler = Scheduler(
             lambda request, source: self.run_one(request, source, ctx, store),
             known=known,
+            failed={r["slot"]: r for r in results if not r["ok"]},
             workers=ctx.max_parallel,
             timeout_s=ctx.slot_timeout,
             notify=notify,

@@ -27,7 +27,8 @@ class Scheduler:
     """One round of requests: dependencies, concurrency and per-slot deadlines.
 
     ``known`` maps image indices that already have an image (input images,
-    slots finished in earlier rounds) to it. ``run`` must not raise.
+    slots finished in earlier rounds) to it; ``failed`` maps slots that failed in
+    earlier rounds to their results. ``run`` must not raise.
     """
 
     def __init__(
@@ -35,12 +36,14 @@ class Scheduler:
         run: RunOne,
         *,
         known: Mapping[int, ImageRef],
+        failed: Mapping[int, ImageResult] | None = None,
         workers: int,
         timeout_s: float,
         notify: Notify = lambda event: None,
     ) -> None:
         self._run = run
         self._images: dict[int, ImageRef] = dict(known)
+        self._failed_before: dict[int, ImageResult] = dict(failed or {})
         self._workers = max(1, workers)
         self._timeout_s = timeout_s
         self._notify = notify
@@ -72,7 +75,7 @@ class Scheduler:
         if source is None or source in self._images:
             self._start(request, self._images.get(source) if source is not None else None)
         elif source in self._results or source not in self._this_round:
-            failed = self._results.get(source, {})
+            failed = self._results.get(source) or self._failed_before.get(source) or {}
             error = failed.get("error") or "it has no image"
             self._settle(_failed(request, f"the image it edits (index {source}) failed: {error}",
                                  failure="source_failed",

@@ -54,6 +54,10 @@ def _parse(text: str, path: Path, number: int) -> ResultLine:
         raise ResultsError(f"{path}, line {number}, is not JSON: {exc}") from None
     if not isinstance(line, dict) or not isinstance(line.get("id"), str):
         raise ResultsError(f"{path}, line {number}, is not a results line (no item id)")
+    missing = [key for key in ResultLine.__annotations__ if key not in line]
+    if missing:
+        raise ResultsError(f"{path}, line {number}, is not a results line "
+                           f"(no {', '.join(missing)})")
     return line  # type: ignore[return-value]
 
 

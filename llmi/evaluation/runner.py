@@ -74,15 +74,19 @@ class Evaluation:
             console.print(f"[dim]{skipped} of {len(self.items)} items already done in "
                           f"{self.results.path}; running the other {len(pending)}[/]",
                           highlight=False)
-        with open_checkpointer(str(self.out / CHECKPOINTS)) as saver:
+        with open_checkpointer(str(self.out / CHECKPOINTS)) as saver, \
+                _progress(console, len(self.items), skipped) as advance:
             graph = self.graph(saver)
-            with _progress(console, len(self.items), skipped) as advance, \
-                    ThreadPoolExecutor(self.concurrency) as pool:
+            pool = ThreadPoolExecutor(self.concurrency)
+            try:
                 futures = [pool.submit(self.run_item, graph, i, item) for i, item in pending]
                 for future in as_completed(futures):
                     line = future.result()
                     self.results.append(line)
                     advance(line)
+            finally:
+                # On Ctrl-C, items not started are dropped rather than awaited.
+                pool.shutdown(wait=False, cancel_futures=True)
         return self.report(console)
 
     def run_item(self, graph: CompiledStateGraph, index: int, item: EvalItem) -> ResultLine:
