@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import threading
+from html.parser import HTMLParser
 from collections.abc import Callable
 from typing import Any
 
@@ -88,3 +89,19 @@ class ScriptedModel(BaseChatModel):
         self.calls.append({"messages": messages, **kwargs})
         message = AIMessage(self.script(messages, kwargs))
         return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+class _Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, {name: value or "" for name, value in attrs}))
+
+
+def html_tags(html: str) -> list[tuple[str, dict[str, str]]]:
+    """The start tags of ``html`` with their attributes, in order."""
+    parser = _Tags()
+    parser.feed(html)
+    return parser.tags

@@ -5,13 +5,13 @@ from __future__ import annotations
 import base64
 import io
 import json
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import pytest
 from langgraph.runtime import Runtime
 from markdown_it import MarkdownIt
+from helpers import html_tags
 from PIL import Image
 
 from llmi.artifacts import ArtifactStore
@@ -66,23 +66,8 @@ def _run(context: Context, **state: Any) -> dict[str, Path]:
     return {name: Path(path) for name, path in outputs.items()}
 
 
-class _Tags(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.tags: list[tuple[str, dict[str, str]]] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.tags.append((tag, {name: value or "" for name, value in attrs}))
-
-
-def _tags(html: str) -> list[tuple[str, dict[str, str]]]:
-    parser = _Tags()
-    parser.feed(html)
-    return parser.tags
-
-
 def _assert_harmless(html: str, image_prefix: str = "data:image/") -> None:
-    for tag, attrs in _tags(html):
+    for tag, attrs in html_tags(html):
         assert tag not in {"script", "iframe", "object", "embed", "svg", "base", "form"}, tag
         for name, value in attrs.items():
             assert not name.startswith("on"), (tag, name)
@@ -215,7 +200,7 @@ def test_markdown_links_existing_assets_and_notes_failures(
         "image-00.png", "image-02.jpg",
     ]
     rendered = MarkdownIt("commonmark").render(markdown)
-    for tag, attrs in _tags(rendered):
+    for tag, attrs in html_tags(rendered):
         if tag == "img":
             assert (outputs["dir"] / attrs["src"]).is_file()
 
@@ -227,13 +212,13 @@ def test_html_is_self_contained(context: Context, mixed: dict[str, Any]) -> None
     assert 'src="http' not in html and "href=\"http" not in html
     assert "default-src 'none'; img-src data:" in html
     assert "<title>Rainfall in Kyoto</title>" in html
-    images = [attrs for tag, attrs in _tags(html) if tag == "img"]
+    images = [attrs for tag, attrs in html_tags(html) if tag == "img"]
     assert [img["alt"] for img in images] == ["Monthly rainfall", "Rainy temple"]
     header, payload = images[0]["src"].split(",", 1)
     assert header == "data:image/png;base64"
     with Image.open(io.BytesIO(base64.b64decode(payload))) as decoded:
         assert decoded.size == (128, 96)
-    failed = [attrs for tag, attrs in _tags(html) if attrs.get("class") == "failed"]
+    failed = [attrs for tag, attrs in html_tags(html) if attrs.get("class") == "failed"]
     assert len(failed) == 2
     assert "<strong>Image 1 could not be made</strong> (search): no images found" in html
 
@@ -281,7 +266,7 @@ def test_hostile_descriptions_stay_inside_their_markdown_figure(
     rendered = MarkdownIt("commonmark", {"html": True}).render(markdown)
 
     _assert_harmless(rendered, image_prefix="assets/")
-    tags = _tags(rendered)
+    tags = html_tags(rendered)
     assert [tag for tag, _ in tags].count("img") == 1
     assert not any(tag == "a" or tag.startswith("h") for tag, _ in tags)
     assert "<script>" not in rendered

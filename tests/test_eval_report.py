@@ -6,7 +6,6 @@ import base64
 import io
 import json
 import re
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -15,7 +14,7 @@ import pytest
 from PIL import Image
 from rich.console import Console
 
-from helpers import gradient_png
+from helpers import gradient_png, html_tags
 from llmi.artifacts import ArtifactStore
 from llmi.evaluation.records import EvalItem, ItemScore, ResultLine
 from llmi.evaluation.report import (
@@ -30,21 +29,6 @@ from llmi.state import ImageResult, failed_result
 SCRIPT = "<script>alert(1)</script>"
 ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
 ODD_ID = "../../etc/パスワード item"
-
-
-class _Tags(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.tags: list[tuple[str, dict[str, str]]] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.tags.append((tag, {name: value or "" for name, value in attrs}))
-
-
-def _tags(html: str) -> list[tuple[str, dict[str, str]]]:
-    parser = _Tags()
-    parser.feed(html)
-    return parser.tags
 
 
 def _item(item_id: str, prompt: str = "Draw rain", **fields: Any) -> EvalItem:
@@ -153,7 +137,7 @@ def _page(out: Path, item_id: str) -> str:
 
 
 def _assert_inert(html: str) -> None:
-    for tag, attrs in _tags(html):
+    for tag, attrs in html_tags(html):
         assert tag not in {"script", "iframe", "object", "embed", "svg", "base", "form"}, tag
         assert not any(name.startswith("on") for name in attrs), (tag, attrs)
         if tag == "img":
@@ -179,7 +163,7 @@ def test_safe_name_never_merges_ids_that_slug_alike() -> None:
 
 def test_index_links_every_item_page(out: Path, lines: list[ResultLine]) -> None:
     index = (out / "index.html").read_text(encoding="utf-8")
-    links = [attrs["href"] for tag, attrs in _tags(index) if tag == "a"]
+    links = [attrs["href"] for tag, attrs in html_tags(index) if tag == "a"]
 
     assert len(links) == len(lines)
     for link in links:
@@ -189,7 +173,7 @@ def test_index_links_every_item_page(out: Path, lines: list[ResultLine]) -> None
         safe_name(line["id"]) for line in lines
     )
     assert ODD_ID in index and "0.75" in index and "2.5" in index
-    back = [a["href"] for t, a in _tags(_page(out, "rain-1")) if t == "a"][0]
+    back = [a["href"] for t, a in html_tags(_page(out, "rain-1")) if t == "a"][0]
     assert (item_dir(out, "rain-1") / back).resolve() == (out / "index.html").resolve()
 
 
@@ -208,7 +192,7 @@ def test_untrusted_text_is_never_live(out: Path, lines: list[ResultLine]) -> Non
 
 def test_item_page_embeds_inputs_and_the_document_in_order(out: Path) -> None:
     page = _page(out, "rain-1")
-    images = [attrs for tag, attrs in _tags(page) if tag == "img"]
+    images = [attrs for tag, attrs in html_tags(page) if tag == "img"]
 
     assert [(img["width"], img["height"]) for img in images] == [("40", "30"), ("96", "80")]
     payload = images[1]["src"].split(",", 1)[1]
