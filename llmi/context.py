@@ -76,6 +76,9 @@ class Context:
     """Image requests that run at the same time."""
     code_timeout: float | None = _env("LLMI_CODE_TIMEOUT", 20.0)
     code_memory_mb: int | None = _env("LLMI_CODE_MEMORY_MB", 2048)
+    code_pool: bool | None = _env("LLMI_CODE_POOL", True)
+    """Fork each chart's process from a warm one with the libraries imported; 0 starts a
+    fresh interpreter per chart."""
     repair_rounds: int | None = _env("LLMI_REPAIR_ROUNDS", 2)
     judge_model: str | None = _env("LLMI_JUDGE_MODEL", "")
     """Text judge: scores a draft's text and tags; empty leaves those scores unknown."""

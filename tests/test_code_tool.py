@@ -1,15 +1,26 @@
-"""The code tool: model-written chart code, run in a separate, limited process."""
+"""The code tool: model-written chart code, run in a separate, limited process.
+
+The behaviour tests run twice: with the warm pool (a child forked from a zygote per
+chart) and with a fresh interpreter per chart. Tests of the pool itself follow them.
+"""
 
 from __future__ import annotations
 
 import ast
 import io
+import os
 import random
 import resource
+import signal
 import subprocess
+import sys
+import textwrap
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import matplotlib as mpl
 import psutil
@@ -19,12 +30,16 @@ from PIL import Image
 
 from llmi.context import Context
 from llmi.state import ImageRequest
+from llmi.tools import chart_pool
+from llmi.tools import code as code_module
 from llmi.tools.base import ImageTool, ToolCall, ToolError
 from llmi.tools.chart_runner import cjk_font_names, restore_font_fallbacks
 from llmi.tools.code import code as code_tool
 from llmi.tools.code import run_chart
 
 slow = pytest.mark.slow
+executors = pytest.mark.usefixtures("executor")
+"""Runs the test with the warm pool and with a fresh interpreter per chart."""
 
 BAR = "plt.bar(['a', 'b', 'c'], [3, 1, 2])\nplt.title('Sales')\n"
 NO_MISSING_GLYPHS = """
@@ -37,17 +52,30 @@ assert not missing, missing
 """
 
 
-def chart(code: str, *, timeout_s: float = 20.0, memory_mb: int = 2048) -> Image.Image:
-    png = run_chart(code, timeout_s=timeout_s, memory_mb=memory_mb)
+@pytest.fixture(params=["warm", "cold"])
+def executor(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setattr(code_module, "POOL", request.param == "warm")
+    return request.param
+
+
+@pytest.fixture
+def warm(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(code_module, "POOL", True)
+
+
+def chart(code: str, *, timeout_s: float = 20.0, memory_mb: int = 2048,
+          pool: bool | None = None) -> Image.Image:
+    png = run_chart(code, timeout_s=timeout_s, memory_mb=memory_mb, pool=pool)
     image = Image.open(io.BytesIO(png))
     image.load()
     assert image.format == "PNG"
     return image
 
 
-def failure(code: str, *, timeout_s: float = 20.0, memory_mb: int = 2048) -> str:
+def failure(code: str, *, timeout_s: float = 20.0, memory_mb: int = 2048,
+            pool: bool | None = None) -> str:
     with pytest.raises(ToolError) as raised:
-        run_chart(code, timeout_s=timeout_s, memory_mb=memory_mb)
+        run_chart(code, timeout_s=timeout_s, memory_mb=memory_mb, pool=pool)
     return str(raised.value)
 
 
@@ -103,6 +131,7 @@ else:
 
 
 @slow
+@executors
 def test_bar_chart_is_a_png_of_sensible_size() -> None:
     image = chart(BAR)
     assert 200 <= image.width <= 4000 and 200 <= image.height <= 4000
@@ -111,6 +140,7 @@ def test_bar_chart_is_a_png_of_sensible_size() -> None:
 
 
 @slow
+@executors
 def test_show_does_not_block() -> None:
     # A blocking show would hold the process until the 15 s limit, and run_chart
     # would fail with "timed out" instead of returning the chart.
@@ -119,6 +149,7 @@ def test_show_does_not_block() -> None:
 
 
 @slow
+@executors
 @pytest.mark.parametrize("save", [
     "plt.savefig('x.png')\nplt.close()",
     "fig = plt.gcf()\nfig.savefig('x.png', dpi=300)\nplt.close('all')",
@@ -129,12 +160,14 @@ def test_savefig_then_close_keeps_the_chart_and_writes_nothing(save: str) -> Non
 
 
 @slow
+@executors
 @pytest.mark.parametrize("code", ["x = 1", BAR + "plt.close('all')"])
 def test_code_that_leaves_no_figure_drew_nothing(code: str) -> None:
     assert failure(code) == "the code drew nothing"
 
 
 @slow
+@executors
 def test_print_flood_neither_corrupts_the_chart_nor_hangs() -> None:
     flood = (
         "import os, sys\n"
@@ -149,6 +182,7 @@ def test_print_flood_neither_corrupts_the_chart_nor_hangs() -> None:
 
 
 @slow
+@executors
 @pytest.mark.parametrize("code", ["while True:\n    pass", "import time\ntime.sleep(100)"])
 def test_time_out(code: str) -> None:
     # The code never ends by itself, so failing at all, with this message, proves the limit.
@@ -156,6 +190,7 @@ def test_time_out(code: str) -> None:
 
 
 @slow
+@executors
 @pytest.mark.parametrize("code", [
     "np.ones(10**10)",
     "chunks = []\nwhile True:\n    chunks.append(bytes(10**7))",
@@ -167,15 +202,18 @@ def test_out_of_memory(code: str) -> None:
 
 
 @slow
+@executors
 def test_cpu_time_limit_is_a_time_out() -> None:
-    # Lowering its own CPU limit below what the imports took trips it at once.
-    # The hard limit stays where it was, so SIGXCPU (not SIGKILL) is what ends the code.
+    # Lowering its own CPU limit to 1 s trips it: at once in a fresh interpreter, whose
+    # imports took more, after a second in a child of the zygote, whose CPU time starts
+    # at 0. The hard limit stays where it was, so SIGXCPU (not SIGKILL) ends the code.
     spin = ("import resource\nhard = resource.getrlimit(resource.RLIMIT_CPU)[1]\n"
             "resource.setrlimit(resource.RLIMIT_CPU, (1, hard))\nwhile True:\n    pass")
     assert failure(spin, timeout_s=10) == "timed out after 12 s of CPU time"
 
 
 @slow
+@executors
 @pytest.mark.parametrize(("code", "report"), [
     ("import os\nos._exit(3)", "the chart process exited with status 3 and no chart"),
     ("import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)", "the chart process died of SIGSEGV"),
@@ -185,6 +223,7 @@ def test_a_crash_is_reported(code: str, report: str) -> None:
 
 
 @slow
+@executors
 def test_undefined_name_names_it_and_its_line() -> None:
     message = failure(BAR + "plt.xlabel(undefined_thing)\n")
     assert "NameError: name 'undefined_thing' is not defined" in message
@@ -194,6 +233,7 @@ def test_undefined_name_names_it_and_its_line() -> None:
 
 
 @slow
+@executors
 def test_syntax_error_gives_the_line() -> None:
     message = failure("plt.plot([1, 2])\nfor i in range(3)\n    plt.plot([i, i])\n")
     assert "SyntaxError" in message
@@ -202,6 +242,7 @@ def test_syntax_error_gives_the_line() -> None:
 
 
 @slow
+@executors
 def test_non_ascii_survives_and_renders() -> None:
     title = "Température — 20 °C — Zürich — Ωmega"
     code = (
@@ -213,6 +254,7 @@ def test_non_ascii_survives_and_renders() -> None:
 
 
 @slow
+@executors
 def test_cjk_labels_render() -> None:
     labels = "plt.plot([1, 2], [3, 4])\nplt.title('東京の気温 — °C')\nplt.ylabel('서울 / 北京')\n"
     chart("sns.set_theme()\n" + labels)
@@ -240,6 +282,7 @@ def test_font_fallbacks_come_back_after_a_theme_resets_the_fonts() -> None:
 
 
 @slow
+@executors
 def test_environment_has_no_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     planted = {
         "FOO_API_KEY": "k", "GITHUB_TOKEN": "t", "my_secret": "s", "DB_PASSWORD": "p",
@@ -258,6 +301,7 @@ def test_environment_has_no_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @slow
+@executors
 def test_working_folder_is_empty_private_and_removed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -269,6 +313,7 @@ def test_working_folder_is_empty_private_and_removed(
 
 
 @slow
+@executors
 def test_stdin_is_closed() -> None:
     code = (
         "import sys\nassert sys.stdin.read() == ''\n"
@@ -279,6 +324,7 @@ def test_stdin_is_closed() -> None:
 
 
 @slow
+@executors
 def test_limits_are_set() -> None:
     names = ["RLIMIT_AS", "RLIMIT_CPU", "RLIMIT_FSIZE", "RLIMIT_CORE", "RLIMIT_NPROC"]
     limits = reported(
@@ -293,6 +339,7 @@ def test_limits_are_set() -> None:
 
 
 @slow
+@executors
 @pytest.mark.parametrize("ending", ["normal", "time-out"])
 def test_no_process_outlives_the_job(ending: str) -> None:
     markers = marker(), marker()
@@ -305,19 +352,37 @@ def test_no_process_outlives_the_job(ending: str) -> None:
 
 
 @slow
-def test_no_process_outlives_an_exception_in_the_caller(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_process_outlives_an_exception_in_the_caller(
+    executor: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     markers = marker(), marker()
-    wait = subprocess.Popen.wait
 
-    def interrupted_wait(self: subprocess.Popen[bytes], timeout: float | None = None) -> int:
-        if timeout is None:
-            return wait(self)
+    def until_the_sleepers_run(timeout: float) -> NoReturn:
         deadline = time.monotonic() + timeout
         while len(running_with(*markers)) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
         raise CallerFailed
 
-    monkeypatch.setattr(subprocess.Popen, "wait", interrupted_wait)
+    if executor == "cold":
+        wait = subprocess.Popen.wait
+
+        def interrupted_wait(self: subprocess.Popen[bytes], timeout: float | None = None) -> int:
+            if timeout is None:
+                return wait(self)
+            until_the_sleepers_run(timeout)
+
+        monkeypatch.setattr(subprocess.Popen, "wait", interrupted_wait)
+    else:
+        job_wait = chart_pool.ForkedJob.wait
+        interrupted: list[bool] = []
+
+        def interrupted_job_wait(self: chart_pool.ForkedJob, deadline: float) -> int:
+            if interrupted:  # the wait for the killed job to end
+                return job_wait(self, deadline)
+            interrupted.append(True)
+            until_the_sleepers_run(deadline - time.monotonic())
+
+        monkeypatch.setattr(chart_pool.ForkedJob, "wait", interrupted_job_wait)
     with pytest.raises(CallerFailed):
         run_chart(spawn_sleepers(*markers) + "time.sleep(100)\n", timeout_s=15, memory_mb=2048)
     assert running_with(*markers) == []
@@ -331,6 +396,7 @@ def tool_call(code: str, *, code_timeout: float, deadline_s: float) -> ToolCall:
 
 
 @slow
+@executors
 def test_code_tool_makes_a_chart_for_a_tool_call() -> None:
     assert isinstance(code_tool, ImageTool)
     assert (code_tool.source, code_tool.required_params) == ("code", ("code",))
@@ -341,7 +407,227 @@ def test_code_tool_makes_a_chart_for_a_tool_call() -> None:
 
 
 @slow
+@executors
 def test_code_tool_stops_at_the_deadline_when_it_comes_first() -> None:
     call = tool_call("import time\ntime.sleep(100)", code_timeout=20, deadline_s=2)
     with pytest.raises(ToolError, match="timed out after 2 s"):
         code_tool(call)
+
+
+# The warm pool: one zygote, one fresh child per chart.
+
+LEAKY = """
+import builtins, os, sys, types, matplotlib
+sns.set_theme(style="darkgrid")
+plt.rcParams["lines.linewidth"] = 17
+np.sum = lambda *args, **kwargs: "patched"
+matplotlib.LEAKED = builtins.LEAKED = True
+sys.modules["leaked_module"] = types.ModuleType("leaked_module")
+os.environ["LLMI_LEAKED"] = "1"
+plt.figure()
+plt.plot([1, 2])
+plt.figure()
+"""
+STATE = (
+    "(os.getppid(), plt.rcParams['lines.linewidth'], plt.rcParams['axes.facecolor'], "
+    "str(np.sum([1, 2])), hasattr(matplotlib, 'LEAKED'), hasattr(builtins, 'LEAKED'), "
+    "'leaked_module' in sys.modules, 'LLMI_LEAKED' in os.environ, plt.get_fignums())"
+)
+FRESH = (
+    "(hashlib.sha256(repr(sorted((k, repr(v)) for k, v in plt.rcParams.items())).encode())"
+    ".hexdigest(), plt.get_fignums(), sorted(os.environ), os.listdir('.'), sys.argv, "
+    "matplotlib.get_backend(), sorted(os.listdir('/proc/self/fd')))"
+)
+
+
+def zygote_pid() -> int | None:
+    return chart_pool.shared_pool().zygote_pid()
+
+
+@pytest.fixture
+def fresh_pool() -> Iterator[None]:
+    """A pool of this test's own, closed afterwards, so that what the test does to
+    it (a zygote that cannot start, another environment) stays here."""
+    chart_pool.close_shared_pool()
+    yield
+    chart_pool.close_shared_pool()
+
+
+def gone(pid: int, within_s: float = 30.0) -> bool:
+    """Whether ``pid`` ends (or is a zombie) within ``within_s``."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@slow
+def test_warm_charts_are_children_of_the_zygote_and_cold_ones_are_not(warm: None) -> None:
+    warm_parent = reported("import os", "os.getppid()")
+    assert warm_parent == zygote_pid() != os.getpid()
+    assert reported("import os", "os.getppid()", pool=False) == os.getpid()
+
+
+@slow
+def test_nothing_a_chart_does_reaches_the_next(warm: None) -> None:
+    imports = "import builtins, os, sys, matplotlib"
+    first = reported(LEAKY, STATE)
+    second = reported(imports, STATE)
+    # The first chart changed its process; the second, from the same zygote, saw none of it.
+    assert first == (first[0], 17.0, "#EAEAF2", "patched", True, True, True, True, [1, 2])
+    assert second == (first[0], 1.5, "white", "3", False, False, False, False, [])
+
+
+@slow
+def test_a_warm_chart_starts_where_a_fresh_interpreter_does(warm: None) -> None:
+    imports = "import hashlib, os, sys, matplotlib"
+    assert reported(imports, FRESH) == reported(imports, FRESH, pool=False)
+
+
+@slow
+def test_every_chart_draws_its_own_random_numbers(warm: None) -> None:
+    draws = [reported("import random", "(random.random(), float(np.random.rand()))")
+             for _ in range(2)]
+    assert draws[0][0] != draws[1][0]
+    assert draws[0][1] != draws[1][1]
+
+
+@slow
+def test_charts_run_at_once_in_children_of_one_zygote(warm: None, tmp_path: Path) -> None:
+    # Each chart waits until all have started: run one after another, the first would
+    # wait for ever and time out.
+    charts = 8
+    started = tmp_path / "started"
+    started.mkdir()
+    code = textwrap.dedent(f"""
+        import os, time
+        open(os.path.join({str(started)!r}, f"{{os.getppid()}}-{{os.getpid()}}"), "w").close()
+        while len(os.listdir({str(started)!r})) < {charts}:
+            time.sleep(0.01)
+    """) + BAR
+    with ThreadPoolExecutor(charts) as threads:
+        images = list(threads.map(lambda _: chart(code, timeout_s=60), range(charts)))
+    assert all(image.width > 200 for image in images)
+    parents = {name.split("-")[0] for name in os.listdir(started)}
+    assert parents == {str(zygote_pid())}
+
+
+@slow
+def test_the_zygote_is_single_threaded_unlimited_and_has_no_secrets(
+    warm: None, fresh_pool: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LLMI_PLANTED_API_KEY", "k")
+    assert reported("import resource", "resource.getrlimit(resource.RLIMIT_AS)",
+                    memory_mb=1536) == (1536 * 2**20,) * 2
+    zygote = psutil.Process(zygote_pid())
+    assert zygote.num_threads() == 1
+    assert "LLMI_PLANTED_API_KEY" not in zygote.environ()
+    assert zygote.environ()["JE_ARROW_MALLOC_CONF"] == "background_thread:false"
+    for limit in ["RLIMIT_AS", "RLIMIT_CPU", "RLIMIT_NPROC", "RLIMIT_FSIZE"]:
+        mine = resource.getrlimit(getattr(resource, limit))
+        assert zygote.rlimit(getattr(psutil, limit)) == mine, limit
+
+
+@slow
+def test_a_killed_zygote_is_replaced(warm: None) -> None:
+    first = reported("import os", "os.getppid()")
+    os.kill(first, signal.SIGKILL)
+    second = reported("import os", "os.getppid()")
+    assert second == zygote_pid() not in (first, os.getpid())
+    assert chart(BAR).width > 200
+
+
+@slow
+def test_a_stopped_zygote_is_replaced(warm: None) -> None:
+    first = reported("import os", "os.getppid()")
+    os.kill(first, signal.SIGSTOP)
+    try:
+        second = reported("import os", "os.getppid()", timeout_s=30)
+    finally:
+        with suppress(ProcessLookupError):
+            os.kill(first, signal.SIGCONT)
+    assert second == zygote_pid() not in (first, os.getpid())
+    assert gone(first)
+
+
+@slow
+def test_a_chart_whose_zygote_dies_fails_and_the_next_one_works(warm: None) -> None:
+    suicide = "import os, signal, time\nos.kill(os.getppid(), signal.SIGKILL)\ntime.sleep(100)"
+    # Were the lost job not noticed, this would end in "timed out after 60 s".
+    assert failure(suicide, timeout_s=60).startswith("the chart process was lost")
+    assert chart(BAR).width > 200
+
+
+@slow
+def test_a_zygote_that_cannot_start_leaves_charts_to_fresh_interpreters(
+    warm: None, fresh_pool: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = tmp_path / "broken_runner.py"
+    broken.write_text("raise SystemExit('no zygote here')\n")
+    monkeypatch.setattr(chart_pool, "RUNNER", broken)
+    assert reported("import os", "os.getppid()") == os.getpid()
+    assert zygote_pid() is None
+    assert chart(BAR).width > 200
+
+
+@slow
+def test_another_matplotlib_config_gets_another_zygote(
+    warm: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = reported("import os", "os.getppid()")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    parent, config = reported("import os, matplotlib", "(os.getppid(), matplotlib.get_configdir())")
+    assert parent != first
+    assert config == str(tmp_path / "cache" / "llmi" / "matplotlib")
+
+
+LLMI_ENDS = """
+import os, signal, sys, threading, time
+import psutil
+from llmi.tools.chart_pool import shared_pool
+from llmi.tools.code import run_chart
+
+run_chart("plt.plot([1, 2])", timeout_s=60, memory_mb=2048, pool=True)
+print(shared_pool().zygote_pid(), flush=True)
+if sys.argv[1] == "exits":
+    sys.exit(0)
+code = sys.argv[2]
+threading.Thread(target=run_chart, args=(code,),
+                 kwargs={"timeout_s": 60, "memory_mb": 2048, "pool": True}, daemon=True).start()
+markers = set(sys.argv[3:])
+while not markers <= {a for p in psutil.process_iter(["cmdline"]) for a in p.info["cmdline"] or []}:
+    time.sleep(0.05)
+if sys.argv[1] == "is killed":
+    os.kill(os.getpid(), signal.SIGKILL)
+sys.exit(0)
+"""
+
+
+@slow
+@pytest.mark.parametrize("ending", ["exits", "exits during a chart", "is killed"])
+def test_the_zygote_and_its_charts_end_with_llmi(ending: str, tmp_path: Path) -> None:
+    markers = marker(), marker()
+    code = spawn_sleepers(*markers) + "time.sleep(100)\n"
+    ran = subprocess.run([sys.executable, "-c", LLMI_ENDS, ending, code, *markers],
+                         capture_output=True, text=True, timeout=120,
+                         env=os.environ | {"TMPDIR": str(tmp_path)})
+    zygote = int(ran.stdout.split()[0])
+    assert gone(zygote), ran.stderr
+    assert gone_all(markers)
+    # The zygote removed its folder; only a killed llmi leaves its chart's folder behind.
+    left = os.listdir(tmp_path)
+    assert not [name for name in left if name.startswith("llmi-chart-zygote-")]
+    if ending != "is killed":
+        assert left == []
+
+
+def gone_all(markers: tuple[str, str], within_s: float = 30.0) -> bool:
+    deadline = time.monotonic() + within_s
+    while running_with(*markers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return running_with(*markers) == []

@@ -1,21 +1,33 @@
-"""Draws one chart in its own process: ``python -I -X utf8 chart_runner.py JOB_DIR``.
+"""Draws charts, each in its own process. Two ways to start it:
 
-``JOB_DIR/job.json`` holds the code and the limits. The chart comes back as
-``JOB_DIR/chart.png`` (exit status 0), a failure as ``JOB_DIR/error.txt``
-(exit status 1); stdout is not used, so the code may print what it likes.
-``llmi.tools.code`` starts this script; it also imports ``kill_descendants``.
+``python -I -X utf8 chart_runner.py JOB_DIR`` draws one chart in a fresh interpreter.
+
+``python -I -X utf8 chart_runner.py --zygote FD FOLDER`` is a zygote: it imports matplotlib,
+pandas, seaborn and numpy once, then forks one child per chart; each child applies
+the job's limits to itself, draws, and exits. ``FD`` is a Unix socket
+(``SOCK_SEQPACKET``) to ``llmi.tools.chart_pool``, which holds the other end.
+
+Either way ``JOB_DIR/job.json`` holds the code and the limits. The chart comes back
+as ``JOB_DIR/chart.png`` (exit status 0), a failure as ``JOB_DIR/error.txt`` (exit
+status 1); stdout is not used, so the code may print what it likes.
+``llmi.tools.code`` and ``llmi.tools.chart_pool`` also import ``end_job`` and the protocol.
 """
 
 from __future__ import annotations
 
 import ctypes
+import gc
 import io
 import json
 import linecache
 import os
 import resource
+import selectors
+import shutil
 import signal
+import socket
 import sys
+import time
 import traceback
 import warnings
 from collections.abc import Iterable
@@ -48,6 +60,18 @@ CJK_FONT_HINTS = (
     "CJK", "Unifont",
 )
 """Substrings of names of installed fonts with CJK glyphs, best first."""
+READY = b"ready"
+"""What the zygote says on its socket once it has imported everything."""
+JOB_STARTED = b"pid"
+"""``pid N``: the zygote forked the job's process N."""
+JOB_ENDED = b"exit"
+"""``exit S``: the job's process ended with status S, negative for a signal (as in
+``subprocess``). The zygote keeps the process unreaped until the job's socket is
+closed, so its pid names no other process while the caller may still signal it."""
+JOB_FAILED = b"error"
+"""``error MESSAGE``: the zygote could not fork."""
+WAIT_FOR_KILLED_S = 2.0
+"""How long the zygote waits for killed processes to end before it serves on."""
 
 
 class ChartError(Exception):
@@ -55,16 +79,27 @@ class ChartError(Exception):
 
 
 def main(job_dir: Path) -> int:
-    job = json.loads((job_dir / "job.json").read_text(encoding="utf-8"))
+    """Draw the chart of ``job_dir`` in this fresh interpreter."""
+    job = read_job(job_dir)
     set_limits(job["memory_mb"], job["cpu_s"])
     become_subreaper()
-    die_with_parent()
+    die_with_parent(job["parent"])
+    return run_job(job_dir, job)
+
+
+def read_job(job_dir: Path) -> dict[str, Any]:
+    return json.loads((job_dir / "job.json").read_text(encoding="utf-8"))
+
+
+def run_job(job_dir: Path, job: dict[str, Any], fallbacks: list[str] | None = None) -> int:
+    """Draw the job's chart in this process, which already has its limits; returns
+    the exit status. ``fallbacks`` are the CJK fonts, when known already."""
     # The code runs as a script named <chart> would; Python-level stderr goes where
     # stdout goes, nowhere, so the code cannot fill the disk through it.
     sys.argv = [FILENAME]
     sys.stderr = sys.stdout
     try:
-        png = draw(job["code"])
+        png = draw(job["code"], fallbacks)
     except MemoryError as error:
         report = f"ran out of memory (limit {job['memory_mb']} MB)\n{describe(error)}"
     except ChartError as error:
@@ -118,11 +153,12 @@ def become_subreaper() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
-def die_with_parent() -> None:
-    """A killed llmi process must not leave its chart running until the code ends."""
+def die_with_parent(parent: int) -> None:
+    """A killed llmi process (or zygote) must not leave its chart running until the
+    code ends. ``parent`` is the pid the parent had when it started this process."""
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() == 1:  # the parent died before the line above took effect
+        if os.getppid() != parent:  # the parent died before the line above took effect
             os._exit(1)
 
 
@@ -157,10 +193,34 @@ def is_live(process: psutil.Process) -> bool:
         return False
 
 
-def draw(code: str) -> bytes:
+def end_job(pid: int, *, running: bool) -> None:
+    """Kill what is left of the job whose first process is ``pid``: every descendant,
+    the process group, and ``pid`` itself when it is still ``running``.
+
+    The caller makes sure ``pid`` is not reaped yet (it is the caller's child, or the
+    zygote holds it), so the pid names no other process.
+    """
+    if running:
+        try:
+            root = psutil.Process(pid)
+            # A stopped job can start nothing more, and, being a subreaper, it still
+            # adopts the orphans of the processes killed below.
+            root.suspend()
+            kill_descendants(root)
+        except psutil.Error:
+            pass
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    if running:
+        with suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def draw(code: str, fallbacks: list[str] | None = None) -> bytes:
     compiled = compile_chart(code)
     plt, namespace = prepare()
-    fallbacks = cjk_font_names(installed_font_names())
+    if fallbacks is None:
+        fallbacks = cjk_font_names(installed_font_names())
     add_font_fallbacks(fallbacks)
     caught = catch_figures(plt)
     try:
@@ -293,6 +353,265 @@ def describe(error: BaseException) -> str:
     return tail[-TRACEBACK_CHARS:]
 
 
+def warm_up() -> list[str]:
+    """Import and load, without drawing, what every chart needs; returns the CJK
+    font fallbacks.
+
+    Nothing here draws, opens a figure or sets an rcParam that a fresh interpreter's
+    first chart would not: a forked child starts where ``main`` would have.
+    """
+    plt, _ = prepare()
+    # What the first figure would do: pick the backend and import it, open the
+    # default font, register PIL's PNG writer.
+    plt.switch_backend("Agg")
+    from matplotlib import font_manager
+    from PIL import Image
+
+    Image.init()
+    font_manager.get_font(font_manager.findfont(font_manager.FontProperties()))
+    fallbacks = cjk_font_names(installed_font_names())
+    if sys.platform.startswith("linux") and len(os.listdir("/proc/self/task")) != 1:
+        raise RuntimeError("the zygote started a thread: forking it would not be safe")
+    # The children need not scan what the zygote made, nor copy its pages to do so.
+    gc.collect()
+    gc.freeze()
+    return fallbacks
+
+
+def run_forked_job(job_dir: Path, zygote: int, fallbacks: list[str]) -> int:
+    """In a child of the zygote: make this process what ``main`` makes of a fresh
+    interpreter (limits, subreaper, death signal, stderr, working folder,
+    environment), then draw. The limits apply to this process, not to the zygote."""
+    os.setsid()  # its own session and process group, as ``start_new_session`` gives
+    die_with_parent(zygote)
+    job = read_job(job_dir)
+    stderr = os.open(job_dir / "stderr.txt", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.dup2(stderr, 2)
+    os.close(stderr)
+    os.chdir(job["work_dir"])
+    os.environ.clear()
+    os.environ.update(job["env"])
+    set_limits(job["memory_mb"], job["cpu_s"])
+    become_subreaper()
+    # Python reseeds ``random`` in a forked child; numpy's global generator it does not.
+    sys.modules["numpy"].random.seed()
+    return run_job(job_dir, job, fallbacks)
+
+
+class Job:
+    __slots__ = ("channel", "status")
+
+    def __init__(self, channel: socket.socket) -> None:
+        self.channel = channel
+        self.status: int | None = None
+        """Exit status once the process ended (it stays unreaped until the channel closes)."""
+
+
+class Zygote:
+    """Forks one child per job, reports its pid and exit status, reaps it.
+
+    Single-threaded: an event loop over the control socket (a job directory comes in
+    with a fresh socket for that job, ``SCM_RIGHTS``), the jobs' sockets, and a pipe
+    that signals write to. A job's socket closing means its caller is done or gone:
+    the job's processes are killed, if still running, and reaped. The control socket
+    closing means llmi is done with this zygote: it takes no more jobs and exits when
+    the last one is over. SIGTERM ends every job and the zygote at once.
+    """
+
+    def __init__(self, control: socket.socket, fallbacks: list[str]) -> None:
+        self.pid = os.getpid()
+        self.control = control
+        self.accepting = True
+        self.fallbacks = fallbacks
+        self.jobs: dict[int, Job] = {}
+        self.selector = selectors.DefaultSelector()
+        self.wake_read, self.wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def serve(self) -> None:
+        signal.set_wakeup_fd(self.wake_write)
+        for signum in (signal.SIGCHLD, signal.SIGTERM):
+            signal.signal(signum, lambda *_: None)
+        # Orphans of a job whose first process died abruptly come back here.
+        become_subreaper()
+        self.selector.register(self.control, selectors.EVENT_READ, self.on_request)
+        self.selector.register(self.wake_read, selectors.EVENT_READ, self.on_signal)
+        self.control.send(READY)
+        while self.accepting or self.jobs:
+            for key, _ in self.selector.select():
+                key.data()
+
+    def on_request(self) -> None:
+        try:
+            message, fds, _, _ = socket.recv_fds(self.control, 4096, 1)
+        except OSError:
+            message, fds = b"", []
+        if not message:  # llmi closed its end
+            for fd in fds:
+                os.close(fd)
+            self.stop_accepting()
+            return
+        if len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            return
+        self.start(Path(os.fsdecode(message)), socket.socket(fileno=fds[0]))
+
+    def start(self, job_dir: Path, channel: socket.socket) -> None:
+        try:
+            pid = os.fork()
+        except OSError as error:
+            with suppress(OSError):
+                channel.send(JOB_FAILED + b" " + str(error).encode())
+            channel.close()
+            return
+        if pid == 0:
+            self.become_job(job_dir, channel)
+        self.jobs[pid] = Job(channel)
+        self.selector.register(channel, selectors.EVENT_READ, lambda: self.on_channel(pid, channel))
+        with suppress(OSError):  # a caller that is gone closed the channel: on_channel ends the job
+            channel.send(b"%s %d" % (JOB_STARTED, pid))
+
+    def become_job(self, job_dir: Path, channel: socket.socket) -> None:
+        """The forked child: drop the zygote's signals and descriptors, run the job, exit."""
+        status = 70
+        try:
+            signal.set_wakeup_fd(-1)
+            for signum in (signal.SIGCHLD, signal.SIGTERM):
+                signal.signal(signum, signal.SIG_DFL)
+            channel.close()
+            self.close()
+            status = run_forked_job(job_dir, self.pid, self.fallbacks)
+        except BaseException:
+            with suppress(OSError):
+                os.write(2, traceback.format_exc().encode(errors="replace"))
+        finally:
+            # Never back into the zygote's loop; os._exit also skips the code's threads.
+            os._exit(status)
+
+    def close(self) -> None:
+        """Close every descriptor of the zygote (in a child, so the job holds none)."""
+        self.selector.close()
+        for job in self.jobs.values():
+            job.channel.close()
+        self.control.close()
+        os.close(self.wake_read)
+        os.close(self.wake_write)
+
+    def on_signal(self) -> None:
+        signals = b""
+        with suppress(BlockingIOError):
+            while chunk := os.read(self.wake_read, 512):
+                signals += chunk
+        if signal.SIGTERM in signals:
+            self.shutdown()
+        self.report_ended()
+
+    def report_ended(self) -> None:
+        ended = []
+        for pid, job in self.jobs.items():
+            if job.status is None:
+                with suppress(ChildProcessError):
+                    info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+                    if info is not None and info.si_pid == pid:
+                        ended.append((job, exit_status(info)))
+        # Kill what an abruptly ended job left before saying that it ended.
+        self.sweep()
+        for job, status in ended:
+            job.status = status
+            with suppress(OSError):
+                job.channel.send(b"%s %d" % (JOB_ENDED, status))
+
+    def on_channel(self, pid: int, channel: socket.socket) -> None:
+        job = self.jobs.get(pid)
+        if job is None or job.channel is not channel:
+            return
+        try:
+            more = channel.recv(64)
+        except OSError:
+            more = b""
+        if not more:
+            self.finish(pid)
+
+    def finish(self, pid: int) -> None:
+        """The job's caller is done or gone: kill what is left of the job, reap it."""
+        job = self.jobs.pop(pid)
+        self.selector.unregister(job.channel)
+        job.channel.close()
+        if job.status is None:
+            end_job(pid, running=True)
+        reap(pid, WAIT_FOR_KILLED_S)
+        self.sweep()
+
+    def sweep(self) -> None:
+        """Kill and reap the zygote's children that are no job's first process: what
+        a job that died abruptly left running was orphaned to this subreaper. One
+        that will not die in time is tried again at the next SIGCHLD."""
+        deadline = time.monotonic() + WAIT_FOR_KILLED_S
+        for _ in range(KILL_ROUNDS):
+            strays = [pid for pid in child_pids() if pid not in self.jobs]
+            if not strays:
+                return
+            for pid in strays:
+                if not reap(pid, 0):
+                    end_job(pid, running=True)
+            for pid in strays:
+                reap(pid, max(0.0, deadline - time.monotonic()))
+            if time.monotonic() >= deadline:
+                return
+
+    def stop_accepting(self) -> None:
+        if self.accepting:
+            self.accepting = False
+            self.selector.unregister(self.control)
+            self.control.close()
+
+    def shutdown(self) -> None:
+        for pid in list(self.jobs):
+            self.finish(pid)
+        self.stop_accepting()
+
+
+def exit_status(info: os.waitid_result) -> int:
+    """As ``subprocess`` gives it: the exit code, or minus the signal that ended it."""
+    if info.si_code in (os.CLD_KILLED, os.CLD_DUMPED):
+        return -info.si_status
+    return info.si_status
+
+
+def reap(pid: int, timeout_s: float) -> bool:
+    """Reap the child ``pid`` once it has ended, waiting at most ``timeout_s``;
+    returns whether it is gone."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return True
+        except ChildProcessError:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.002)
+
+
+def child_pids() -> list[int]:
+    """The children of this single-threaded process."""
+    with suppress(OSError), open(f"/proc/self/task/{os.getpid()}/children", encoding="ascii") as f:
+        return [int(pid) for pid in f.read().split()]
+    return [child.pid for child in psutil.Process().children()]
+
+
+def zygote_main(control_fd: int, folder: Path) -> int:
+    """Warm up, serve until llmi is done, remove ``folder`` (the zygote's own: its
+    working folder and log, which llmi reads when the zygote fails to start)."""
+    control = socket.socket(fileno=control_fd)
+    control.set_inheritable(False)
+    Zygote(control, warm_up()).serve()
+    shutil.rmtree(folder, ignore_errors=True)
+    return 0
+
+
 if __name__ == "__main__":
     # os._exit skips waiting for threads the code may have left running.
+    if sys.argv[1] == "--zygote":
+        os._exit(zygote_main(int(sys.argv[2]), Path(sys.argv[3])))
     os._exit(main(Path(sys.argv[1])))

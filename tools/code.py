@@ -4,6 +4,9 @@ The code is untrusted. It runs in a separate process (``chart_runner.py``) with
 time, memory, file size and process limits, an empty working folder, no stdin,
 and an environment without the parent's secrets. When the job ends, for any
 reason, every process it started is killed.
+
+That process is forked from a warm zygote that has the libraries imported already
+(``chart_pool.py``), or, with the pool off or unavailable, a fresh interpreter.
 """
 
 from __future__ import annotations
@@ -16,14 +19,14 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from contextlib import suppress
 from pathlib import Path
 
-import psutil
-
 from llmi.context import default_cache_dir
+from llmi.tools import chart_pool
 from llmi.tools.base import ToolCall, ToolError, ToolOutput
-from llmi.tools.chart_runner import kill_descendants
+from llmi.tools.chart_runner import end_job
 
 RUNNER = Path(__file__).with_name("chart_runner.py")
 SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH")
@@ -33,6 +36,9 @@ CREDENTIALS_IN_URL = re.compile(r"://[^/@\s]+:[^/@\s]*@")
 CPU_SPARE_S = 2
 """The CPU limit is this much over the wall-time limit, which should strike first."""
 STDERR_TAIL_CHARS = 2000
+POOL = chart_pool.SUPPORTED
+"""Whether charts run in children of the warm zygote (``chart_pool``) rather than each
+in a fresh interpreter, when ``run_chart`` is not told; off where it is unsupported."""
 
 
 class CodeTool:
@@ -49,6 +55,7 @@ class CodeTool:
             chart_code,
             timeout_s=min(call.context.code_timeout, call.deadline_s),
             memory_mb=call.context.code_memory_mb,
+            pool=call.context.code_pool,
         )
         return ToolOutput(data=png, backend="matplotlib", provenance={"code": chart_code})
 
@@ -56,36 +63,53 @@ class CodeTool:
 code = CodeTool()
 
 
-def run_chart(code: str, *, timeout_s: float, memory_mb: int) -> bytes:
+def run_chart(code: str, *, timeout_s: float, memory_mb: int, pool: bool | None = None) -> bytes:
     """Run matplotlib ``code`` in a separate process; returns the chart as PNG.
 
-    Raises ToolError with the last lines of the traceback, or saying that the
-    code timed out, ran out of memory or drew nothing.
+    ``pool`` says whether to fork that process from the warm zygote (the default,
+    ``POOL``) or to start a fresh interpreter; where no zygote can be had the chart
+    runs in a fresh interpreter anyway. Raises ToolError with the last lines of the
+    traceback, or saying that the code timed out, ran out of memory or drew nothing.
     """
+    started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="llmi-chart-", ignore_cleanup_errors=True) as tmp:
         job_dir, work_dir = Path(tmp, "job"), Path(tmp, "work")
         job_dir.mkdir()
         work_dir.mkdir()
         cpu_s = math.ceil(timeout_s) + CPU_SPARE_S
-        job = {"code": code, "memory_mb": memory_mb, "cpu_s": cpu_s}
+        env = _child_env()
+        job = {
+            "code": code, "memory_mb": memory_mb, "cpu_s": cpu_s,
+            "work_dir": str(work_dir), "env": env, "parent": os.getpid(),
+        }
         (job_dir / "job.json").write_text(json.dumps(job), encoding="utf-8")
-        status = _run_runner(job_dir, work_dir, timeout_s)
+        (job_dir / "stderr.txt").touch()
+        status = None
+        if (POOL if pool is None else pool) and chart_pool.SUPPORTED:
+            with suppress(chart_pool.PoolUnavailable):
+                status = chart_pool.shared_pool().run(job_dir, env, timeout_s)
+        if status is None:
+            left_s = timeout_s - (time.monotonic() - started)
+            status = _run_runner(job_dir, work_dir, env, timeout_s, left_s)
         return _result(job_dir, status, cpu_s)
 
 
-def _run_runner(job_dir: Path, work_dir: Path, timeout_s: float) -> int:
-    """Run the runner on the job; returns its exit status."""
+def _run_runner(
+    job_dir: Path, work_dir: Path, env: dict[str, str], timeout_s: float, left_s: float
+) -> int:
+    """Run the runner on the job in a fresh interpreter, for at most ``left_s`` of
+    the job's ``timeout_s``; returns its exit status."""
     command = [sys.executable, "-I", "-X", "utf8", str(RUNNER), str(job_dir)]
     with open(job_dir / "stderr.txt", "wb") as stderr:
         try:
             runner = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
-                cwd=work_dir, env=_child_env(), start_new_session=True,
+                cwd=work_dir, env=env, start_new_session=True,
             )
         except OSError as error:
             raise ToolError(f"could not start the chart process: {error}") from error
     try:
-        return runner.wait(timeout=timeout_s)
+        return runner.wait(timeout=max(0.0, left_s))
     except subprocess.TimeoutExpired:
         raise ToolError(f"timed out after {timeout_s:g} s") from None
     finally:
@@ -100,6 +124,9 @@ def _child_env() -> dict[str, str]:
     }
     # One BLAS thread: each thread reserves address space, and RLIMIT_AS counts it.
     threads = dict.fromkeys(["OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"], "1")
+    # No jemalloc background thread in pyarrow (which pandas imports): the zygote must
+    # have one thread only when it forks.
+    threads["JE_ARROW_MALLOC_CONF"] = "background_thread:false"
     # A persistent config folder, so matplotlib builds its font cache once.
     config = str(default_cache_dir() / "matplotlib")
     return env | threads | {"MPLBACKEND": "Agg", "MPLCONFIGDIR": config}
@@ -107,23 +134,9 @@ def _child_env() -> dict[str, str]:
 
 def _end(runner: subprocess.Popen[bytes]) -> None:
     """Kill the runner, everything it started and its process group; reap the runner."""
-    if runner.poll() is None:
-        _kill_tree(runner.pid)
-    with suppress(ProcessLookupError, PermissionError):
-        os.killpg(runner.pid, signal.SIGKILL)
+    end_job(runner.pid, running=runner.poll() is None)
     runner.kill()
     runner.wait()
-
-
-def _kill_tree(pid: int) -> None:
-    try:
-        root = psutil.Process(pid)
-        # A stopped runner can start nothing more, and, being a subreaper, it still
-        # adopts the orphans of the processes killed below.
-        root.suspend()
-        kill_descendants(root)
-    except psutil.NoSuchProcess:
-        pass
 
 
 def _result(job_dir: Path, status: int, cpu_s: int) -> bytes:
