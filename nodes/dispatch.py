@@ -11,13 +11,12 @@ from langgraph.runtime import Runtime
 from llmi.artifacts import ArtifactStore, NotAnImage
 from llmi.context import Context, context_of
 from llmi.events import emitter
-from llmi.nodes.schedule import Scheduler
+from llmi.nodes.schedule import Scheduler, failed_request
 from llmi.state import (
     DocumentState,
     ImageRef,
     ImageRequest,
     ImageResult,
-    failed_result,
     pending_requests,
 )
 from llmi.tools.base import ToolError
@@ -65,14 +64,15 @@ class Dispatch:
                                 kind="config")
             made = make_image(tool, request, source, ctx, store)
         except NotAnImage as exc:
-            return _failed(request, f"the tool returned {exc}", started, failure="not_image")
+            return failed_request(request, f"the tool returned {exc}", _since(started),
+                                  failure="not_image")
         except ToolError as exc:
-            return _failed(request, str(exc), started, failure=exc.kind,
-                           infrastructure=exc.infrastructure)
+            return failed_request(request, str(exc), _since(started), failure=exc.kind,
+                                  infrastructure=exc.infrastructure)
         except Exception as exc:  # noqa: BLE001 - any tool failure becomes a failed slot
             # A tool that crashes is broken or its service is; the request is not to blame.
-            return _failed(request, f"{type(exc).__name__}: {exc}", started, failure="crash",
-                           infrastructure=True)
+            return failed_request(request, f"{type(exc).__name__}: {exc}", _since(started),
+                                  failure="crash", infrastructure=True)
         return ImageResult(
             slot=request["slot"],
             source=request["source"],
@@ -86,17 +86,6 @@ class Dispatch:
             seconds=_since(started),
             attempt=request["attempt"],
         )
-
-
-def _failed(
-    request: ImageRequest, error: str, started: float, *, failure: str,
-    infrastructure: bool = False,
-) -> ImageResult:
-    return failed_result(
-        request["slot"], request["source"], request["description"], error,
-        tool=request["source"], attempt=request["attempt"], seconds=_since(started),
-        failure=failure, infrastructure=infrastructure,
-    )
 
 
 def _since(started: float) -> float:

@@ -77,9 +77,10 @@ class Scheduler:
         elif source in self._results or source not in self._this_round:
             failed = self._results.get(source) or self._failed_before.get(source) or {}
             error = failed.get("error") or "it has no image"
-            self._settle(_failed(request, f"the image it edits (index {source}) failed: {error}",
-                                 failure="source_failed",
-                                 infrastructure=failed.get("infrastructure", False)))
+            self._settle(failed_request(
+                request, f"the image it edits (index {source}) failed: {error}",
+                failure="source_failed", infrastructure=failed.get("infrastructure", False),
+            ))
         else:
             self._waiting[source].append(request)
 
@@ -108,9 +109,9 @@ class Scheduler:
             if started is not None and now - started >= self._timeout_s:
                 self._running.pop(future)
                 future.cancel()
-                self._settle(_failed(request, f"timed out after {self._timeout_s:g} s",
-                                     seconds=now - started, failure="timeout",
-                                     infrastructure=True))
+                self._settle(failed_request(request, f"timed out after {self._timeout_s:g} s",
+                                            seconds=now - started, failure="timeout",
+                                            infrastructure=True))
 
     def _next_deadline(self) -> float | None:
         with self._lock:
@@ -137,8 +138,9 @@ class Scheduler:
             self._release(child)
 
 
-def _failed(request: ImageRequest, error: str, seconds: float = 0.0, *, failure: str,
-            infrastructure: bool) -> ImageResult:
+def failed_request(request: ImageRequest, error: str, seconds: float = 0.0, *, failure: str,
+                   infrastructure: bool = False) -> ImageResult:
+    """The failed result of ``request``: the slot keeps its source, description and attempt."""
     return failed_result(
         request["slot"], request["source"], request["description"], error,
         tool=request["source"], attempt=request["attempt"], seconds=round(seconds, 3),
