@@ -12,6 +12,7 @@ from llmi.artifacts import ArtifactStore, NotAnImage
 from llmi.context import Context, context_of
 from llmi.events import emitter
 from llmi.nodes.schedule import Scheduler, failed_request
+from llmi.nodes.verifier import image_problem
 from llmi.state import (
     DocumentState,
     ImageRef,
@@ -63,6 +64,7 @@ class Dispatch:
                 raise ToolError(f"no tool is registered for source {request['source']!r}",
                                 kind="config")
             made = make_image(tool, request, source, ctx, store)
+            problem = image_problem(store.get(made.image))
         except NotAnImage as exc:
             return failed_request(request, f"the tool returned {exc}", _since(started),
                                   failure="not_image")
@@ -85,6 +87,7 @@ class Dispatch:
             provenance=made.provenance,
             seconds=_since(started),
             attempt=request["attempt"],
+            problem=problem,
         )
 
 

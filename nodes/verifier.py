@@ -126,11 +126,14 @@ def _problem(
     result: ImageResult, store: ArtifactStore, judge: Judge | None, segments: Sequence[Segment]
 ) -> str | None:
     """Why a new image fails the checks, or None when it passes."""
+    checked = "problem" in result  # by dispatch, as the image arrived
+    if checked and (result["problem"] or judge is None):
+        return result["problem"]
     try:
         data = store.get(result["image"])
     except (OSError, ValueError) as exc:
         return f"is missing from the artifact store ({exc})"
-    problem = image_problem(data)
+    problem = result["problem"] if checked else image_problem(data)
     if problem or judge is None:
         return problem
     fits, reason = judge.check_relevance(

@@ -41,6 +41,9 @@ class ImageResult(TypedDict):
     attempt: int
     checked: NotRequired[bool]
     """Set once the verifier has checked this result, so it is checked only once."""
+    problem: NotRequired[str | None]
+    """Of a made image: why it fails the verifier's pixel checks, None when it passes. Found
+    by dispatch as the image arrives, so the check overlaps the other slots' tool calls."""
     failure: NotRequired[str]
     """Of a failed result: the kind of failure (a ``ToolError`` kind such as ``timeout``)."""
     infrastructure: NotRequired[bool]

@@ -13,6 +13,8 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from llmi.context import Context
 from llmi.graphs.document import build_graph
+from llmi.nodes.dispatch import Dispatch
+from llmi.state import ImageRequest
 from llmi.tools.base import ToolCall, ToolError
 
 from conftest import CORPUS
@@ -122,6 +124,19 @@ def test_verifier_rejects_flat_and_tiny_images(context: Context) -> None:
     assert "one flat colour" in result[0]["error"]
     assert "too small" in result[1]["error"]
     assert {f["slot"] for f in out["findings"]} == {0, 1}
+
+
+def test_dispatch_checks_each_image_as_it_arrives(context: Context) -> None:
+    tools = fake_tools(search=FakeTool("search", ("query",), make=lambda call: flat_png()))
+    requests = [
+        ImageRequest(slot=0, source="search", description="flat", params={"query": "q"},
+                     depends_on=None, attempt=0),
+        ImageRequest(slot=1, source="diffusion", description="fine", params={"prompt": "p"},
+                     depends_on=None, attempt=0),
+    ]
+    results = Dispatch(tools).run({"prompt": "p", "requests": requests}, context)
+    # Still made: the verifier fails the slot, from the check dispatch recorded.
+    assert [(r["ok"], r["problem"]) for r in results] == [(True, "is one flat colour"), (True, None)]
 
 
 def test_a_swapped_node_is_used(context: Context) -> None:
