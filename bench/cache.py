@@ -1,0 +1,74 @@
+"""Tool cache: the same document made twice, with the cache on and off.
+
+A 12-slot document (the overhead benchmark's plan) whose tools take their time:
+search 0.8 s, diffusion 1.0 s, code 0.4 s, edit 0.6 s. It is made once into a fresh
+artifact folder, then again into the same folder with the tool cache on (every
+image a hit) and with it off (every tool called again), in the same process. With
+tools that answer at once, documents with the cache on and off show what a miss
+costs: the key, the lookup and the entry written.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import replace
+
+from bench.overhead import twelve_slots
+from bench.report import Report, p50, ratio, seconds
+from bench.simulated import Slot, plan_text, planner, registry, simulated_tools
+from llmi.context import Context
+from llmi.graphs.document import build_graph
+
+NAME = "cache"
+LATENCY_S = {"search": 0.8, "diffusion": 1.0, "code": 0.4, "edit": 0.6}
+
+
+def document(slots: list[Slot], ctx: Context) -> tuple[float, int, int]:
+    """Wall seconds, tool calls, and images the cache answered."""
+    tools = simulated_tools()
+    graph = build_graph(model=planner(plan_text(slots)), tools=registry(tools)).compile()
+    started = time.perf_counter()
+    output = graph.invoke({"prompt": "A document"}, context=ctx)
+    wall = time.perf_counter() - started
+    hits = sum(bool(result["provenance"].get("cached")) for result in output["results"])
+    return wall, sum(tool.calls for tool in tools.values()), hits
+
+
+def miss_cost(slots: list[Slot], documents: int) -> tuple[float, float]:
+    """Median seconds of a document with instant tools, cache on and off, fresh folders."""
+    timings: dict[bool, list[float]] = {True: [], False: []}
+    with tempfile.TemporaryDirectory() as folder:
+        for index in range(documents + 1):
+            for cached in (True, False):
+                root = f"{folder}/{index}-{cached}"
+                ctx = Context(artifact_dir=f"{root}/artifacts", out_dir=f"{root}/out", seed=0,
+                              tool_cache=cached)
+                timings[cached].append(document(slots, ctx)[0])
+    return p50(timings[True][1:]), p50(timings[False][1:])
+
+
+def run(quick: bool) -> Report:
+    scale = 0.25 if quick else 1.0
+    slots = [replace(slot, seconds=LATENCY_S[slot.source] * scale) for slot in twelve_slots()]
+    with tempfile.TemporaryDirectory() as folder:
+        ctx = Context(artifact_dir=f"{folder}/artifacts", out_dir=f"{folder}/out", seed=0)
+        first = document(slots, ctx)
+        hit = document(slots, ctx)
+        missed = document(slots, replace(ctx, tool_cache=False))
+    on, off = miss_cost(twelve_slots(), 3 if quick else 15)
+    report = Report(
+        NAME, "Tool cache",
+        f"The {len(slots)}-slot document; tools take search {LATENCY_S['search'] * scale:g} s, "
+        f"diffusion {LATENCY_S['diffusion'] * scale:g} s, code {LATENCY_S['code'] * scale:g} s, "
+        f"edit {LATENCY_S['edit'] * scale:g} s. Seed fixed, so diffusion and edits are cached too.",
+        ("", "wall", "tool calls", "images from the cache", "wall / first"),
+    )
+    for label, (wall, calls, hits) in (("first run", first), ("repeated, cache on", hit),
+                                       ("repeated, cache off", missed)):
+        report.row(label, seconds(wall), str(calls), str(hits), ratio(wall / first[0]))
+    report.row("instant tools, cache on (every call a miss)", seconds(on), str(len(slots)), "0",
+               f"{ratio(on / off)} of cache off ({seconds(off)})")
+    report.notes.append(f"A miss costs {seconds(max(0.0, on - off) / len(slots))} per slot.")
+    report.target("the repeated document calls no tool with the cache on", hit[1] == 0)
+    return report

@@ -1,0 +1,113 @@
+"""Checkpoint size per document, and peak memory of a 12-slot run.
+
+The 12-slot document (the overhead benchmark's plan) with tools that answer at once
+with 1024x1024 PNGs, as a diffusion model would, runs in a fresh interpreter under
+the SQLite checkpointer ``llmi generate`` uses. Reported: the checkpoint database's
+size and the latest checkpoint's, beside the bytes of the images the document holds
+(state holds references; the bytes live in the artifact store) and beside a 1-slot
+document; the peak of Python's allocations during the run (tracemalloc) and the
+process's peak resident memory, beside what the interpreter holds once llmi and
+its libraries are imported.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import resource
+import tempfile
+import tracemalloc
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.overhead import twelve_slots
+from bench.report import Report, ratio
+
+NAME = "memory"
+IMAGE_SIZE = (1024, 1024)
+
+
+@dataclass(frozen=True)
+class Run:
+    database_bytes: int
+    checkpoint_bytes: int
+    checkpoints: int
+    image_bytes: int
+    imported_rss: int
+    peak_rss: int
+    peak_traced: int
+
+
+def document(slots: int) -> Run:
+    """Runs in a fresh interpreter: one checkpointed document of the first ``slots`` slots."""
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    from bench.simulated import plan_text, planner, png, registry, simulated_tools
+    from llmi.context import Context
+    from llmi.graphs.document import build_graph
+
+    plan = twelve_slots()[:slots]
+    for slot in range(slots):
+        png(slot, IMAGE_SIZE)  # the tools' images, made before the measurement
+    graph = build_graph(model=planner(plan_text(plan)), tools=registry(simulated_tools(IMAGE_SIZE)))
+    imported = _max_rss()
+    with tempfile.TemporaryDirectory() as folder:
+        database = Path(folder) / "checkpoints.sqlite"
+        config = {"configurable": {"thread_id": "bench"}}
+        with SqliteSaver.from_conn_string(str(database)) as saver:
+            compiled = graph.compile(checkpointer=saver)
+            ctx = Context(artifact_dir=f"{folder}/artifacts", out_dir=f"{folder}/out", seed=0)
+            tracemalloc.start()
+            compiled.invoke({"prompt": "A document"}, config, context=ctx)
+            peak_traced = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            checkpoints = list(saver.list(config))
+            latest = saver.conn.execute(
+                "SELECT length(checkpoint) FROM checkpoints ORDER BY checkpoint_id DESC LIMIT 1"
+            ).fetchone()[0]
+        images = sum(path.stat().st_size for path in Path(folder, "artifacts").rglob("*.png"))
+        return Run(database.stat().st_size, latest, len(checkpoints), images, imported,
+                   _max_rss(), peak_traced)
+
+
+def _max_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def in_fresh_interpreter(slots: int) -> Run:
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(document, (slots,))
+
+
+def run(quick: bool) -> Report:
+    slots = len(twelve_slots())
+    twelve, one = in_fresh_interpreter(slots), in_fresh_interpreter(1)
+    report = Report(
+        NAME, "Checkpoints and memory",
+        f"The {slots}-slot document with {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]} PNGs from tools that "
+        "answer at once, under the SQLite checkpointer, each run in a fresh interpreter.",
+        ("", f"{slots}-slot document", "comparison", "ratio"),
+    )
+    report.row("checkpoint database", _mb(twelve.database_bytes),
+               f"images the document holds: {_mb(twelve.image_bytes)}",
+               ratio(twelve.database_bytes / twelve.image_bytes))
+    report.row(f"latest checkpoint ({twelve.checkpoints} in the thread)",
+               _kb(twelve.checkpoint_bytes), f"1-slot document: {_kb(one.checkpoint_bytes)}",
+               ratio(twelve.checkpoint_bytes / one.checkpoint_bytes))
+    report.row("peak Python allocations during the run", _mb(twelve.peak_traced),
+               f"1-slot document: {_mb(one.peak_traced)}",
+               ratio(twelve.peak_traced / one.peak_traced))
+    report.row("peak resident memory", _mb(twelve.peak_rss),
+               f"after imports, before the run: {_mb(twelve.imported_rss)}",
+               ratio(twelve.peak_rss / twelve.imported_rss))
+    report.notes.append(
+        f"The run itself adds {_mb(twelve.peak_rss - twelve.imported_rss)} of resident memory "
+        f"at its peak; the database holds every checkpoint of the thread.")
+    return report
+
+
+def _mb(value: int) -> str:
+    return f"{value / 2**20:.1f} MiB"
+
+
+def _kb(value: int) -> str:
+    return f"{value / 2**10:.1f} KiB"
