@@ -354,21 +354,23 @@ def describe(error: BaseException) -> str:
 
 
 def warm_up() -> list[str]:
-    """Import and load, without drawing, what every chart needs; returns the CJK
-    font fallbacks.
+    """Import and load what every chart needs; returns the CJK font fallbacks.
 
-    Nothing here draws, opens a figure or sets an rcParam that a fresh interpreter's
-    first chart would not: a forked child starts where ``main`` would have.
+    Nothing here opens a pyplot figure or sets an rcParam that a fresh interpreter's
+    first chart would not: a forked child starts where ``main`` would have, with the
+    caches a first draw fills (fonts, glyphs, text layout, the PNG writer) already
+    filled by one throwaway figure drawn outside pyplot.
     """
     plt, _ = prepare()
-    # What the first figure would do: pick the backend and import it, open the
-    # default font, register PIL's PNG writer.
     plt.switch_backend("Agg")
-    from matplotlib import font_manager
+    from matplotlib.figure import Figure
     from PIL import Image
 
     Image.init()
-    font_manager.get_font(font_manager.findfont(font_manager.FontProperties()))
+    throwaway = Figure()
+    throwaway.add_subplot().plot([1, 2, 3], label="warm")
+    throwaway.axes[0].set_title("warm")
+    render(throwaway)
     fallbacks = cjk_font_names(installed_font_names())
     if sys.platform.startswith("linux") and len(os.listdir("/proc/self/task")) != 1:
         raise RuntimeError("the zygote started a thread: forking it would not be safe")
