@@ -8,7 +8,6 @@ costs the rest of the document.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
@@ -143,10 +142,10 @@ def _manifest_slot(
     image = None
     # The tool cache marks a result it answered: ``provenance["cached"]``.
     provenance = (result or {}).get("provenance") or {}
-    if figure.ok:
+    if figure.ok and result and result["image"]:
         image = {
             "path": figure.asset,
-            "sha256": hashlib.sha256(figure.data).hexdigest(),
+            "sha256": result["image"]["sha256"],  # the store checked the bytes against it
             "width": figure.width,
             "height": figure.height,
         }

@@ -1,9 +1,16 @@
-"""Dispatch node: every pending request runs on its tool, concurrently."""
+"""Dispatch node: every pending request runs on its tool, concurrently.
+
+Each new image is checked (``image_problem``) on a pool of its own as it arrives, and
+the result records what the check found for the verifier. An edit of the image does
+not wait for the check: it starts the moment the image is stored.
+"""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from langgraph.runtime import Runtime
@@ -44,15 +51,28 @@ class Dispatch:
         known: dict[int, ImageRef] = dict(enumerate(state.get("inputs", [])))
         results = state.get("results", [])
         known.update((r["slot"], r["image"]) for r in results if r["ok"] and r["image"])
-        scheduler = Scheduler(
-            lambda request, source: self.run_one(request, source, ctx, store),
-            known=known,
-            failed={r["slot"]: r for r in results if not r["ok"]},
-            workers=ctx.max_parallel,
-            timeout_s=ctx.slot_timeout,
-            notify=notify,
-        )
-        return scheduler.run(pending_requests(state))
+        checks: dict[int, Future[str | None]] = {}
+        with ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="llmi-check") as checker:
+
+            def run_and_check(request: ImageRequest, source: ImageRef | None) -> ImageResult:
+                result = self.run_one(request, source, ctx, store)
+                # A slot that overran its deadline may get here after the round: its
+                # submit fails in its own abandoned future, and nothing reads it.
+                if result["ok"] and result["image"]:
+                    checks[result["slot"]] = checker.submit(_check, result["image"], store)
+                return result
+
+            scheduler = Scheduler(
+                run_and_check,
+                known=known,
+                failed={r["slot"]: r for r in results if not r["ok"]},
+                workers=ctx.max_parallel,
+                timeout_s=ctx.slot_timeout,
+                notify=notify,
+            )
+            made = scheduler.run(pending_requests(state))
+            return [{**r, "problem": checks[r["slot"]].result()} if r["ok"] and r["slot"] in checks
+                    else r for r in made]
 
     def run_one(
         self, request: ImageRequest, source: ImageRef | None, ctx: Context, store: ArtifactStore
@@ -64,7 +84,6 @@ class Dispatch:
                 raise ToolError(f"no tool is registered for source {request['source']!r}",
                                 kind="config")
             made = make_image(tool, request, source, ctx, store)
-            problem = image_problem(store.get(made.image))
         except NotAnImage as exc:
             return failed_request(request, f"the tool returned {exc}", _since(started),
                                   failure="not_image")
@@ -87,8 +106,14 @@ class Dispatch:
             provenance=made.provenance,
             seconds=_since(started),
             attempt=request["attempt"],
-            problem=problem,
         )
+
+
+def _check(image: ImageRef, store: ArtifactStore) -> str | None:
+    try:
+        return image_problem(store.get(image))
+    except (OSError, ValueError) as exc:
+        return f"is missing from the artifact store ({exc})"
 
 
 def _since(started: float) -> float:

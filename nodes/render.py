@@ -133,13 +133,14 @@ def _render_body(
     # The nonce keeps model text from forging a placeholder.
     placeholder = f"llmislot{secrets.token_hex(8)}n"
     tokens = _MARKDOWN.parse(_join(segments, lambda slot: f"{placeholder}{slot}"))
-    body = _CLEANER.clean(_MARKDOWN.renderer.render(tokens, _MARKDOWN.options, {}))
+    # Stripped before the figures go in: they make the body megabytes long.
+    body = _CLEANER.clean(_MARKDOWN.renderer.render(tokens, _MARKDOWN.options, {})).strip()
     body = re.sub(
         rf"(?:<p>)?{placeholder}(\d+)(?:</p>)?",
         lambda match: _html_figure(figures[int(match[1])]),
         body,
     )
-    return tokens, body.strip()
+    return tokens, body
 
 
 def _join(segments: Sequence[Segment], block: Callable[[int], str]) -> str:
