@@ -139,6 +139,21 @@ def test_dispatch_checks_each_image_as_it_arrives(context: Context) -> None:
     assert [(r["ok"], r["problem"]) for r in results] == [(True, "is one flat colour"), (True, None)]
 
 
+def test_an_edit_does_not_wait_for_its_source_to_be_checked(
+    context: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    edit_started = threading.Event()
+    edit = FakeTool("edit", ("img_index", "prompt"), behaviour=lambda call: edit_started.set())
+
+    def slow_check(data: bytes) -> str | None:
+        return None if edit_started.wait(10) else "was checked before its edit could start"
+
+    monkeypatch.setattr("llmi.nodes.dispatch.image_problem", slow_check)
+    run(tag("diffusion", prompt="fox") + tag("edit", img_index=0, prompt="scarf"), context,
+        tools=fake_tools(edit=edit))
+    assert [s["ok"] for s in slots(context).values()] == [True, True]
+
+
 def test_a_swapped_node_is_used(context: Context) -> None:
     def planner(state, runtime):
         return {"draft": "x", "segments": [{"kind": "text", "text": "custom planner"}],
