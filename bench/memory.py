@@ -6,14 +6,13 @@ the SQLite checkpointer ``llmi generate`` uses. Reported: the checkpoint databas
 size and the latest checkpoint's, beside the bytes of the images the document holds
 (state holds references; the bytes live in the artifact store) and beside a 1-slot
 document; the peak of Python's allocations during the run (tracemalloc) and the
-process's peak resident memory, beside what the interpreter holds once llmi and
-its libraries are imported.
+process's peak resident memory (Linux), beside what the interpreter holds once
+llmi and its libraries are imported.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-import resource
 import tempfile
 import tracemalloc
 from dataclasses import dataclass
@@ -49,7 +48,8 @@ def document(slots: int) -> Run:
     for slot in range(slots):
         png(slot, IMAGE_SIZE)  # the tools' images, made before the measurement
     graph = build_graph(model=planner(plan_text(plan)), tools=registry(simulated_tools(IMAGE_SIZE)))
-    imported = _max_rss()
+    imported = _rss("VmRSS")
+    _reset_peak_rss()
     with tempfile.TemporaryDirectory() as folder:
         database = Path(folder) / "checkpoints.sqlite"
         config = {"configurable": {"thread_id": "bench"}}
@@ -66,11 +66,20 @@ def document(slots: int) -> Run:
             ).fetchone()[0]
         images = sum(path.stat().st_size for path in Path(folder, "artifacts").rglob("*.png"))
         return Run(database.stat().st_size, latest, len(checkpoints), images, imported,
-                   _max_rss(), peak_traced)
+                   _rss("VmHWM"), peak_traced)
 
 
-def _max_rss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+def _rss(field: str) -> int:
+    """Resident bytes from /proc/self/status: ``VmRSS`` now, ``VmHWM`` at the peak."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        line = next(line for line in status if line.startswith(f"{field}:"))
+    return int(line.split()[1]) * 1024
+
+
+def _reset_peak_rss() -> None:
+    # getrusage's peak would include the parent's: Linux carries it over fork and exec.
+    with open("/proc/self/clear_refs", "w", encoding="ascii") as clear:
+        clear.write("5")
 
 
 def in_fresh_interpreter(slots: int) -> Run:
