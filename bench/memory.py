@@ -40,13 +40,12 @@ def document(slots: int) -> Run:
     """Runs in a fresh interpreter: one checkpointed document of the first ``slots`` slots."""
     from langgraph.checkpoint.sqlite import SqliteSaver
 
-    from bench.simulated import plan_text, planner, png, registry, simulated_tools
+    from bench.simulated import plan_text, planner, prepare, registry, simulated_tools
     from llmi.context import Context
     from llmi.graphs.document import build_graph
 
     plan = twelve_slots()[:slots]
-    for slot in range(slots):
-        png(slot, IMAGE_SIZE)  # the tools' images, made before the measurement
+    prepare(plan, IMAGE_SIZE)
     graph = build_graph(model=planner(plan_text(plan)), tools=registry(simulated_tools(IMAGE_SIZE)))
     imported = _rss("VmRSS")
     _reset_peak_rss()
@@ -64,7 +63,8 @@ def document(slots: int) -> Run:
             latest = saver.conn.execute(
                 "SELECT length(checkpoint) FROM checkpoints ORDER BY checkpoint_id DESC LIMIT 1"
             ).fetchone()[0]
-        images = sum(path.stat().st_size for path in Path(folder, "artifacts").rglob("*.png"))
+        store = Path(folder, "artifacts")
+        images = sum(path.stat().st_size for path in store.glob("??/*") if path.is_file())
         return Run(database.stat().st_size, latest, len(checkpoints), images, imported,
                    _rss("VmHWM"), peak_traced)
 

@@ -1,8 +1,8 @@
 """A chat model and image tools with set latencies, for benchmarks of llmi's own work.
 
 The model answers after ``latency`` seconds; the tools sleep for the latency their
-request names and return the PNG of their slot, made once per process, so neither
-costs more than the wait it is given.
+request names and return the image of their source and slot, made once per process,
+so neither costs more than the wait it is given.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from llmi.tools.base import ToolCall, ToolOutput
 from llmi.tools.registry import ToolRegistry
@@ -75,15 +75,36 @@ def planner(text: str, latency: float = 0.0) -> SimulatedModel:
     return SimulatedModel(answer=lambda messages, kwargs: text, latency=latency)
 
 
-@functools.lru_cache(maxsize=64)
-def png(seed: int, size: tuple[int, int] = (320, 240)) -> bytes:
-    """A noisy gradient PNG unique to ``seed``; noise makes it as large as a photograph's."""
+@functools.lru_cache(maxsize=128)
+def image(source: str, seed: int, size: tuple[int, int] = (320, 240)) -> bytes:
+    """An image as ``source`` would return it, unique to ``seed``: a search a JPEG photograph,
+    code a PNG chart (flat colours, a few lines), diffusion and edit a PNG with noise as
+    fine as a photograph's."""
+    if source == "code":
+        chart = Image.new("RGB", size, "white")
+        draw = ImageDraw.Draw(chart)
+        width, height = size
+        for line in range(3):
+            points = [(x, height // 2 + ((x * (line + 1) + seed * 17) % (height // 3)) - height // 6)
+                      for x in range(0, width, max(1, width // 12))]
+            draw.line(points, fill=("#1f77b4", "#ff7f0e", "#2ca02c")[line], width=3)
+        return _encoded(chart, "PNG")
     gradient = Image.linear_gradient("L").resize(size)
-    noise = Image.effect_noise(size, 40)
-    image = Image.merge("RGB", (gradient, noise, Image.new("L", size, (seed * 37) % 256)))
+    photo = Image.merge("RGB", (gradient, Image.effect_noise(size, 40),
+                                Image.new("L", size, (seed * 37) % 256)))
+    return _encoded(photo, "JPEG" if source == "search" else "PNG")
+
+
+def _encoded(picture: Image.Image, format: str) -> bytes:
     buffer = io.BytesIO()
-    image.save(buffer, "PNG")
+    picture.save(buffer, format, **({"quality": 85} if format == "JPEG" else {}))
     return buffer.getvalue()
+
+
+def prepare(slots: list[Slot], size: tuple[int, int]) -> None:
+    """Make the images of a plan's tool calls now, before anything is timed."""
+    for index, slot in enumerate(slots):
+        image(slot.source, index, size)
 
 
 class SimulatedTool:
@@ -107,7 +128,7 @@ class SimulatedTool:
         latency = float(call.request["params"].get("latency", 0.0))
         if latency:
             time.sleep(latency)
-        data = png(call.request["slot"], self.size)
+        data = image(self.source, call.request["slot"], self.size)
         with self._lock:
             self.calls += 1
             self.spans.append((call.request["slot"], started, time.monotonic()))

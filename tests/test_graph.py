@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import threading
 from pathlib import Path
@@ -10,10 +11,12 @@ from pathlib import Path
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from PIL import Image
 
 from llmi.context import Context
 from llmi.graphs.document import build_graph
 from llmi.nodes.dispatch import Dispatch
+from llmi.nodes.verifier import image_problem
 from llmi.state import ImageRequest
 from llmi.tools.base import ToolCall, ToolError
 
@@ -124,6 +127,20 @@ def test_verifier_rejects_flat_and_tiny_images(context: Context) -> None:
     assert "one flat colour" in result[0]["error"]
     assert "too small" in result[1]["error"]
     assert {f["slot"] for f in out["findings"]} == {0, 1}
+
+
+def _jpeg(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def test_jpegs_are_checked_whole_at_a_reduced_size() -> None:
+    photo = _jpeg(Image.open(io.BytesIO(gradient_png(3, (640, 480)))).convert("RGB"))
+    assert image_problem(photo) is None
+    assert image_problem(photo[: len(photo) // 2]).startswith("does not decode")
+    assert image_problem(_jpeg(Image.new("RGB", (640, 480), (90, 20, 200)))) == "is one flat colour"
+    assert image_problem(_jpeg(Image.new("RGB", (640, 40), (9, 9, 9)))).startswith("is too small")
 
 
 def test_dispatch_checks_each_image_as_it_arrives(context: Context) -> None:
