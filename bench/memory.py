@@ -1,8 +1,8 @@
 """Checkpoint size per document, and peak memory of a 12-slot run.
 
 The 12-slot document (the overhead benchmark's plan) with tools that answer at once
-with 1024x1024 PNGs, as a diffusion model would, runs in a fresh interpreter under
-the SQLite checkpointer ``llmi generate`` uses. Reported: the checkpoint database's
+with 1024x1024 images (JPEG photographs, PNG charts and renders) runs in a fresh
+interpreter under the SQLite checkpointer ``llmi generate`` uses. Reported: the checkpoint database's
 size and the latest checkpoint's, beside the bytes of the images the document holds
 (state holds references; the bytes live in the artifact store) and beside a 1-slot
 document; the peak of Python's allocations during the run (tracemalloc) and the
@@ -92,7 +92,7 @@ def run(quick: bool) -> Report:
     twelve, one = in_fresh_interpreter(slots), in_fresh_interpreter(1)
     report = Report(
         NAME, "Checkpoints and memory",
-        f"The {slots}-slot document with {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]} PNGs from tools that "
+        f"The {slots}-slot document with {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]} images from tools that "
         "answer at once, under the SQLite checkpointer, each run in a fresh interpreter.",
         ("", f"{slots}-slot document", "comparison", "ratio"),
     )

@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import tempfile
 import time
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import END, START, StateGraph
 
 from bench.report import Report, p50, ratio, seconds
-from bench.simulated import Slot, plan_text, planner, registry, simulated_tools
+from bench.simulated import Slot, plan_text, planner, prepare, registry, simulated_tools
 from llmi.context import Context
 from llmi.graphs.document import build_graph
 from llmi.state import DocumentState
@@ -42,25 +44,57 @@ def twelve_slots() -> list[Slot]:
     return slots
 
 
-def document_seconds(slots: list[Slot], documents: int, checkpointed: bool = False,
-                     size: tuple[int, int] = SMALL) -> float:
-    """Median wall seconds of one document whose tools answer with ``size`` images."""
-    tools = registry(simulated_tools(size))
-    graph = build_graph(model=planner(plan_text(slots)), tools=tools)
-    with tempfile.TemporaryDirectory() as folder:
-        saver = SqliteSaver.from_conn_string(f"{folder}/checkpoints.sqlite") if checkpointed else None
-        with saver or nullcontext() as checkpointer:
-            compiled = graph.compile(checkpointer=checkpointer)
-            timings = []
-            for index in range(documents + 1):
-                ctx = Context(artifact_dir=f"{folder}/{index}/artifacts",
-                              out_dir=f"{folder}/{index}/out", seed=0)
-                config = {"configurable": {"thread_id": str(index)}}
-                started = time.perf_counter()
-                output = compiled.invoke({"prompt": "A document"}, config, context=ctx)
-                timings.append(time.perf_counter() - started)
-                _check(output, len(slots), Path(ctx.out_dir))
-    return p50(timings[1:])  # the first warms imports and caches
+Run = Callable[[int], float]
+"""Makes document ``index`` and returns its wall seconds."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    slots: list[Slot]
+    checkpointed: bool = False
+    size: tuple[int, int] = SMALL
+
+
+def medians(variants: dict[str, Variant | None], documents: int) -> dict[str, float]:
+    """Median wall seconds of one document of each variant (None: the bare graph).
+
+    The variants' documents are interleaved, so the machine's bursts of load fall on all
+    of them alike; the first of each warms imports and caches and is not counted.
+    """
+    with ExitStack() as stack:
+        folder = stack.enter_context(tempfile.TemporaryDirectory())
+        runs: dict[str, Run] = {
+            name: stack.enter_context(_documents(variant, Path(folder, name)))
+            if variant else _bare()
+            for name, variant in variants.items()
+        }
+        timings: dict[str, list[float]] = {name: [] for name in variants}
+        for index in range(documents + 1):
+            for name, run in runs.items():
+                timings[name].append(run(index))
+    return {name: p50(seconds[1:]) for name, seconds in timings.items()}
+
+
+@contextmanager
+def _documents(variant: Variant, folder: Path) -> Iterator[Run]:
+    prepare(variant.slots, variant.size)
+    graph = build_graph(model=planner(plan_text(variant.slots)),
+                        tools=registry(simulated_tools(variant.size)))
+    saver = SqliteSaver.from_conn_string(f"{folder}.sqlite") if variant.checkpointed else None
+    with saver or nullcontext() as checkpointer:
+        compiled = graph.compile(checkpointer=checkpointer)
+
+        def run(index: int) -> float:
+            ctx = Context(artifact_dir=f"{folder}/{index}/artifacts",
+                          out_dir=f"{folder}/{index}/out", seed=0)
+            config = {"configurable": {"thread_id": str(index)}}
+            started = time.perf_counter()
+            output = compiled.invoke({"prompt": "A document"}, config, context=ctx)
+            seconds = time.perf_counter() - started
+            _check(output, len(variant.slots), Path(ctx.out_dir))
+            return seconds
+
+        yield run
 
 
 def _check(output: dict, slots: int, out_dir: Path) -> None:
@@ -69,8 +103,8 @@ def _check(output: dict, slots: int, out_dir: Path) -> None:
         raise RuntimeError(f"the benchmark document made {made} of {slots} images")
 
 
-def bare_seconds(documents: int) -> float:
-    """Median wall seconds of a LangGraph graph of the same five nodes doing nothing."""
+def _bare() -> Run:
+    """A LangGraph graph of the same five nodes doing nothing."""
     builder = StateGraph(DocumentState)
     previous = START
     for name in NODES:
@@ -79,12 +113,13 @@ def bare_seconds(documents: int) -> float:
         previous = name
     builder.add_edge(previous, END)
     compiled = builder.compile()
-    timings = []
-    for _ in range(documents + 1):
+
+    def run(index: int) -> float:
         started = time.perf_counter()
         compiled.invoke({"prompt": "A document"})
-        timings.append(time.perf_counter() - started)
-    return p50(timings[1:])
+        return time.perf_counter() - started
+
+    return run
 
 
 def _no_op(state: DocumentState) -> dict:
@@ -94,18 +129,19 @@ def _no_op(state: DocumentState) -> dict:
 def run(quick: bool) -> Report:
     documents = 5 if quick else 30
     slots = twelve_slots()
-    twelve = document_seconds(slots, documents)
-    one = document_seconds(slots[:1], documents)
-    saved = document_seconds(slots, documents, checkpointed=True)
-    bare = bare_seconds(documents)
-    large = document_seconds(slots, max(3, documents // 3), size=LARGE)
+    figures = medians({"twelve": Variant(slots), "one": Variant(slots[:1]),
+                       "saved": Variant(slots, checkpointed=True), "bare": None,
+                       "large": Variant(slots, size=LARGE)}, documents)
+    twelve, one, saved, bare, large = (figures[name] for name in
+                                       ("twelve", "one", "saved", "bare", "large"))
     per_slot = twelve / len(slots)
     marginal = (twelve - one) / (len(slots) - 1)
     report = Report(
         NAME, "Orchestration overhead",
         f"A {len(slots)}-slot document (3 each of search, diffusion, code, and an edit of the "
         f"diffusion image) with a model and tools that answer at once; median of {documents} "
-        "documents after one warm-up, each in a fresh artifact folder.",
+        "documents of each kind after one warm-up, the kinds interleaved, each document in a "
+        "fresh artifact folder.",
         ("", "measured", "comparison", "measured / comparison"),
     )
     report.row(f"{len(slots)}-slot document, per document", seconds(twelve),
@@ -122,7 +158,8 @@ def run(quick: bool) -> Report:
     report.row(f"per slot with {LARGE[0]}x{LARGE[1]} images", seconds(large / len(slots)),
                f"{SMALL[0]}x{SMALL[1]}: {seconds(per_slot)}", ratio(large / twelve))
     report.notes.append(
-        f"Images are noisy {SMALL[0]}x{SMALL[1]} PNGs unless a row says otherwise. Larger "
+        f"Images are {SMALL[0]}x{SMALL[1]} unless a row says otherwise: a JPEG photograph "
+        "from search, a PNG chart from code, a noisy PNG from diffusion and edit. Larger "
         "images cost more in the work every image gets (hash, decode for the verifier's "
         "checks, base64 for the self-contained HTML): that is image handling, which grows "
         "with pixels, not orchestration.")

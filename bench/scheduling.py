@@ -138,7 +138,7 @@ def run(quick: bool) -> Report:
         NAME, "Scheduling",
         f"{plans} random {SLOTS}-slot plans (seed 7): a slot is an edit of a random earlier "
         f"slot with probability {EDIT_SHARE}, else search, diffusion or code; tool latencies "
-        f"uniform in {_ranges(scale)}, each answering a {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]} PNG; the "
+        f"uniform in {_ranges(scale)}, each answering a {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]} image; the "
         f"planner takes {MODEL_S} s. Floor: critical path "
         "plus model time. Each plan runs once with each scheduler.",
         ("plan", "floor (critical path + model)", "llmi", "wave floor", "wave scheduling",
