@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import sysconfig
 import venv
 import zipfile
 from pathlib import Path
@@ -28,9 +29,15 @@ def test_wheel_installs_into_a_fresh_venv(tmp_path: Path) -> None:
     assert {"llmi/graphs/document.py", "llmi/tools/chart_runner.py", "llmi/state/records.py"} <= set(names)
 
     env_dir = tmp_path / "venv"
-    # The dependencies come from this interpreter's site-packages: the test stays offline.
-    venv.create(env_dir, system_site_packages=True, with_pip=True)
+    venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
+    # The dependencies come from this interpreter's site-packages, so the test stays
+    # offline. A path file adds them after the new venv's own; the path files among
+    # them (this checkout's editable install) are not read, so llmi comes from the wheel.
+    inner = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                           check=True, capture_output=True, text=True, timeout=60).stdout.strip()
+    outer = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
+    (Path(inner) / "outer-site-packages.pth").write_text("\n".join(sorted(outer)) + "\n")
     subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
                    check=True, cwd=tmp_path, timeout=300)
     where = subprocess.run(
