@@ -68,6 +68,26 @@ def test_edit_waits_only_for_its_source(context: Context) -> None:
     assert edit.calls[0].source_image == source
 
 
+def test_a_slow_search_never_delays_an_unrelated_chain_of_edits(context: Context) -> None:
+    chain_done = threading.Event()
+
+    def slow(call: ToolCall) -> None:
+        if not chain_done.wait(10):
+            raise ToolError("the edit chain waited for the search")
+
+    def edit_made(call: ToolCall) -> bytes:
+        if call.request["slot"] == 2:
+            chain_done.set()
+        return gradient_png(call.request["slot"])
+
+    tools = fake_tools(search=FakeTool("search", ("query",), behaviour=slow),
+                       edit=FakeTool("edit", ("img_index", "prompt"), make=edit_made))
+    draft = (tag("diffusion", prompt="fox") + tag("edit", img_index=0, prompt="scarf")
+             + tag("edit", img_index=1, prompt="snow") + tag("search", query="slow"))
+    run(draft, context, tools=tools)
+    assert [s["ok"] for s in slots(context).values()] == [True] * 4
+
+
 def test_edit_chain_and_inputs(context: Context, tmp_path: Path) -> None:
     photo = tmp_path / "room.png"
     photo.write_bytes(gradient_png(3))
