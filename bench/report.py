@@ -47,17 +47,13 @@ class Report:
     def target(self, text: str, met: bool) -> None:
         self.targets.append(Target(text, met))
 
-    @property
-    def met(self) -> bool:
-        return all(target.met for target in self.targets)
-
     def markdown(self) -> str:
         lines = [f"### {self.title} (`bench/{self.name}.py`)", "", self.setup, ""]
         lines += [_cells(self.columns), _cells(["---"] * len(self.columns))]
         lines += [_cells(row) for row in self.rows]
-        lines += [""] + [f"{note}" for note in self.notes]
-        lines += [f"Target, {t.text}: {'met' if t.met else 'NOT met'}." for t in self.targets]
-        return "\n".join(lines).replace("\n\n\n", "\n\n").rstrip() + "\n"
+        lines += [""] + [f"- {note}" for note in self.notes]
+        lines += [f"- Target, {t.text}: {'met' if t.met else 'NOT met'}." for t in self.targets]
+        return "\n".join(lines).rstrip() + "\n"
 
 
 def _cells(cells: tuple[str, ...] | list[str]) -> str:
