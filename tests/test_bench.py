@@ -32,7 +32,8 @@ def test_every_benchmark_runs_quick_and_is_recorded(tmp_path: Path) -> None:
     tables = dict(zip(sections[1::2], sections[2::2]))
     assert list(tables) == names
     for name, section in tables.items():
-        assert "| --- |" in section and "Target" in section or name == "memory", name
+        assert "| --- |" in section, f"{name} has no table"
+        assert "Target" in section or name == "memory", f"{name} states no target"
 
 
 def test_an_unknown_benchmark_is_refused() -> None:
