@@ -433,10 +433,14 @@ STATE = (
     "str(np.sum([1, 2])), hasattr(matplotlib, 'LEAKED'), hasattr(builtins, 'LEAKED'), "
     "'leaked_module' in sys.modules, 'LLMI_LEAKED' in os.environ, plt.get_fignums())"
 )
+# What the open descriptors name, but font files (a spare has drawn its throwaway figure,
+# so matplotlib may hold the fonts every chart opens) and the listing's own.
 FRESH = (
     "(hashlib.sha256(repr(sorted((k, repr(v)) for k, v in plt.rcParams.items())).encode())"
     ".hexdigest(), plt.get_fignums(), sorted(os.environ), os.listdir('.'), sys.argv, "
-    "matplotlib.get_backend(), sorted(os.listdir('/proc/self/fd')))"
+    "matplotlib.get_backend(), [os.path.basename(path) for path in (os.path.realpath("
+    "f'/proc/self/fd/{fd}') for fd in sorted(os.listdir('/proc/self/fd'), key=int)) "
+    "if not path.startswith('/proc/') and not path.endswith(('.ttf', '.otf', '.ttc'))])"
 )
 
 
@@ -533,6 +537,45 @@ def test_the_zygote_is_single_threaded_unlimited_and_has_no_secrets(
         assert zygote.rlimit(getattr(psutil, limit)) == mine, limit
 
 
+def idle_spare(zygote: int, within_s: float = 60.0) -> int:
+    """The zygote's spare once it waits for a job: its only child, asleep, its CPU time
+    unchanged for a second (the throwaway figure drawn)."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        children = psutil.Process(zygote).children()
+        if len(children) == 1:
+            spare = children[0]
+            with suppress(psutil.NoSuchProcess):
+                before = spare.cpu_times()
+                time.sleep(1.0)
+                if spare.cpu_times() == before and spare.status() == psutil.STATUS_SLEEPING:
+                    return spare.pid
+        time.sleep(0.05)
+    raise AssertionError("the zygote kept no idle spare")
+
+
+@slow
+def test_the_next_chart_runs_in_the_spare_forked_ahead_of_it(warm: None) -> None:
+    first = reported("import os", "(os.getppid(), os.getpid())")
+    spare = idle_spare(first[0])
+    assert spare != first[1]
+    assert reported("import os", "(os.getppid(), os.getpid())") == (first[0], spare)
+    # A spare drew only outside pyplot: the chart in it starts as a fresh interpreter does.
+    imports = "import hashlib, os, sys, matplotlib"
+    idle_spare(first[0])
+    assert reported(imports, FRESH) == reported(imports, FRESH, pool=False)
+
+
+@slow
+def test_a_spare_that_dies_is_replaced(warm: None) -> None:
+    zygote = reported("import os", "os.getppid()")
+    spare = idle_spare(zygote)
+    os.kill(spare, signal.SIGKILL)
+    assert gone(spare)
+    assert chart(BAR).width > 200
+    assert idle_spare(zygote) != spare
+
+
 @slow
 def test_a_killed_zygote_is_replaced(warm: None) -> None:
     first = reported("import os", "os.getppid()")
@@ -593,7 +636,8 @@ from llmi.tools.chart_pool import shared_pool
 from llmi.tools.code import run_chart
 
 run_chart("plt.plot([1, 2])", timeout_s=60, memory_mb=2048, pool=True)
-print(shared_pool().zygote_pid(), flush=True)
+zygote = shared_pool().zygote_pid()
+print(zygote, *(child.pid for child in psutil.Process(zygote).children()), flush=True)
 if sys.argv[1] == "exits":
     sys.exit(0)
 code = sys.argv[2]
@@ -616,8 +660,9 @@ def test_the_zygote_and_its_charts_end_with_llmi(ending: str, tmp_path: Path) ->
     ran = subprocess.run([sys.executable, "-c", LLMI_ENDS, ending, code, *markers],
                          capture_output=True, text=True, timeout=120,
                          env=os.environ | {"TMPDIR": str(tmp_path)})
-    zygote = int(ran.stdout.split()[0])
+    zygote, *spares = map(int, ran.stdout.split())
     assert gone(zygote), ran.stderr
+    assert spares and all(gone(spare) for spare in spares)
     assert gone_all(markers)
     # The zygote removed its folder; only a killed llmi leaves its chart's folder behind.
     left = os.listdir(tmp_path)

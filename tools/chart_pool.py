@@ -5,10 +5,12 @@ takes about a second, longer than drawing most charts. A zygote
 (``chart_runner.py --zygote``) does that once; for each chart it forks a child,
 which applies the chart's limits to itself (memory, CPU, file size, processes, no
 core dumps), becomes a subreaper, dies with the zygote, moves into the job's empty
-working folder, takes the job's environment, draws, and exits. Every chart still
-runs in its own process, a copy of a zygote that drew only one throwaway figure
-outside pyplot (to fill matplotlib's caches), so nothing one chart does reaches the
-next.
+working folder, takes the job's environment, draws, and exits. The zygote keeps the
+next chart's child forked ahead, a spare that has drawn a throwaway figure outside
+pyplot, so the copy-on-write faults and font loading of a first draw are paid before
+the chart arrives. Every chart still runs in its own process, a copy of a zygote that
+drew only such a figure (to fill matplotlib's caches), so nothing one chart does
+reaches the next.
 
 This module is the llmi side. ``ChartPool.run`` sends the job over the zygote's
 control socket, waits within the wall-time limit, and kills the job's whole process

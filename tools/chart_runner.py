@@ -70,6 +70,8 @@ JOB_ENDED = b"exit"
 closed, so its pid names no other process while the caller may still signal it."""
 JOB_FAILED = b"error"
 """``error MESSAGE``: the zygote could not fork."""
+SPARE_READY = b"spare"
+"""What a spare says to the zygote once it has drawn its throwaway figure."""
 WAIT_FOR_KILLED_S = 2.0
 """How long the zygote waits for killed processes to end before it serves on."""
 
@@ -363,14 +365,10 @@ def warm_up() -> list[str]:
     """
     plt, _ = prepare()
     plt.switch_backend("Agg")
-    from matplotlib.figure import Figure
     from PIL import Image
 
     Image.init()
-    throwaway = Figure()
-    throwaway.add_subplot().plot([1, 2, 3], label="warm")
-    throwaway.axes[0].set_title("warm")
-    render(throwaway)
+    draw_throwaway()
     fallbacks = cjk_font_names(installed_font_names())
     if sys.platform.startswith("linux") and len(os.listdir("/proc/self/task")) != 1:
         raise RuntimeError("the zygote started a thread: forking it would not be safe")
@@ -378,6 +376,18 @@ def warm_up() -> list[str]:
     gc.collect()
     gc.freeze()
     return fallbacks
+
+
+def draw_throwaway() -> None:
+    """Draw one figure outside pyplot, opening no pyplot figure and setting no rcParam:
+    it fills the caches a first draw fills (fonts, glyphs, text layout, the PNG writer)
+    and, in a forked process, copies the pages a draw writes to."""
+    from matplotlib.figure import Figure
+
+    figure = Figure()
+    figure.add_subplot().plot([1, 2, 3], label="warm")
+    figure.axes[0].set_title("warm")
+    render(figure)
 
 
 def run_forked_job(job_dir: Path, zygote: int, fallbacks: list[str]) -> int:
@@ -409,6 +419,18 @@ class Job:
         """Exit status once the process ended (it stays unreaped until the channel closes)."""
 
 
+class Spare:
+    """The next job's process, forked before its job: it has drawn a throwaway figure,
+    so the job's chart does not pay for the pages a first draw copies."""
+
+    __slots__ = ("pid", "socket", "ready")
+
+    def __init__(self, pid: int, sock: socket.socket) -> None:
+        self.pid = pid
+        self.socket = sock
+        self.ready = False
+
+
 class Zygote:
     """Forks one child per job, reports its pid and exit status, reaps it.
 
@@ -418,6 +440,9 @@ class Zygote:
     the job's processes are killed, if still running, and reaped. The control socket
     closing means llmi is done with this zygote: it takes no more jobs and exits when
     the last one is over. SIGTERM ends every job and the zygote at once.
+
+    A spare child is kept ready: a job goes to it when it has drawn its throwaway
+    figure, else to a child forked on the spot, and a new spare is forked after.
     """
 
     def __init__(self, control: socket.socket, fallbacks: list[str]) -> None:
@@ -426,6 +451,7 @@ class Zygote:
         self.accepting = True
         self.fallbacks = fallbacks
         self.jobs: dict[int, Job] = {}
+        self.spare: Spare | None = None
         self.selector = selectors.DefaultSelector()
         self.wake_read, self.wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
@@ -437,6 +463,7 @@ class Zygote:
         become_subreaper()
         self.selector.register(self.control, selectors.EVENT_READ, self.on_request)
         self.selector.register(self.wake_read, selectors.EVENT_READ, self.on_signal)
+        self.fork_spare()
         self.control.send(READY)
         while self.accepting or self.jobs:
             for key, _ in self.selector.select():
@@ -459,29 +486,29 @@ class Zygote:
         self.start(Path(os.fsdecode(message)), socket.socket(fileno=fds[0]))
 
     def start(self, job_dir: Path, channel: socket.socket) -> None:
-        try:
-            pid = os.fork()
-        except OSError as error:
-            with suppress(OSError):
-                channel.send(JOB_FAILED + b" " + str(error).encode())
-            channel.close()
-            return
-        if pid == 0:
-            self.become_job(job_dir, channel)
+        pid = self.hand_to_spare(job_dir)
+        if pid is None:
+            try:
+                pid = os.fork()
+            except OSError as error:
+                with suppress(OSError):
+                    channel.send(JOB_FAILED + b" " + str(error).encode())
+                channel.close()
+                return
+            if pid == 0:
+                channel.close()
+                self.become_job(job_dir)
         self.jobs[pid] = Job(channel)
         self.selector.register(channel, selectors.EVENT_READ, lambda: self.on_channel(pid, channel))
         with suppress(OSError):  # a caller that is gone closed the channel: on_channel ends the job
             channel.send(b"%s %d" % (JOB_STARTED, pid))
+        self.fork_spare()
 
-    def become_job(self, job_dir: Path, channel: socket.socket) -> None:
+    def become_job(self, job_dir: Path) -> None:
         """The forked child: drop the zygote's signals and descriptors, run the job, exit."""
         status = 70
         try:
-            signal.set_wakeup_fd(-1)
-            for signum in (signal.SIGCHLD, signal.SIGTERM):
-                signal.signal(signum, signal.SIG_DFL)
-            channel.close()
-            self.close()
+            self.leave()
             status = run_forked_job(job_dir, self.pid, self.fallbacks)
         except BaseException:
             with suppress(OSError):
@@ -490,11 +517,94 @@ class Zygote:
             # Never back into the zygote's loop; os._exit also skips the code's threads.
             os._exit(status)
 
+    def fork_spare(self) -> None:
+        if not self.accepting or self.spare is not None:
+            return
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            pid = os.fork()
+        except OSError:  # the next job forks its own
+            ours.close()
+            theirs.close()
+            return
+        if pid == 0:
+            ours.close()
+            self.become_spare(theirs)
+        theirs.close()
+        self.spare = Spare(pid, ours)
+        self.selector.register(ours, selectors.EVENT_READ, self.on_spare)
+
+    def become_spare(self, sock: socket.socket) -> None:
+        """The forked spare: draw the throwaway figure, say so, wait for a job (a job
+        folder) or the end (the zygote closing its end), and run the job as
+        ``become_job`` does."""
+        status = 70
+        try:
+            self.leave()
+            die_with_parent(self.pid)
+            draw_throwaway()
+            sock.send(SPARE_READY)
+            job_dir = sock.recv(4096)
+            sock.close()
+            status = run_forked_job(Path(os.fsdecode(job_dir)), self.pid, self.fallbacks) \
+                if job_dir else 0
+        except BaseException:
+            with suppress(OSError):
+                os.write(2, traceback.format_exc().encode(errors="replace"))
+        finally:
+            os._exit(status)
+
+    def hand_to_spare(self, job_dir: Path) -> int | None:
+        """The pid of the ready spare that now runs the job, or None when there is none."""
+        spare = self.spare
+        if spare is None or not spare.ready:
+            return None
+        self.spare = None
+        self.selector.unregister(spare.socket)
+        try:
+            spare.socket.send(os.fsencode(job_dir))
+        except OSError:  # it died just now
+            self.end_spare(spare)
+            return None
+        spare.socket.close()
+        return spare.pid
+
+    def on_spare(self) -> None:
+        spare = self.spare
+        if spare is None:
+            return
+        try:
+            message = spare.socket.recv(64)
+        except OSError:
+            message = b""
+        if message == SPARE_READY:
+            spare.ready = True
+            return
+        # It ended before it had a job; the next job forks its own, then a new spare.
+        self.spare = None
+        self.selector.unregister(spare.socket)
+        self.end_spare(spare)
+
+    def end_spare(self, spare: Spare) -> None:
+        spare.socket.close()
+        with suppress(OSError):
+            os.kill(spare.pid, signal.SIGKILL)
+        reap(spare.pid, WAIT_FOR_KILLED_S)
+
+    def leave(self) -> None:
+        """In a forked child: drop the zygote's signal handling and descriptors."""
+        signal.set_wakeup_fd(-1)
+        for signum in (signal.SIGCHLD, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_DFL)
+        self.close()
+
     def close(self) -> None:
         """Close every descriptor of the zygote (in a child, so the job holds none)."""
         self.selector.close()
         for job in self.jobs.values():
             job.channel.close()
+        if self.spare is not None:
+            self.spare.socket.close()
         self.control.close()
         os.close(self.wake_read)
         os.close(self.wake_write)
@@ -550,7 +660,8 @@ class Zygote:
         that will not die in time is tried again at the next SIGCHLD."""
         deadline = time.monotonic() + WAIT_FOR_KILLED_S
         for _ in range(KILL_ROUNDS):
-            strays = [pid for pid in child_pids() if pid not in self.jobs]
+            spare = self.spare.pid if self.spare else None
+            strays = [pid for pid in child_pids() if pid not in self.jobs and pid != spare]
             if not strays:
                 return
             for pid in strays:
@@ -566,6 +677,10 @@ class Zygote:
             self.accepting = False
             self.selector.unregister(self.control)
             self.control.close()
+        if self.spare is not None:
+            spare, self.spare = self.spare, None
+            self.selector.unregister(spare.socket)
+            self.end_spare(spare)
 
     def shutdown(self) -> None:
         for pid in list(self.jobs):
