@@ -1,9 +1,9 @@
 """Checkpoint size per document, and peak memory of a 12-slot run.
 
 The 12-slot document (the overhead benchmark's plan) with tools that answer at once
-with 1024x1024 images (JPEG photographs, PNG charts and renders) runs in a fresh
-interpreter under the SQLite checkpointer ``llmi generate`` uses. Reported: the checkpoint database's
-size and the latest checkpoint's, beside the bytes of the images the document holds
+with full-size images (``bench.simulated.FULL``: photographs, charts, renders) runs
+in a fresh interpreter under the SQLite checkpointer ``llmi generate`` uses.
+Reported: the checkpoint database's size and the latest checkpoint's, beside the bytes of the images the document holds
 (state holds references; the bytes live in the artifact store) and beside a 1-slot
 document; the peak of Python's allocations during the run (tracemalloc) and the
 process's peak resident memory (Linux), beside what the interpreter holds once
@@ -22,7 +22,6 @@ from bench.overhead import twelve_slots
 from bench.report import Report, ratio
 
 NAME = "memory"
-IMAGE_SIZE = (1024, 1024)
 
 
 @dataclass(frozen=True)
@@ -40,13 +39,13 @@ def document(slots: int) -> Run:
     """Runs in a fresh interpreter: one checkpointed document of the first ``slots`` slots."""
     from langgraph.checkpoint.sqlite import SqliteSaver
 
-    from bench.simulated import plan_text, planner, prepare, registry, simulated_tools
+    from bench.simulated import FULL, plan_text, planner, prepare, registry, simulated_tools
     from llmi.context import Context
     from llmi.graphs.document import build_graph
 
     plan = twelve_slots()[:slots]
-    prepare(plan, IMAGE_SIZE)
-    graph = build_graph(model=planner(plan_text(plan)), tools=registry(simulated_tools(IMAGE_SIZE)))
+    prepare(plan, FULL)
+    graph = build_graph(model=planner(plan_text(plan)), tools=registry(simulated_tools(FULL)))
     imported = _rss("VmRSS")
     _reset_peak_rss()
     with tempfile.TemporaryDirectory() as folder:
@@ -92,7 +91,7 @@ def run(quick: bool) -> Report:
     twelve, one = in_fresh_interpreter(slots), in_fresh_interpreter(1)
     report = Report(
         NAME, "Checkpoints and memory",
-        f"The {slots}-slot document with {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]} images from tools that "
+        f"The {slots}-slot document with full-size images from tools that "
         "answer at once, under the SQLite checkpointer, each run in a fresh interpreter.",
         ("", f"{slots}-slot document", "comparison", "ratio"),
     )

@@ -23,6 +23,7 @@ from typing import Any
 
 from bench.report import Report, ratio, seconds
 from bench.simulated import (
+    FULL,
     SimulatedTool,
     Slot,
     plan_text,
@@ -43,7 +44,6 @@ SLOTS = 12
 EDIT_SHARE = 0.4
 LATENCY_S = {"search": (0.2, 1.6), "diffusion": (0.4, 1.2), "code": (0.1, 0.5), "edit": (0.2, 0.8)}
 MODEL_S = 0.2
-IMAGE_SIZE = (1024, 1024)
 TARGET = 1.10
 
 
@@ -103,7 +103,7 @@ def waves(slots: list[Slot]) -> float:
 def run_plan(slots: list[Slot], dispatch: type[Dispatch] = Dispatch
              ) -> tuple[float, dict[str, SimulatedTool]]:
     """Wall seconds of the document, and its tools (whose spans say when each call ran)."""
-    tools = simulated_tools(IMAGE_SIZE)
+    tools = simulated_tools(FULL)
     graph = build_graph(model=planner(plan_text(slots), latency=MODEL_S), tools=registry(tools),
                         dispatch=dispatch(registry(tools))).compile()
     with tempfile.TemporaryDirectory() as folder:
@@ -138,7 +138,7 @@ def run(quick: bool) -> Report:
         NAME, "Scheduling",
         f"{plans} random {SLOTS}-slot plans (seed 7): a slot is an edit of a random earlier "
         f"slot with probability {EDIT_SHARE}, else search, diffusion or code; tool latencies "
-        f"uniform in {_ranges(scale)}, each answering a {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]} image; the "
+        f"uniform in {_ranges(scale)}, each answering an image of full size; the "
         f"planner takes {MODEL_S} s. Floor: critical path "
         "plus model time. Each plan runs once with each scheduler.",
         ("plan", "floor (critical path + model)", "llmi", "wave floor", "wave scheduling",
@@ -147,7 +147,7 @@ def run(quick: bool) -> Report:
     worst = 0.0
     for index in range(plans):
         slots = random_plan(rng, scale)
-        prepare(slots, IMAGE_SIZE)
+        prepare(slots, FULL)
         floor = critical_path(slots) + MODEL_S
         ours, _ = run_plan(slots)
         wave, _ = run_plan(slots, WaveDispatch)
@@ -156,7 +156,7 @@ def run(quick: bool) -> Report:
                    seconds(waves(slots) + MODEL_S), seconds(wave),
                    ratio(ours / floor), ratio(wave / ours))
     slots, chain = slow_search_plan(scale)
-    prepare(slots, IMAGE_SIZE)
+    prepare(slots, FULL)
     length = sum(slots[slot].seconds for slot in chain)
     ours_chain = chain_finish(run_plan(slots)[1], chain)
     wave_chain = chain_finish(run_plan(slots, WaveDispatch)[1], chain)

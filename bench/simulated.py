@@ -25,6 +25,12 @@ from llmi.tools.registry import ToolRegistry
 
 REQUIRED = {"search": ("query",), "diffusion": ("prompt",), "code": ("code",),
             "edit": ("img_index", "prompt")}
+Size = tuple[int, int]
+SMALL: dict[str, Size] = dict.fromkeys(REQUIRED, (320, 240))
+FULL: dict[str, Size] = {"search": (800, 600), "code": (832, 624), "diffusion": (1024, 1024),
+                         "edit": (1024, 1024)}
+"""Sizes as the tools make them: a web photograph, a chart at the code tool's 130 dpi,
+a diffusion model's square."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +82,7 @@ def planner(text: str, latency: float = 0.0) -> SimulatedModel:
 
 
 @functools.lru_cache(maxsize=128)
-def image(source: str, seed: int, size: tuple[int, int] = (320, 240)) -> bytes:
+def image(source: str, seed: int, size: Size) -> bytes:
     """An image as ``source`` would return it, unique to ``seed``: a search a JPEG photograph,
     code a PNG chart (flat colours, a few lines), diffusion and edit a PNG with noise as
     fine as a photograph's."""
@@ -101,10 +107,10 @@ def _encoded(picture: Image.Image, format: str) -> bytes:
     return buffer.getvalue()
 
 
-def prepare(slots: list[Slot], size: tuple[int, int]) -> None:
+def prepare(slots: list[Slot], sizes: dict[str, Size]) -> None:
     """Make the images of a plan's tool calls now, before anything is timed."""
     for index, slot in enumerate(slots):
-        image(slot.source, index, size)
+        image(slot.source, index, sizes[slot.source])
 
 
 class SimulatedTool:
@@ -114,7 +120,7 @@ class SimulatedTool:
     monotonic clock, for the scheduling benchmark.
     """
 
-    def __init__(self, source: str, size: tuple[int, int] = (320, 240)) -> None:
+    def __init__(self, source: str, size: Size) -> None:
         self.source = source
         self.size = size
         self.required_params = REQUIRED[source]
@@ -135,8 +141,8 @@ class SimulatedTool:
         return ToolOutput(data=data, backend="simulated")
 
 
-def simulated_tools(size: tuple[int, int] = (320, 240)) -> dict[str, SimulatedTool]:
-    return {source: SimulatedTool(source, size) for source in REQUIRED}
+def simulated_tools(sizes: dict[str, Size] = SMALL) -> dict[str, SimulatedTool]:
+    return {source: SimulatedTool(source, sizes[source]) for source in REQUIRED}
 
 
 def registry(tools: dict[str, SimulatedTool]) -> ToolRegistry:

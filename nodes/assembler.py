@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from langgraph.runtime import Runtime
 from llmi.artifacts import ArtifactStore, extension, inspect_image
 from llmi.context import Context, context_of
 from llmi.events import emitter
-from llmi.nodes.render import Figure, html_document, markdown_document
+from llmi.nodes.render import Figure, html_document_parts, markdown_document
 from llmi.state import DocumentState, ImageRequest, ImageResult, Repair, Segment
 
 OK_TOKEN = "<image>"
@@ -36,18 +37,22 @@ def assemble(state: DocumentState, runtime: Runtime[Context]) -> dict:
     )
     prompt = state.get("prompt") or ""
 
-    write_assets(out, figures.values())
     paths = {
         "markdown": out / "document.md",
         "html": out / "document.html",
         "manifest": out / "manifest.json",
     }
-    _write(paths["markdown"], markdown_document(segments, figures))
-    _write(paths["html"], html_document(prompt, segments, figures))
-    record = manifest(prompt, segments, figures, results, state.get("repairs") or [])
-    if "candidates" in state:
-        record |= candidates_record(state)
-    _write(paths["manifest"], _json(record))
+    out.mkdir(parents=True, exist_ok=True)
+    # The image files are written beside the rest: writing lets go of the GIL.
+    with ThreadPoolExecutor(1, thread_name_prefix="llmi-assets") as writer:
+        assets = writer.submit(write_assets, out, figures.values())
+        _write(paths["markdown"], markdown_document(segments, figures))
+        _write_parts(paths["html"], html_document_parts(prompt, segments, figures))
+        record = manifest(prompt, segments, figures, results, state.get("repairs") or [])
+        if "candidates" in state:
+            record |= candidates_record(state)
+        _write(paths["manifest"], _json(record))
+        assets.result()
     outputs = {"dir": str(out), **{name: str(path) for name, path in paths.items()}}
     emitter(runtime)("document", outputs=outputs)
     return {"outputs": outputs}
@@ -209,3 +214,8 @@ def _json(data: dict[str, Any]) -> str:
 def _write(path: Path, content: str | bytes) -> None:
     data = content.encode("utf-8") if isinstance(content, str) else content
     path.write_bytes(data)
+
+
+def _write_parts(path: Path, parts: Iterable[str]) -> None:
+    with path.open("w", encoding="utf-8", newline="") as file:
+        file.writelines(parts)

@@ -109,14 +109,23 @@ def html_document(
     prompt: str, segments: Sequence[Segment], figures: Mapping[int, Figure]
 ) -> str:
     """One self-contained HTML page: no external resources, no scripts."""
+    return "".join(html_document_parts(prompt, segments, figures))
+
+
+def html_document_parts(
+    prompt: str, segments: Sequence[Segment], figures: Mapping[int, Figure]
+) -> list[str]:
+    """``html_document`` in pieces, so a page holding megabytes of images can be written
+    without first being joined into one string."""
     tokens, body = _render_body(segments, figures)
     title = _first_heading(tokens) or _one_line(prompt)[:_SHOWN_TITLE_CHARS] or "Document"
-    return html_page(title, body)
+    head, tail = _page_around(title)
+    return [head, *body, tail]
 
 
 def html_body(segments: Sequence[Segment], figures: Mapping[int, Figure]) -> str:
     """The document as safe HTML without the page around it: sanitized text and figures."""
-    return _render_body(segments, figures)[1]
+    return "".join(_render_body(segments, figures)[1])
 
 
 def html_page(title: str, body: str, css: str = "") -> str:
@@ -124,23 +133,28 @@ def html_page(title: str, body: str, css: str = "") -> str:
 
     ``css`` is added after the document's own style sheet.
     """
-    return _PAGE.format(title=escape(title), css=f"{_CSS}\n{css}".strip(), body=body.strip())
+    head, tail = _page_around(title, css)
+    return head + body.strip() + tail
+
+
+def _page_around(title: str, css: str = "") -> tuple[str, str]:
+    head, tail = _PAGE.split("{body}")
+    return head.format(title=escape(title), css=f"{_CSS}\n{css}".strip()), tail
 
 
 def _render_body(
     segments: Sequence[Segment], figures: Mapping[int, Figure]
-) -> tuple[list[Token], str]:
+) -> tuple[list[Token], list[str]]:
     # The nonce keeps model text from forging a placeholder.
     placeholder = f"llmislot{secrets.token_hex(8)}n"
     tokens = _MARKDOWN.parse(_join(segments, lambda slot: f"{placeholder}{slot}"))
-    # Stripped before the figures go in: they make the body megabytes long.
     body = _CLEANER.clean(_MARKDOWN.renderer.render(tokens, _MARKDOWN.options, {})).strip()
-    body = re.sub(
-        rf"(?:<p>)?{placeholder}(\d+)(?:</p>)?",
-        lambda match: _html_figure(figures[int(match[1])]),
-        body,
-    )
-    return tokens, body
+    # Text and slot numbers alternate; each slot becomes its figure's pieces.
+    pieces = re.split(rf"(?:<p>)?{placeholder}(\d+)(?:</p>)?", body)
+    parts: list[str] = []
+    for index, piece in enumerate(pieces):
+        parts += _html_figure(figures[int(piece)]) if index % 2 else [piece]
+    return tokens, parts
 
 
 def _join(segments: Sequence[Segment], block: Callable[[int], str]) -> str:
@@ -164,21 +178,22 @@ def _markdown_figure(figure: Figure) -> str:
     return f"{note}\n>\n> {caption}" if caption else note
 
 
-def _html_figure(figure: Figure) -> str:
+def _html_figure(figure: Figure) -> list[str]:
+    """The figure's HTML in pieces: the image's base64 is one piece of its own."""
     description = _one_line(figure.description)
     caption = f"<figcaption>{escape(description)}</figcaption>" if description else ""
     if figure.ok:
-        src = f"data:{figure.mime};base64,{base64.b64encode(figure.data).decode('ascii')}"
-        image = (
-            f'<img src="{src}" alt="{escape(description)}" '
-            f'width="{figure.width}" height="{figure.height}">'
-        )
-        return f"<figure>{image}{caption}</figure>"
+        return [
+            f'<figure><img src="data:{figure.mime};base64,',
+            base64.b64encode(figure.data).decode("ascii"),
+            f'" alt="{escape(description)}" width="{figure.width}" height="{figure.height}">'
+            f"{caption}</figure>",
+        ]
     reason = (
         f"<p><strong>Image {figure.slot} could not be made</strong> "
         f"({escape(_one_line(figure.source))}): {escape(_shown_error(figure))}</p>"
     )
-    return f'<figure class="failed" role="note">{reason}{caption}</figure>'
+    return [f'<figure class="failed" role="note">{reason}{caption}</figure>']
 
 
 def _first_heading(tokens: Sequence[Token]) -> str:
