@@ -105,18 +105,11 @@ def markdown_document(segments: Sequence[Segment], figures: Mapping[int, Figure]
     return _join(segments, lambda slot: _markdown_figure(figures[slot]))
 
 
-def html_document(
-    prompt: str, segments: Sequence[Segment], figures: Mapping[int, Figure]
-) -> str:
-    """One self-contained HTML page: no external resources, no scripts."""
-    return "".join(html_document_parts(prompt, segments, figures))
-
-
 def html_document_parts(
     prompt: str, segments: Sequence[Segment], figures: Mapping[int, Figure]
 ) -> list[str]:
-    """``html_document`` in pieces, so a page holding megabytes of images can be written
-    without first being joined into one string."""
+    """One self-contained HTML page (no external resources, no scripts) in pieces, so a
+    page holding megabytes of images is written without first being joined."""
     tokens, body = _render_body(segments, figures)
     title = _first_heading(tokens) or _one_line(prompt)[:_SHOWN_TITLE_CHARS] or "Document"
     head, tail = _page_around(title)
