@@ -16,9 +16,8 @@ from dataclasses import replace
 
 from bench.overhead import twelve_slots
 from bench.report import Report, p50, ratio, seconds
-from bench.simulated import Slot, plan_text, planner, registry, simulated_tools
+from bench.simulated import Slot, context, document_graph, simulated_tools
 from llmi.context import Context
-from llmi.graphs.document import build_graph
 
 NAME = "cache"
 LATENCY_S = {"search": 0.8, "diffusion": 1.0, "code": 0.4, "edit": 0.6}
@@ -27,7 +26,7 @@ LATENCY_S = {"search": 0.8, "diffusion": 1.0, "code": 0.4, "edit": 0.6}
 def document(slots: list[Slot], ctx: Context) -> tuple[float, int, int]:
     """Wall seconds, tool calls, and images the cache answered."""
     tools = simulated_tools()
-    graph = build_graph(model=planner(plan_text(slots)), tools=registry(tools)).compile()
+    graph = document_graph(slots, tools).compile()
     started = time.perf_counter()
     output = graph.invoke({"prompt": "A document"}, context=ctx)
     wall = time.perf_counter() - started
@@ -41,9 +40,7 @@ def miss_cost(slots: list[Slot], documents: int) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as folder:
         for index in range(documents + 1):
             for cached in (True, False):
-                root = f"{folder}/{index}-{cached}"
-                ctx = Context(artifact_dir=f"{root}/artifacts", out_dir=f"{root}/out", seed=0,
-                              tool_cache=cached)
+                ctx = context(f"{folder}/{index}-{cached}", tool_cache=cached)
                 timings[cached].append(document(slots, ctx)[0])
     return p50(timings[True][1:]), p50(timings[False][1:])
 
@@ -52,7 +49,7 @@ def run(quick: bool) -> Report:
     scale = 0.25 if quick else 1.0
     slots = [replace(slot, seconds=LATENCY_S[slot.source] * scale) for slot in twelve_slots()]
     with tempfile.TemporaryDirectory() as folder:
-        ctx = Context(artifact_dir=f"{folder}/artifacts", out_dir=f"{folder}/out", seed=0)
+        ctx = context(folder)
         first = document(slots, ctx)
         hit = document(slots, ctx)
         missed = document(slots, replace(ctx, tool_cache=False))

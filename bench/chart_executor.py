@@ -16,11 +16,9 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import matplotlib
-
 from bench.report import Report, p50, p95, ratio, seconds
 from llmi.tools import chart_pool
-from llmi.tools.chart_runner import render
+from llmi.tools.chart_runner import prepare, render
 from llmi.tools.code import run_chart
 
 NAME = "chart_executor"
@@ -39,17 +37,12 @@ def timed_chart(code: str, pool: bool) -> float:
 
 def draws_alone(code: str, charts: int) -> list[float]:
     """Seconds to draw and render the chart in this process, caches warm."""
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-    import pandas as pd
-    import seaborn as sns
-
+    plt, names = prepare()  # what the runner gives the code
     compiled = compile(code, "<chart>", "exec")
     seconds = []
     for _ in range(charts + 1):
         started = time.perf_counter()
-        exec(compiled, {"plt": plt, "np": np, "pd": pd, "sns": sns})
+        exec(compiled, dict(names))
         render(plt.gcf())
         seconds.append(time.perf_counter() - started)
         plt.close("all")

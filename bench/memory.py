@@ -37,25 +37,21 @@ class Run:
 
 def document(slots: int) -> Run:
     """Runs in a fresh interpreter: one checkpointed document of the first ``slots`` slots."""
-    from langgraph.checkpoint.sqlite import SqliteSaver
-
-    from bench.simulated import FULL, plan_text, planner, prepare, registry, simulated_tools
-    from llmi.context import Context
-    from llmi.graphs.document import build_graph
+    from bench.simulated import FULL, context, document_graph, prepare, simulated_tools
+    from llmi.checkpoints import open_checkpointer
 
     plan = twelve_slots()[:slots]
     prepare(plan, FULL)
-    graph = build_graph(model=planner(plan_text(plan)), tools=registry(simulated_tools(FULL)))
+    graph = document_graph(plan, simulated_tools(FULL))
     imported = _rss("VmRSS")
     _reset_peak_rss()
     with tempfile.TemporaryDirectory() as folder:
         database = Path(folder) / "checkpoints.sqlite"
         config = {"configurable": {"thread_id": "bench"}}
-        with SqliteSaver.from_conn_string(str(database)) as saver:
+        with open_checkpointer(str(database)) as saver:  # as ``llmi generate`` opens it
             compiled = graph.compile(checkpointer=saver)
-            ctx = Context(artifact_dir=f"{folder}/artifacts", out_dir=f"{folder}/out", seed=0)
             tracemalloc.start()
-            compiled.invoke({"prompt": "A document"}, config, context=ctx)
+            compiled.invoke({"prompt": "A document"}, config, context=context(folder))
             peak_traced = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()
             checkpoints = list(saver.list(config))

@@ -20,7 +20,6 @@ from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import END, START, StateGraph
 
 from bench.report import Report, p50, ratio, seconds
@@ -29,14 +28,12 @@ from bench.simulated import (
     SMALL,
     Size,
     Slot,
-    plan_text,
-    planner,
+    context,
+    document_graph,
     prepare,
-    registry,
     simulated_tools,
 )
-from llmi.context import Context
-from llmi.graphs.document import build_graph
+from llmi.checkpoints import open_checkpointer
 from llmi.state import DocumentState
 
 NAME = "overhead"
@@ -87,15 +84,14 @@ def medians(variants: dict[str, Variant | None], documents: int) -> dict[str, fl
 @contextmanager
 def _documents(variant: Variant, folder: Path) -> Iterator[Run]:
     prepare(variant.slots, variant.sizes)
-    graph = build_graph(model=planner(plan_text(variant.slots)),
-                        tools=registry(simulated_tools(variant.sizes)))
-    saver = SqliteSaver.from_conn_string(f"{folder}.sqlite") if variant.checkpointed else None
-    with saver or nullcontext() as checkpointer:
+    graph = document_graph(variant.slots, simulated_tools(variant.sizes))
+    # The checkpointer ``llmi generate`` opens.
+    saver = open_checkpointer(f"{folder}.sqlite") if variant.checkpointed else nullcontext()
+    with saver as checkpointer:
         compiled = graph.compile(checkpointer=checkpointer)
 
         def run(index: int) -> float:
-            ctx = Context(artifact_dir=f"{folder}/{index}/artifacts",
-                          out_dir=f"{folder}/{index}/out", seed=0)
+            ctx = context(folder / str(index))
             config = {"configurable": {"thread_id": str(index)}}
             started = time.perf_counter()
             output = compiled.invoke({"prompt": "A document"}, config, context=ctx)

@@ -26,15 +26,14 @@ from bench.simulated import (
     FULL,
     SimulatedTool,
     Slot,
-    plan_text,
-    planner,
+    context,
+    document_graph,
     prepare,
     registry,
     simulated_tools,
 )
 from llmi.artifacts import ArtifactStore
 from llmi.context import Context
-from llmi.graphs.document import build_graph
 from llmi.nodes.dispatch import Dispatch
 from llmi.nodes.schedule import failed_request
 from llmi.state import DocumentState, ImageRef, ImageResult, pending_requests
@@ -104,12 +103,11 @@ def run_plan(slots: list[Slot], dispatch: type[Dispatch] = Dispatch
              ) -> tuple[float, dict[str, SimulatedTool]]:
     """Wall seconds of the document, and its tools (whose spans say when each call ran)."""
     tools = simulated_tools(FULL)
-    graph = build_graph(model=planner(plan_text(slots), latency=MODEL_S), tools=registry(tools),
-                        dispatch=dispatch(registry(tools))).compile()
+    graph = document_graph(slots, tools, latency=MODEL_S,
+                           dispatch=dispatch(registry(tools))).compile()
     with tempfile.TemporaryDirectory() as folder:
-        ctx = Context(artifact_dir=f"{folder}/artifacts", out_dir=f"{folder}/out", seed=0)
         started = time.perf_counter()
-        output = graph.invoke({"prompt": "A document"}, context=ctx)
+        output = graph.invoke({"prompt": "A document"}, context=context(folder))
         wall = time.perf_counter() - started
     if not all(result["ok"] for result in output["results"]):
         raise RuntimeError("a simulated tool call failed")

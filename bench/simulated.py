@@ -13,13 +13,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
+from langgraph.graph import StateGraph
 from PIL import Image, ImageDraw
 
+from llmi.context import Context
+from llmi.graphs.document import build_graph
 from llmi.tools.base import ToolCall, ToolOutput
 from llmi.tools.registry import ToolRegistry
 
@@ -143,6 +147,18 @@ class SimulatedTool:
 
 def simulated_tools(sizes: dict[str, Size] = SMALL) -> dict[str, SimulatedTool]:
     return {source: SimulatedTool(source, sizes[source]) for source in REQUIRED}
+
+
+def document_graph(slots: list[Slot], tools: dict[str, SimulatedTool], *, latency: float = 0.0,
+                   **nodes: Any) -> StateGraph:
+    """The document graph whose planner drafts ``slots`` after ``latency`` seconds, over
+    ``tools``; ``nodes`` swap nodes as ``build_graph`` does."""
+    return build_graph(model=planner(plan_text(slots), latency), tools=registry(tools), **nodes)
+
+
+def context(root: str | Path, **settings: Any) -> Context:
+    """A run context with its artifacts and output under ``root`` and the seed fixed."""
+    return Context(artifact_dir=f"{root}/artifacts", out_dir=f"{root}/out", seed=0, **settings)
 
 
 def registry(tools: dict[str, SimulatedTool]) -> ToolRegistry:

@@ -18,8 +18,7 @@ from typing import Any
 from langchain_core.messages import BaseMessage
 
 from bench.report import Report, ratio, seconds
-from bench.simulated import SimulatedModel, Slot, plan_text, registry, simulated_tools
-from llmi.context import Context
+from bench.simulated import SimulatedModel, Slot, context, plan_text, registry, simulated_tools
 from llmi.graphs.tts import build_tts_graph
 from llmi.nodes.judge import Judge
 from llmi.prompts import POLISH_SYSTEM
@@ -50,8 +49,7 @@ def run_once(candidates: int, keep: int, model_s: float, tool_s: float) -> tuple
     graph = build_tts_graph(model=model(), judge=Judge(llm=model(), vlm=model()),
                             tools=registry(tools)).compile()
     with tempfile.TemporaryDirectory() as folder:
-        ctx = Context(candidates=candidates, keep=keep, artifact_dir=f"{folder}/artifacts",
-                      out_dir=f"{folder}/out", seed=0)
+        ctx = context(folder, candidates=candidates, keep=keep)
         started = time.perf_counter()
         graph.invoke({"prompt": "A guide in four pictures"}, context=ctx)
         wall = time.perf_counter() - started
