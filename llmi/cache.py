@@ -61,6 +61,8 @@ class CachedImage:
     image: ImageRef
     backend: str | None
     provenance: dict[str, Any]
+    data: bytes
+    """The image's bytes, checked against its sha256."""
 
 
 class ToolCache:
@@ -86,18 +88,20 @@ class ToolCache:
             if entry.get("version") != CACHE_VERSION:
                 return None
             image = ImageRef(**{name: entry["image"][name] for name in ImageRef.__annotations__})
-            self._check(image)
+            data = self._check(image)
             # The store may live elsewhere than when the entry was written.
             image["uri"] = self.store.path(image).as_uri()
-            return CachedImage(image, entry.get("backend"), dict(entry.get("provenance") or {}))
+            return CachedImage(image, entry.get("backend"), dict(entry.get("provenance") or {}),
+                               data)
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
 
-    def _check(self, image: ImageRef) -> None:
-        """Raise unless the image is in the store, intact; remove it when it is corrupt,
-        so that the tool's new result can take its place (the store keeps a file it has)."""
+    def _check(self, image: ImageRef) -> bytes:
+        """The image's bytes; raise unless it is in the store, intact, and remove it when
+        it is corrupt, so that the tool's new result can take its place (the store keeps a
+        file it has)."""
         try:
-            self.store.get(image)  # checks the bytes against the sha256
+            return self.store.get(image)  # checks the bytes against the sha256
         except ValueError:
             self.store.path(image).unlink(missing_ok=True)
             raise

@@ -55,12 +55,12 @@ class Dispatch:
         with ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="llmi-check") as checker:
 
             def run_and_check(request: ImageRequest, source: ImageRef | None) -> ImageResult:
-                result = self.run_one(request, source, ctx, store)
-                # A slot that overran its deadline may get here after the round: its
-                # submit fails in its own abandoned future, and nothing reads it.
-                if result["ok"] and result["image"]:
-                    checks[result["slot"]] = checker.submit(_check, result["image"], store)
-                return result
+                def check(data: bytes) -> None:
+                    # After the round (a slot that overran its deadline) this submit fails,
+                    # and the abandoned slot's result is read by no one.
+                    checks[request["slot"]] = checker.submit(image_problem, data)
+
+                return self.run_one(request, source, ctx, store, on_made=check)
 
             scheduler = Scheduler(
                 run_and_check,
@@ -75,8 +75,10 @@ class Dispatch:
                     else r for r in made]
 
     def run_one(
-        self, request: ImageRequest, source: ImageRef | None, ctx: Context, store: ArtifactStore
+        self, request: ImageRequest, source: ImageRef | None, ctx: Context, store: ArtifactStore,
+        on_made: Callable[[bytes], None] = lambda data: None,
     ) -> ImageResult:
+        """The request's result; ``on_made`` gets the bytes of the image it made."""
         started = time.monotonic()
         try:
             tool = self.tools.get(request["source"])
@@ -84,6 +86,7 @@ class Dispatch:
                 raise ToolError(f"no tool is registered for source {request['source']!r}",
                                 kind="config")
             made = make_image(tool, request, source, ctx, store)
+            on_made(made.data)
         except NotAnImage as exc:
             return failed_request(request, f"the tool returned {exc}", _since(started),
                                   failure="not_image")
@@ -107,13 +110,6 @@ class Dispatch:
             seconds=_since(started),
             attempt=request["attempt"],
         )
-
-
-def _check(image: ImageRef, store: ArtifactStore) -> str | None:
-    try:
-        return image_problem(store.get(image))
-    except (OSError, ValueError) as exc:
-        return f"is missing from the artifact store ({exc})"
 
 
 def _since(started: float) -> float:

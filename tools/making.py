@@ -17,6 +17,8 @@ class Made:
     image: ImageRef
     backend: str
     provenance: dict[str, Any]
+    data: bytes
+    """The image's bytes, as stored."""
 
 
 def make_image(
@@ -31,7 +33,7 @@ def make_image(
     cache = ToolCache(store) if ctx.tool_cache else None
     key = cache.key(tool, request, ctx, source) if cache else None
     if cache and key and (hit := cache.get(key)):
-        return Made(hit.image, hit.backend, {**hit.provenance, "cached": True})
+        return Made(hit.image, hit.backend, {**hit.provenance, "cached": True}, hit.data)
     call = ToolCall(
         request=request,
         context=ctx,
@@ -45,4 +47,4 @@ def make_image(
     image = store.put(output.data)
     if cache and key:
         cache.put(key, image, output.backend, provenance)
-    return Made(image, output.backend, provenance)
+    return Made(image, output.backend, provenance, output.data)
