@@ -57,7 +57,10 @@ class Context:
     """``diffusers:<model id or path>`` or ``openai:<model>``."""
     images_base_url: str | None = _env("LLMI_IMAGES_BASE_URL", "")
     """Base URL of the OpenAI-compatible images API; empty falls back to ``base_url``."""
-    image_size: str | None = _env("LLMI_IMAGE_SIZE", "1024x1024")
+    image_size: str | None = _env("LLMI_IMAGE_SIZE", "")
+    """Size of generated images, ``WxH``; empty leaves it to the backend: a diffusers
+    pipeline's native size (512x512 for SD 1.5, 1024x1024 for SDXL or Flux), the images
+    API's own default size."""
     edit_size: str | None = _env("LLMI_EDIT_SIZE", "")
     """Size of edited images, ``WxH``; empty keeps the source image's size."""
     diffusion_steps: int | None = _env("LLMI_DIFFUSION_STEPS", 0)

@@ -82,7 +82,6 @@ def test_web_search_through_the_downloader(context: Context) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.filterwarnings("ignore:.*torch_dtype.*:FutureWarning")
 def test_web_search_and_local_diffusers_pipelines(context: Context, tmp_path: Path) -> None:
     pytest.importorskip("diffusers")
     from llmi.tools.pipelines import release_pipelines

@@ -31,9 +31,9 @@ from llmi.tools import pipelines  # noqa: E402
 from llmi.tools.base import ToolCall, ToolError, ToolOutput  # noqa: E402
 from llmi.tools.pipelines import image_edit, release_pipelines, text_to_image  # noqa: E402
 
-# diffusers >= 0.42 prefers `dtype=`; older releases only take `torch_dtype=`, which we pass.
-pytestmark = pytest.mark.filterwarnings("ignore:.*torch_dtype.*:FutureWarning")
-
+# The backend passes the dtype under the name the installed diffusers takes, so its
+# deprecation warning would be a bug.
+pytestmark = pytest.mark.filterwarnings("error:.*torch_dtype.*:FutureWarning")
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_torch_thread() -> Iterator[None]:

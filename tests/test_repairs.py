@@ -358,7 +358,6 @@ def test_a_retry_seed_reaches_the_images_api() -> None:
     assert server.requests[0].fields["seed"] == 1234 and out.provenance["seed"] == 1234
 
 
-@pytest.mark.filterwarnings("ignore:.*torch_dtype.*:FutureWarning")
 def test_a_retry_seed_reaches_the_diffusers_pipeline(tmp_path: Path) -> None:
     pytest.importorskip("diffusers")
     from tiny_pipelines import save_text_to_image

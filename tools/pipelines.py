@@ -12,9 +12,13 @@ each with its own seed; edits run one at a time.
   Only arguments the pipeline's ``__call__`` names are passed.
 - Seeds: the request's ``params['seed']`` (a verifier's retry), else ``LLMI_SEED`` + the
   slot index, else a drawn seed; the seed used is recorded.
+- Size: ``LLMI_IMAGE_SIZE`` when set; else the pipeline's native size, the one it was
+  trained at and draws when given none (512x512 for Stable Diffusion 1.5, 1024x1024 for
+  SDXL, SD3, Flux, PixArt-Sigma 1024, Sana 1024 and Qwen-Image). Sides are rounded to the
+  multiple the pipeline needs and the image is resized to the setting.
 - Edits: the source is flattened to RGB (transparency on white) and worked on at its own
-  size, scaled down to at most ``LLMI_IMAGE_SIZE``'s pixel count; the result comes back at
-  ``LLMI_EDIT_SIZE`` or the source's size.
+  size, scaled down to at most the pixel count of ``LLMI_IMAGE_SIZE`` (else the native
+  size); the result comes back at ``LLMI_EDIT_SIZE`` or the source's size.
 """
 
 from __future__ import annotations
@@ -31,8 +35,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import diffusers
 import torch
 from diffusers import DiffusionPipeline
+from packaging.version import Version
 from PIL import Image
 
 from llmi.context import Context, env_name
@@ -96,13 +102,13 @@ atexit.register(release_pipelines)
 def _generate(model: str, call: ToolCall, window_s: float, max_batch: int) -> ToolOutput:
     ctx = call.context
     deadline = time.monotonic() + call.deadline_s
-    size = _parse_size(ctx.image_size, "image_size")
     runner = _runner(model, ctx.device or "", deadline)
-    options = _options(runner.pipe, ctx, size)
+    size = _parse_size(ctx.image_size, "image_size") if ctx.image_size else None
+    options = _options(runner.pipe, ctx, size or _native_size(runner.pipe))
     job = _Job(_prompt(call), _seed(ctx, call), options, deadline,
                window_s=window_s, max_batch=max_batch)
     image = runner.run(job)
-    if "width" in options:
+    if size is not None and "width" in options:
         image = _fit(image, size)
     provenance = _provenance(runner, job, image.size)
     return ToolOutput(data=_png(image), backend=BACKEND, provenance=provenance)
@@ -113,7 +119,6 @@ def _edit(model: str, call: ToolCall) -> ToolOutput:
     deadline = time.monotonic() + call.deadline_s
     source = _source_rgb(call.source_image)
     target = _parse_size(ctx.edit_size, "edit_size") if ctx.edit_size else source.size
-    budget = math.prod(_parse_size(ctx.image_size, "image_size"))
     runner = _runner(model, ctx.device or "", deadline)
     if "image" not in _parameters(runner.pipe):
         raise ToolError(
@@ -122,6 +127,7 @@ def _edit(model: str, call: ToolCall) -> ToolOutput:
             "editing pipeline such as InstructPix2Pix",
             kind="config",
         )
+    budget = math.prod(_edit_budget(runner, ctx))
     work = _working_size(target, budget, _size_multiple(runner.pipe))
     options = _options(runner.pipe, ctx, work)
     job = _Job(_prompt(call), _seed(ctx, call), options, deadline, image=_fit(source, work))
@@ -129,6 +135,20 @@ def _edit(model: str, call: ToolCall) -> ToolOutput:
     provenance = _provenance(runner, job, image.size)
     provenance["source_size"] = _size_text(source.size)
     return ToolOutput(data=_png(image), backend=BACKEND, provenance=provenance)
+
+
+def _edit_budget(runner: _Runner, ctx: Context) -> tuple[int, int]:
+    """The size whose pixel count an edit works within."""
+    if ctx.image_size:
+        return _parse_size(ctx.image_size, "image_size")
+    native = _native_size(runner.pipe)
+    if native is None:
+        raise ToolError(
+            f"cannot tell the native size of the diffusers pipeline {runner.model!r} "
+            f"({type(runner.pipe).__name__}); set {env_name('image_size')}=WxH",
+            kind="config",
+        )
+    return native
 
 
 def _model(argument: str, setting: str) -> str:
@@ -172,7 +192,7 @@ def _provenance(runner: _Runner, job: _Job, size: tuple[int, int]) -> dict[str, 
 # --- call options ---------------------------------------------------------------------
 
 
-def _options(pipe: Any, ctx: Context, size: tuple[int, int]) -> dict[str, Any]:
+def _options(pipe: Any, ctx: Context, size: tuple[int, int] | None) -> dict[str, Any]:
     """Keyword arguments of the pipeline call, apart from prompt, generator and image."""
     accepted = _parameters(pipe)
     options: dict[str, Any] = {}
@@ -181,7 +201,7 @@ def _options(pipe: Any, ctx: Context, size: tuple[int, int]) -> dict[str, Any]:
         options["num_inference_steps"] = int(steps)
     if guidance is not None and guidance >= 0 and "guidance_scale" in accepted:
         options["guidance_scale"] = float(guidance)
-    if "width" in accepted and "height" in accepted:
+    if size is not None and "width" in accepted and "height" in accepted:
         multiple = _size_multiple(pipe)
         options["width"], options["height"] = (_round_to(side, multiple) for side in size)
     if "output_type" in accepted:
@@ -203,9 +223,42 @@ def _default(parameters: dict[str, inspect.Parameter], name: str) -> Any:
     return parameter.default
 
 
-def _size_multiple(pipe: Any) -> int:
-    # Stable Diffusion pipelines insist on multiples of 8 whatever their VAE's factor.
+def _native_size(pipe: Any) -> tuple[int, int] | None:
+    """The (width, height) the pipeline draws when given none, found as its own ``__call__``
+    finds it: latent sample size times the VAE's factor, else the call's default."""
     factor = getattr(pipe, "vae_scale_factor", None)
+    sample = _sample_size(pipe)
+    if isinstance(factor, int) and sample is not None:
+        return sample[0] * factor, sample[1] * factor
+    width, height = (_default(_parameters(pipe), side) for side in ("width", "height"))
+    if isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0:
+        return width, height
+    return None
+
+
+def _sample_size(pipe: Any) -> tuple[int, int] | None:
+    """The latent (width, height): ``default_sample_size`` (SDXL, SD3, Flux, Qwen-Image), else
+    the denoiser's configured ``sample_size`` (Stable Diffusion 1.x/2.x, PixArt, Sana)."""
+    sample = getattr(pipe, "default_sample_size", None)
+    if not isinstance(sample, int):
+        denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+        sample = getattr(getattr(denoiser, "config", None), "sample_size", None)
+    if isinstance(sample, int) and sample > 0:
+        return sample, sample
+    if isinstance(sample, (list, tuple)) and len(sample) == 2 and all(
+            isinstance(side, int) and side > 0 for side in sample):
+        return sample[1], sample[0]  # configs list it as (height, width)
+    return None
+
+
+def _size_multiple(pipe: Any) -> int:
+    """What image sides must be a multiple of: the pipeline's image processor's factor (twice
+    the VAE's for Flux and Qwen-Image, which pack 2x2 latents), at least 8, which Stable
+    Diffusion pipelines insist on whatever their VAE's factor."""
+    processor = getattr(getattr(pipe, "image_processor", None), "config", None)
+    factor = getattr(processor, "vae_scale_factor", None)
+    if not isinstance(factor, int):
+        factor = getattr(pipe, "vae_scale_factor", None)
     return max(8, factor) if isinstance(factor, int) else 8
 
 
@@ -269,6 +322,11 @@ def _png(image: Image.Image) -> bytes:
 # --- loading: one pipeline per (model, device, dtype) ---------------------------------
 
 _runners: dict[tuple[str, str, str], _Runner] = {}
+# diffusers 0.40 renamed from_pretrained's ``torch_dtype`` to ``dtype`` and warns on the old
+# name; older releases know only ``torch_dtype``. Both arrive through **kwargs, so the
+# release tells which to pass.
+_DTYPE_ARGUMENT = ("dtype" if Version(diffusers.__version__).release >= (0, 40)
+                   else "torch_dtype")
 _load_lock = threading.Lock()
 
 
@@ -321,7 +379,7 @@ def _cuda_has_bf16(device: str) -> bool:
 
 def _load(model: str, device: str, dtype: torch.dtype) -> Any:
     try:
-        pipe = DiffusionPipeline.from_pretrained(model, torch_dtype=dtype)
+        pipe = DiffusionPipeline.from_pretrained(model, **{_DTYPE_ARGUMENT: dtype})
     except Exception as error:  # noqa: BLE001 - hub, file and config errors of every kind
         raise ToolError(f"cannot load the diffusers pipeline {model!r}: {_reason(error)}",
                         kind="config") from error
