@@ -12,7 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from PIL import Image
+from PIL import ExifTags, Image, ImageCms, ImageOps
 
 from llmi.state import ImageRef
 
@@ -24,9 +24,35 @@ _MIME = {
     "WEBP": "image/webp",
     "GIF": "image/gif",
 }
-IMAGE_FORMATS = tuple(_MIME)
-"""Pillow format names of the images llmi accepts."""
 _EXT = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "image/gif": ".gif"}
+
+
+def _registered(formats: tuple[str, ...]) -> tuple[str, ...]:
+    Image.init()
+    return tuple(name for name in formats if name in Image.OPEN)
+
+
+IMAGE_FORMATS = _registered(tuple(_MIME))
+"""The Pillow plugins that open the images llmi accepts, for ``Image.open(formats=...)``.
+
+Only those this Pillow registers: current Pillow opens MPO files through its JPEG
+plugin and has no "MPO" opener, and naming a missing one makes ``Image.open`` raise
+KeyError for every image the plugins before it do not open.
+"""
+IMAGE_SUFFIXES = frozenset(
+    suffix for suffix, name in Image.registered_extensions().items() if name in _MIME
+)
+"""File name suffixes of those formats (``.jpg``, ``.jpeg``, ``.mpo``, ``.webp``, ...)."""
+
+STORED_FORMATS = frozenset({"PNG", "JPEG", "MPO"})
+"""The formats the store keeps as they are: every reader of stored images takes them
+(browsers, Markdown viewers, the vision APIs' data URLs, llama.cpp's image loader,
+image edit uploads). WebP is not among them, as llama.cpp's server does not read it."""
+_STORED_MODES = frozenset({"1", "L", "P", "RGB", "RGBA"})
+_SIXTEEN_BIT = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
+_ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBa"})
+JPEG_QUALITY = 90
+"""For re-encoding images that were lossy already; lossless ones become PNG."""
 
 # Pixel cap checked from the header before anything decodes the image.
 MAX_PIXELS = 64_000_000
@@ -39,16 +65,116 @@ class NotAnImage(ValueError):
 def inspect_image(data: bytes) -> tuple[str, int, int]:
     """Return (mime, width, height) from the image header; raise NotAnImage."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as img:
             width, height = img.size
             mime = _MIME.get(img.format or "")
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise NotAnImage(f"not a readable image: {exc}") from None
     if mime is None:
         raise NotAnImage("unsupported image format (use PNG, JPEG, WebP or GIF)")
+    _check_pixels(width, height)
+    return mime, width, height
+
+
+def _check_pixels(width: int, height: int) -> None:
     if width * height > MAX_PIXELS:
         raise NotAnImage(f"image too large: {width}x{height} pixels")
-    return mime, width, height
+
+
+def normalise_image(data: bytes) -> bytes:
+    """The image as the store keeps it: a still, upright, 8-bit PNG or JPEG.
+
+    ``data`` comes back unchanged when it already is one (a JPEG is not re-encoded for
+    nothing). Otherwise the first frame is turned upright by its EXIF orientation, brought
+    to RGB, RGBA or L (CMYK through its ICC profile, 16 bits scaled to 8, palette or grey
+    with transparency to RGBA) and saved as PNG, or as JPEG when the source was lossy and
+    has no alpha, so a photo stays photo-sized and a lossless image loses nothing.
+    The pixel cap is checked from the header first. Raises NotAnImage.
+    """
+    try:
+        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as img:
+            _check_pixels(*img.size)
+            if _is_stored_form(img):
+                return data
+            return _reencoded(img, lossy=_is_lossy(img, data))
+    except NotAnImage:
+        raise
+    except Exception as exc:  # Pillow raises many exception types on malformed input
+        raise NotAnImage(f"not a readable image: {exc}") from None
+
+
+def _is_stored_form(img: Image.Image) -> bool:
+    return (
+        img.format in STORED_FORMATS
+        and img.mode in _STORED_MODES
+        and "transparency" not in img.info
+        and not _is_animation(img)
+        and img.getexif().get(ExifTags.Base.Orientation, 1) == 1
+    )
+
+
+def _is_animation(img: Image.Image) -> bool:
+    # An MPO's further pictures are not frames: JPEG readers show its first picture.
+    return getattr(img, "n_frames", 1) > 1 and img.format != "MPO"
+
+
+def _is_lossy(img: Image.Image, data: bytes) -> bool:
+    if img.format in ("JPEG", "MPO"):
+        return True
+    return img.format == "WEBP" and _webp_first_image_chunk(data) == b"VP8 "
+
+
+def _webp_first_image_chunk(data: bytes) -> bytes | None:
+    """``VP8 `` (lossy) or ``VP8L`` (lossless): the chunk of a WebP's first image."""
+    pos = 12  # after "RIFF", the size and "WEBP"
+    while pos + 8 <= len(data):
+        fourcc = data[pos : pos + 4]
+        if fourcc in (b"VP8 ", b"VP8L"):
+            return fourcc
+        if fourcc == b"ANMF":  # an animation frame: 16 bytes of frame header, then its chunks
+            pos += 8 + 16
+            continue
+        size = int.from_bytes(data[pos + 4 : pos + 8], "little")
+        pos += 8 + size + (size & 1)
+    return None
+
+
+def _reencoded(img: Image.Image, *, lossy: bool) -> bytes:
+    frame = ImageOps.exif_transpose(img)  # a copy of the first frame, upright
+    icc = frame.info.get("icc_profile")
+    if frame.mode == "CMYK":
+        frame, icc = _cmyk_to_rgb(frame, icc), None
+    frame = _web_mode(frame)
+    options = {"exif": frame.info.get("exif", b""), "icc_profile": icc}
+    out = io.BytesIO()
+    if lossy and frame.mode in ("L", "RGB"):
+        frame.save(out, "JPEG", quality=JPEG_QUALITY, **options)
+    else:
+        frame.save(out, "PNG", **options)
+    return out.getvalue()
+
+
+def _cmyk_to_rgb(frame: Image.Image, icc: bytes | None) -> Image.Image:
+    """Through the image's own CMYK profile when it has one, as print files do."""
+    if icc:
+        try:
+            profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            return ImageCms.profileToProfile(
+                frame, profile, ImageCms.createProfile("sRGB"), outputMode="RGB"
+            )
+        except (ImageCms.PyCMSError, OSError):
+            pass  # a broken profile: the plain conversion below
+    return frame.convert("RGB")
+
+
+def _web_mode(frame: Image.Image) -> Image.Image:
+    """The frame in one of the stored modes; alpha and transparency become RGBA."""
+    if frame.mode in _SIXTEEN_BIT:
+        # convert("L") would clip every value over 255 to white instead of scaling.
+        return frame.convert("I").point(lambda value: value / 256).convert("L")
+    if frame.mode in _ALPHA_MODES or "transparency" in frame.info:
+        return frame.convert("RGBA")
+    return frame if frame.mode in _STORED_MODES else frame.convert("RGB")
 
 
 def extension(mime: str) -> str:
@@ -62,6 +188,15 @@ class ArtifactStore:
         self.root = Path(root).expanduser().resolve()
 
     def put(self, data: bytes) -> ImageRef:
+        """Store the image normalised (see ``normalise_image``); raises NotAnImage."""
+        return self.put_normalised(data)[0]
+
+    def put_normalised(self, data: bytes) -> tuple[ImageRef, bytes]:
+        """Store the image normalised; its ref and the bytes as stored."""
+        data = normalise_image(data)
+        return self._keep(data), data
+
+    def _keep(self, data: bytes) -> ImageRef:
         mime, width, height = inspect_image(data)
         digest = hashlib.sha256(data).hexdigest()
         path = self._path(digest, mime)
@@ -78,7 +213,8 @@ class ArtifactStore:
     def find(self, digest: str) -> ImageRef | None:
         """The stored image with this sha256, if there is one."""
         stored = next((self.root / digest[:2]).glob(f"{digest}.*"), None) if digest else None
-        return self.put_file(stored) if stored else None
+        # As stored: an image kept before normalisation keeps its sha256.
+        return self._keep(stored.read_bytes()) if stored else None
 
     def get(self, ref: ImageRef) -> bytes:
         data = self.path(ref).read_bytes()

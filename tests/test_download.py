@@ -6,9 +6,12 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from PIL import Image
 
+from llmi.artifacts import IMAGE_FORMATS, ArtifactStore, NotAnImage
 from llmi.context import Context
 from llmi.tools.base import ToolError
 from llmi.tools.download import USER_AGENT, Candidate, DownloadPolicy, fetch_image, first_valid
@@ -22,6 +25,7 @@ from http_standins import (
     serve,
     standin_server,
 )
+from image_kinds import KINDS, Kind, check_stored, encode, halves
 
 GOOD = png(400, 300)
 
@@ -81,6 +85,8 @@ ROUTES = {
     "/r2": redirect("/r1", 301),
     "/r3": redirect("r2", 307),  # relative
     "/loop": redirect("/loop"),
+    "/bitmap.bmp": serve(encode(halves("RGB", "red", "blue"), "BMP"), "image/bmp"),
+    **{f"/kinds/{kind.file_name}": serve(kind.data, kind.content_type) for kind in KINDS},
 }
 
 
@@ -142,6 +148,22 @@ def test_redirects_within_allowed_hosts_are_followed(host: Standin, policy: Down
     assert [r["path"] for r in host.seen] == ["/r3", "/r2", "/r1", "/good.png"]
 
 
+@pytest.mark.parametrize("kind", KINDS, ids=lambda kind: kind.name)
+def test_every_kind_of_web_image_downloads_and_is_stored_upright_and_still(
+    host: Standin, policy: DownloadPolicy, kind: Kind, tmp_path: Path
+) -> None:
+    data = fetch_image(host.url(f"/kinds/{kind.file_name}"), policy)
+    assert data == kind.data
+    check_stored(ArtifactStore(tmp_path), data, kind)
+
+
+def test_only_formats_this_pillow_can_open_are_named() -> None:
+    # Naming one Pillow lacks (MPO opens through the JPEG plugin) breaks every format after it.
+    Image.init()
+    assert set(IMAGE_FORMATS) <= set(Image.OPEN)
+    assert {"PNG", "JPEG", "WEBP", "GIF"} <= set(IMAGE_FORMATS)
+
+
 # --- content that is not a usable image ------------------------------------------------
 
 
@@ -150,6 +172,7 @@ def test_redirects_within_allowed_hosts_are_followed(host: Standin, policy: Down
     [
         ("/html.jpg", "not_image"),
         ("/truncated.png", "not_image"),
+        ("/bitmap.bmp", "not_image"),
         ("/small.png", "too_small"),
         ("/bomb.png", "too_large"),
     ],
@@ -166,6 +189,19 @@ def test_the_pixel_cap_is_checked_from_the_header(host: Standin, policy: Downloa
     error = failure(host.url("/many-pixels.png"), tight)
     assert error.kind == "too_large"
     assert "2000x2000" in str(error)
+
+
+def test_the_store_checks_the_pixel_cap_before_decoding(tmp_path: Path) -> None:
+    # Over llmi's cap, under the size at which Pillow itself refuses to open an image.
+    with pytest.raises(NotAnImage, match="9000x8000"):
+        ArtifactStore(tmp_path).put(png_declaring(9000, 8000))
+
+
+def test_a_broken_image_that_needs_normalising_is_refused_clearly(tmp_path: Path) -> None:
+    cmyk = next(kind for kind in KINDS if kind.name == "cmyk-jpeg")
+    with pytest.raises(NotAnImage, match="not a readable image"):
+        ArtifactStore(tmp_path).put(cmyk.data[: len(cmyk.data) // 2])
+    assert not any(tmp_path.rglob("*.*"))
 
 
 def test_an_endless_body_is_cut_at_the_byte_cap(host: Standin, policy: DownloadPolicy) -> None:

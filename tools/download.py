@@ -37,7 +37,6 @@ from llmi.tools.retry import retry_transient
 
 USER_AGENT = f"llmi/{__version__} (+image fetch)"
 MAX_REDIRECTS = 5
-# The formats the artifact store accepts.
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
@@ -271,7 +270,11 @@ def _read_capped(response: httpcore.Response, max_bytes: int, budget: _Budget) -
 
 
 def _check_image(data: bytes, policy: DownloadPolicy) -> None:
-    """Header checks first, so a decompression bomb is refused before it decodes."""
+    """Header checks first, so a decompression bomb is refused before it decodes.
+
+    Only the plugins of the accepted formats parse the untrusted bytes; the artifact
+    store later turns what passes into an upright still PNG or JPEG.
+    """
     try:
         with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as img:
             _check_size(*img.size, policy)

@@ -24,11 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from llmi.artifacts import inspect_image
+from llmi.artifacts import IMAGE_SUFFIXES, inspect_image
 from llmi.context import default_cache_dir
 from llmi.tools.base import Backend, ToolCall, ToolError, ToolOutput
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif"})
 SIDECAR_SUFFIXES = (".json", ".txt")
 
 FIELD_WEIGHTS = {

@@ -44,7 +44,7 @@ def make_image(
     provenance = dict(output.provenance)
     if source:
         provenance.setdefault("edited", source["sha256"])
-    image = store.put(output.data)
+    image, data = store.put_normalised(output.data)
     if cache and key:
         cache.put(key, image, output.backend, provenance)
-    return Made(image, output.backend, provenance, output.data)
+    return Made(image, output.backend, provenance, data)
