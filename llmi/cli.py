@@ -35,10 +35,11 @@ from llmi.evaluation.runner import Evaluation
 from llmi.evaluation.scorers import NAMES, build_scorers
 from llmi.graphs.document import build_graph
 from llmi.graphs.tts import build_tts_graph
-from llmi.models import ModelNotConfigured
+from llmi.models import ModelNotConfigured, SettingRefused
 from llmi.nodes.candidates import NoCandidate
 from llmi.nodes.intake import BadInputImage
 from llmi.progress import SlotProgress
+from llmi.reasoning import NoAnswer
 
 
 SCORERS = [name.replace("_", "-") for name in NAMES]
@@ -294,6 +295,11 @@ def _stream(inputs: dict[str, Any] | None, settings: RunSettings, ctx: Context, 
             raise Interrupted(thread_id) from None
         except ModelNotConfigured as exc:
             raise CliError(str(exc), "or try `llmi demo`") from None
+        except NoAnswer as exc:
+            raise CliError(str(exc), "the document is the answer that follows a model's "
+                           "reasoning; LLMI_MAX_TOKENS sets the planner's token limit") from None
+        except SettingRefused as exc:
+            raise CliError(str(exc), f"change {exc.setting}") from None
         except openai.APIConnectionError as exc:
             raise _server_error(ctx, exc) from None
         except openai.APIStatusError as exc:

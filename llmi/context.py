@@ -32,6 +32,11 @@ class Context:
     """Base URL of the OpenAI-compatible server: OpenAI, vLLM, SGLang, Ollama."""
     api_key: str | None = _env("OPENAI_API_KEY", "", secret=True)
     temperature: float | None = _env("LLMI_TEMPERATURE", 0.7)
+    """The planner's temperature (repairs and polish use it too); negative sends none, so
+    the model's default applies. Models that take only their default are sent none."""
+    max_tokens: int | None = _env("LLMI_MAX_TOKENS", 0)
+    """Most tokens one reply of the planner's model may have, reasoning included; 0 sends
+    no limit, so the server's default applies."""
     model_timeout: float | None = _env("LLMI_MODEL_TIMEOUT", 120.0)
     """Seconds to wait for one reply of the chat model."""
     search_backend: str | None = _env("LLMI_SEARCH", "")
@@ -87,6 +92,14 @@ class Context:
     """Text judge: scores a draft's text and tags; empty leaves those scores unknown."""
     vision_judge_model: str | None = _env("LLMI_VISION_JUDGE_MODEL", "")
     """Vision judge: scores the images, and checks each image against its text."""
+    judge_temperature: float | None = _env("LLMI_JUDGE_TEMPERATURE", 0.0)
+    """The text judge's temperature; negative sends none (the model's default)."""
+    judge_max_tokens: int | None = _env("LLMI_JUDGE_MAX_TOKENS", 0)
+    """Most tokens one reply of the text judge may have; 0 sends no limit."""
+    vision_judge_temperature: float | None = _env("LLMI_VISION_JUDGE_TEMPERATURE", 0.0)
+    """The vision judge's temperature; negative sends none (the model's default)."""
+    vision_judge_max_tokens: int | None = _env("LLMI_VISION_JUDGE_MAX_TOKENS", 0)
+    """Most tokens one reply of the vision judge may have; 0 sends no limit."""
     judge_base_url: str | None = _env("LLMI_JUDGE_BASE_URL", "")
     """Server of the judges; empty falls back to ``base_url``."""
     reward_weights: str | None = _env("LLMI_REWARD_WEIGHTS", "0.2,0.3,0.5")

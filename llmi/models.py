@@ -1,52 +1,244 @@
-"""The chat models behind the planner, the repairs and the judges."""
+"""The chat models behind the planner, the repairs and the judges, and what each is sent.
+
+What a request may carry depends on the model, not on the host, since gateways sit in
+front of most hosted models: ``FAMILIES`` says, per family of model names, whether a
+temperature other than the default may be sent and which field carries the maximum
+output tokens. A server that still refuses one of those parameters raises
+``SettingRefused``, which names the llmi setting to change.
+"""
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import openai
 from langchain_core.language_models import BaseChatModel
+from langchain_core.outputs import ChatResult
 from langchain_openai import ChatOpenAI
 
-from llmi.context import Context
+from llmi.context import Context, env_name
 
 
 class ModelNotConfigured(RuntimeError):
     """No chat model is configured for this run."""
 
 
-def chat_model(
-    ctx: Context, *, temperature: float | None = None, seed: int | None = None
-) -> BaseChatModel:
-    """The planner's OpenAI-compatible chat model: OpenAI, vLLM, SGLang or Ollama.
+class SettingRefused(RuntimeError):
+    """The model server refused a sampling parameter that an llmi setting sent."""
 
-    ``temperature`` and ``seed`` override the context's sampling (test-time scaling
-    samples each candidate differently).
-    """
+    def __init__(self, message: str, setting: str) -> None:
+        super().__init__(message)
+        self.setting = setting
+
+
+@dataclass(frozen=True)
+class Family:
+    """Models whose requests take the same sampling parameters."""
+
+    name: str
+    pattern: str
+    """Matched at the start of the model's name, after any gateway prefix (``openai/``)."""
+    docs: str
+    temperature: bool
+    """False: the model takes only its default temperature, so none is sent."""
+    limit_field: str
+    """The request field that carries the maximum output tokens."""
+
+
+FAMILIES: tuple[Family, ...] = (
+    Family(
+        "OpenAI o-series reasoning models (o1, o3, o3-mini, o4-mini, ...)", r"o\d",
+        "https://platform.openai.com/docs/guides/reasoning and the Chat Completions "
+        "reference: temperature only 1 ('Only the default (1) value is supported'); "
+        "max_tokens 'is not compatible with o-series models', max_completion_tokens is",
+        temperature=False, limit_field="max_completion_tokens",
+    ),
+    Family(
+        "OpenAI GPT-5 reasoning models (gpt-5, gpt-5-mini, gpt-5-nano, gpt-5.1, ...)",
+        r"gpt-5(?!\S*chat)",
+        "https://platform.openai.com/docs/guides/latest-model: temperature and top_p only "
+        "with reasoning effort none, which llmi does not set; langchain-openai's ChatOpenAI "
+        "drops any other temperature for these names too",
+        temperature=False, limit_field="max_completion_tokens",
+    ),
+    Family(
+        "other OpenAI chat models (gpt-4o, gpt-4.1, gpt-5-chat-latest, chatgpt-4o-latest)",
+        r"(?:gpt-(?!oss)|chatgpt-)",
+        "https://platform.openai.com/docs/api-reference/chat/create: max_tokens is "
+        "deprecated in favour of max_completion_tokens",
+        temperature=True, limit_field="max_completion_tokens",
+    ),
+    Family(
+        "any other model on an OpenAI-compatible server (vLLM, SGLang, Ollama, llama.cpp, "
+        "DeepSeek)", r"",
+        "max_tokens is the field all of them document (Ollama's OpenAI compatibility page "
+        "lists max_tokens and not max_completion_tokens; llama.cpp's server reads "
+        "max_tokens or n_predict)",
+        temperature=True, limit_field="max_tokens",
+    ),
+)
+
+
+def family_of(model: str) -> Family:
+    """The first family of ``FAMILIES`` whose pattern matches the model's name."""
+    name = model.rsplit("/", 1)[-1].lower()
+    return next(f for f in FAMILIES if re.match(f.pattern, name))
+
+
+@dataclass(frozen=True)
+class Role:
+    """A use of a chat model, and the Context fields of its settings."""
+
+    name: str
+    model: str
+    temperature: str
+    max_tokens: str
+
+    @property
+    def limit_setting(self) -> str:
+        """The environment variable of this role's maximum output tokens."""
+        return env_name(self.max_tokens)
+
+
+PLANNER = Role("the planner", "model", "temperature", "max_tokens")
+"""The model that writes drafts; repairs and polish use it as well."""
+TEXT_JUDGE = Role("the text judge", "judge_model", "judge_temperature", "judge_max_tokens")
+VISION_JUDGE = Role("the vision judge", "vision_judge_model", "vision_judge_temperature",
+                    "vision_judge_max_tokens")
+
+
+def chat_model(ctx: Context) -> BaseChatModel:
+    """The planner's OpenAI-compatible chat model: OpenAI, vLLM, SGLang, Ollama, llama.cpp."""
     if not ctx.model:
         raise ModelNotConfigured(
             "no chat model is configured: set LLMI_MODEL (and OPENAI_BASE_URL for a "
             "local server such as vLLM or Ollama, OPENAI_API_KEY for a hosted one)"
         )
-    return _openai(ctx, ctx.model, ctx.base_url,
-                   ctx.temperature if temperature is None else temperature, seed)
+    return _openai(ctx, PLANNER, ctx.base_url)
 
 
 def judge_model(ctx: Context, *, vision: bool = False) -> BaseChatModel | None:
     """The text judge, or with ``vision`` the vision judge; None when not configured."""
-    name = ctx.vision_judge_model if vision else ctx.judge_model
-    if not name:
+    role = VISION_JUDGE if vision else TEXT_JUDGE
+    if not getattr(ctx, role.model):
         return None
-    return _openai(ctx, name, ctx.judge_base_url or ctx.base_url, 0.0, None)
+    return _openai(ctx, role, ctx.judge_base_url or ctx.base_url)
 
 
-def _openai(
-    ctx: Context, model: str, base_url: str | None, temperature: float, seed: int | None
-) -> ChatOpenAI:
-    return ChatOpenAI(
-        model=model,
+def temperature_for(ctx: Context, role: Role, temperature: float | None = None) -> float | None:
+    """The temperature to send for ``role`` (``temperature`` instead of its setting), or
+    None to send none: the setting is negative, or the model takes only its default."""
+    value = getattr(ctx, role.temperature) if temperature is None else temperature
+    if value < 0 or not family_of(getattr(ctx, role.model) or "").temperature:
+        return None
+    return value
+
+
+def sampling_kwargs(ctx: Context, role: Role) -> dict[str, Any]:
+    """ChatOpenAI's arguments for ``role``'s temperature and maximum output tokens."""
+    model = getattr(ctx, role.model)
+    kwargs: dict[str, Any] = {"temperature": temperature_for(ctx, role)}
+    limit = getattr(ctx, role.max_tokens)
+    if limit > 0:
+        if family_of(model).limit_field == "max_completion_tokens":
+            # ChatOpenAI sends its max_tokens as max_completion_tokens.
+            kwargs["max_tokens"] = limit
+        else:
+            kwargs["extra_body"] = {"max_tokens": limit}
+    return kwargs
+
+
+class LlmiChatOpenAI(ChatOpenAI):
+    """ChatOpenAI that keeps the reasoning a server returns beside the answer, and says
+    which llmi setting a refused sampling parameter came from.
+
+    ChatOpenAI drops the non-standard ``reasoning_content`` (DeepSeek, SGLang, vLLM before
+    0.11, llama.cpp) and ``reasoning`` (vLLM 0.11+, Ollama) fields; they are kept in
+    ``additional_kwargs["reasoning_content"]``, as LangChain's provider packages do.
+    """
+
+    llmi_role: str = ""
+    llmi_settings: dict[str, str] = {}
+    """Request field -> the environment variable of the llmi setting that sets it."""
+
+    def _create_chat_result(self, response: Any, generation_info: dict | None = None) -> ChatResult:
+        result = super()._create_chat_result(response, generation_info)
+        raw = response if isinstance(response, dict) else response.model_dump()
+        for generation, choice in zip(result.generations, raw.get("choices") or []):
+            message = choice.get("message") or {}
+            reasoning = message.get("reasoning_content") or message.get("reasoning")
+            if isinstance(reasoning, str) and reasoning:
+                generation.message.additional_kwargs["reasoning_content"] = reasoning
+        return result
+
+    def _generate(self, *args: Any, **kwargs: Any) -> ChatResult:
+        try:
+            return super()._generate(*args, **kwargs)
+        except openai.BadRequestError as exc:
+            refused = self._refusal(exc)
+            if refused is None:
+                raise
+            raise refused from exc
+
+    async def _agenerate(self, *args: Any, **kwargs: Any) -> ChatResult:
+        try:
+            return await super()._agenerate(*args, **kwargs)
+        except openai.BadRequestError as exc:
+            refused = self._refusal(exc)
+            if refused is None:
+                raise
+            raise refused from exc
+
+    def _refusal(self, exc: openai.BadRequestError) -> SettingRefused | None:
+        field = refused_field(exc)
+        setting = self.llmi_settings.get(field or "")
+        if setting is None:
+            return None
+        if field == "temperature":
+            fix = (f"set {setting}=-1 to send no temperature (the model's default), or "
+                   f"{setting}=1")
+        else:
+            fix = f"set {setting}=0 to send no limit"
+        server = " ".join(server_message(exc).split())
+        return SettingRefused(
+            f"the model server refuses {field} for {self.llmi_role}'s model "
+            f"{self.model_name} ({server}); {fix}", setting,
+        )
+
+
+_QUOTED_FIELD = re.compile(r"'(temperature|max_tokens|max_completion_tokens)'")
+
+
+def refused_field(exc: openai.BadRequestError) -> str | None:
+    """The request field a 400 names: OpenAI's ``param``, else one quoted in the message."""
+    if exc.param:
+        return str(exc.param)
+    match = _QUOTED_FIELD.search(server_message(exc))
+    return match.group(1) if match else None
+
+
+def server_message(exc: openai.APIStatusError) -> str:
+    """The error's own message from the server's JSON body, else the client's."""
+    body = exc.body
+    message = body.get("message") if isinstance(body, dict) else None
+    return message if isinstance(message, str) and message else str(exc.message)
+
+
+def _openai(ctx: Context, role: Role, base_url: str | None) -> ChatOpenAI:
+    sampling = sampling_kwargs(ctx, role)
+    fields = {"temperature": env_name(role.temperature),
+              "max_tokens": env_name(role.max_tokens),
+              "max_completion_tokens": env_name(role.max_tokens)}
+    return LlmiChatOpenAI(
+        model=getattr(ctx, role.model),
         base_url=base_url or None,
         # Local OpenAI-compatible servers accept any key, but the client insists on one.
         api_key=ctx.api_key or ("EMPTY" if base_url else None),
-        temperature=temperature,
-        seed=seed,
         timeout=ctx.model_timeout,
         max_retries=1,
+        llmi_role=role.name,
+        llmi_settings=fields,
+        **sampling,
     )

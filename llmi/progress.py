@@ -88,7 +88,8 @@ def _candidate_line(node: str, candidate: dict[str, Any]) -> str:
     if node == "draft":
         if candidate.get("error"):
             return f"{name}: planning failed: {candidate['error']}"
-        return f"{name}: planned (temperature {candidate['sampling']['temperature']})"
+        temperature = candidate["sampling"]["temperature"]
+        return f"{name}: planned (temperature {'default' if temperature is None else temperature})"
     return f"{name}: reward {(candidate.get('scores') or {}).get('reward', 0):.2f}"
 
 

@@ -35,7 +35,8 @@ from llmi.context import Context
 from llmi.evaluation.datasets import image_bytes, prompt_text
 from llmi.nodes.dispatch import Dispatch
 from llmi.nodes.judge import TEXT_KEYS, VISION_KEYS, Judge, Scores
-from llmi.nodes.tags import parse_draft, without_thinking
+from llmi.nodes.tags import parse_draft
+from llmi.reasoning import no_answer_reason, split_reply
 from llmi.tools.registry import ToolRegistry, default_tools
 
 log = logging.getLogger(__name__)
@@ -78,11 +79,21 @@ class DocumentReward:
     def score(
         self, prompt: str, completion: str, *, images: Sequence[bytes] = (), image_num: int = 0
     ) -> Scores:
-        """Render ``completion``'s tags with the tools, then judge the document."""
+        """Render ``completion``'s tags with the tools, then judge the document.
+
+        The document is the completion's answer: its reasoning never runs a tool nor
+        reaches a judge. A completion with no answer (empty, only reasoning, or ending
+        inside an unclosed ``<think>``) has no document and scores 0, with the reason
+        in its errors.
+        """
         ctx = self.context
+        reply = split_reply(completion)
+        if reply.unfinished or not reply.answer:
+            return no_document(no_answer_reason(reply, who="the policy", limit="the trainer's "
+                                                "maximum completion length"))
         store = ArtifactStore(ctx.artifact_dir)
         inputs = [store.put(data) for data in images]
-        draft = without_thinking(completion)
+        draft = reply.answer
         plan = parse_draft(draft, self.tools.required_params(), n_inputs=len(inputs),
                            max_images=ctx.max_images)
         state = {"requests": plan.requests, "results": plan.failures, "inputs": inputs}
@@ -125,6 +136,19 @@ class DocumentReward:
         scored = self.score_all(samples)
         _report(scored, log_metric, log_extra, excluded=self.exclude_infrastructure)
         return [scores["reward"] for scores in scored]
+
+
+def no_document(reason: str) -> Scores:
+    """The scores of a completion that holds no document: 0, and why."""
+    return Scores(
+        rules={name: 0.0 for name in COMPONENTS[0][1]},
+        llm=dict.fromkeys(TEXT_KEYS),
+        vision={},
+        reward=0.0,
+        unknown=[f"llm.{key}" for key in TEXT_KEYS],
+        errors=[reason],
+        infrastructure_failures=0,
+    )
 
 
 def compute_score(

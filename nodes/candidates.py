@@ -19,7 +19,7 @@ from langgraph.types import Send
 from llmi.artifacts import ArtifactStore
 from llmi.context import Context, context_of
 from llmi.events import emitter
-from llmi.models import chat_model
+from llmi.models import PLANNER, chat_model, temperature_for
 from llmi.nodes.judge import Judge, rank
 from llmi.nodes.planner import Planner
 from llmi.state.candidates import Candidate, Sampling, ScalingState
@@ -38,10 +38,16 @@ class NoCandidate(RuntimeError):
 
 
 def sampling(index: int, ctx: Context) -> Sampling:
-    """Candidate ``index``'s temperature and seed: distinct, and the same on every run."""
+    """Candidate ``index``'s temperature and seed: distinct, and the same on every run.
+
+    When the planner sends no temperature (a negative setting, or a model that takes only
+    its default), the candidates differ by their seeds alone.
+    """
     offset = _SPREAD[index % len(_SPREAD)] + 0.05 * (index // len(_SPREAD))
     seed = (ctx.seed if ctx.seed >= 0 else 0) + index
-    return Sampling(temperature=round(min(1.5, max(0.0, ctx.temperature + offset)), 3), seed=seed)
+    base = temperature_for(ctx, PLANNER)
+    temperature = None if base is None else round(min(1.5, max(0.0, base + offset)), 3)
+    return Sampling(temperature=temperature, seed=seed)
 
 
 def fan_out_drafts(state: ScalingState, runtime: Runtime[Context]) -> list[Send]:
@@ -63,7 +69,8 @@ class Drafter:
     def __call__(self, task: dict[str, Any], runtime: Runtime[Context]) -> dict:
         ctx = context_of(runtime)
         settings: Sampling = task["sampling"]
-        model = (self.planner.model or chat_model(ctx)).bind(**settings)
+        sent = {name: value for name, value in settings.items() if value is not None}
+        model = (self.planner.model or chat_model(ctx)).bind(**sent)
         candidate = Candidate(id=task["id"], sampling=settings, pruned=False, error=None)
         try:
             document = self.planner.plan(task, ctx, model)

@@ -38,8 +38,8 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from llmi import rubrics
 from llmi.artifacts import ArtifactStore, NotAnImage, inspect_image
 from llmi.context import Context
-from llmi.models import judge_model
-from llmi.nodes.tags import without_thinking
+from llmi.models import TEXT_JUDGE, VISION_JUDGE, Role, judge_model
+from llmi.reasoning import NoAnswer, answer_of, cut_off_note, split_reply
 from llmi.state import ImageRef, ImageRequest, ImageResult, Segment, failed_result
 
 TEXT_KEYS = ("text", "image")
@@ -164,9 +164,10 @@ def parse_scores(text: str, keys: Sequence[str]) -> dict[str, int | None]:
     {"score": 4}}`` works); then prose such as ``Text: 4/5``, ``text score - 4`` or
     ``**Image**: 3``. When a key occurs more than once, the last occurrence counts,
     since judges tend to end with their verdict. A score out of another scale
-    (``8/10``) or outside 1-5 is None; one inside rounds half up (3.5 -> 4).
+    (``8/10``) or outside 1-5 is None; one inside rounds half up (3.5 -> 4). Reasoning
+    (``<think>`` blocks) is never read.
     """
-    text = without_thinking(text)
+    text = split_reply(text).answer
     scores = _scores_from_json(text, keys)
     for key in keys:
         if scores.get(key) is None:
@@ -244,8 +245,8 @@ def _score_from_prose(text: str, key: str) -> int | None:
 
 def parse_verdict(text: str) -> tuple[bool | None, str]:
     """(match, reason) from a relevance answer: JSON ``{"match": "yes", ...}`` or a
-    leading yes/no; (None, reason) when the answer says neither."""
-    text = without_thinking(text).strip()
+    leading yes/no; (None, reason) when the answer says neither. Reasoning is never read."""
+    text = split_reply(text).answer
     for obj in json_objects(text):
         fields = {_norm(str(k)): v for k, v in obj.items()}
         verdict = next((fields[k] for k in _VERDICT_KEYS if k in fields), None)
@@ -403,7 +404,7 @@ class Judge:
                 prompt=prompt, images_asked=rubrics.images_asked(image_num), draft=draft
             )),
         ]
-        return _ask(self.llm, messages, TEXT_KEYS, "text judge")
+        return _ask(self.llm, messages, TEXT_KEYS, TEXT_JUDGE)
 
     def judge_images(
         self,
@@ -420,10 +421,10 @@ class Judge:
         images and the document's text and images in reading order. The slots in
         ``unavailable`` are shown as missing through no fault of the document's."""
         if self.vlm is None:
-            return _ask(None, [], VISION_KEYS, "vision judge")
+            return _ask(None, [], VISION_KEYS, VISION_JUDGE)
         parts = _vision_parts(prompt, segments, results, store, inputs, image_num, unavailable)
         messages = [SystemMessage(rubrics.VISION_JUDGE_SYSTEM), HumanMessage(parts)]
-        return _ask(self.vlm, messages, VISION_KEYS, "vision judge")
+        return _ask(self.vlm, messages, VISION_KEYS, VISION_JUDGE)
 
     def check_relevance(
         self, image: bytes, description: str, context_text: str
@@ -446,7 +447,10 @@ class Judge:
             )),
         ])
         try:
-            answer = self.vlm.invoke([SystemMessage(rubrics.RELEVANCE_SYSTEM), user]).text
+            reply = self.vlm.invoke([SystemMessage(rubrics.RELEVANCE_SYSTEM), user])
+            answer = answer_of(reply, who=VISION_JUDGE.name, limit=VISION_JUDGE.limit_setting)
+        except NoAnswer as exc:
+            return None, str(exc)
         except Exception as exc:  # a failing judge leaves the verdict unknown
             return None, f"the vision judge failed: {describe_error(exc)}"
         return parse_verdict(answer)
@@ -485,20 +489,27 @@ def _mean_unit(scores: Mapping[str, int | None]) -> float | None:
 
 
 def _ask(
-    model: BaseChatModel | None, messages: list[BaseMessage], keys: Sequence[str], name: str
+    model: BaseChatModel | None, messages: list[BaseMessage], keys: Sequence[str], role: Role
 ) -> tuple[dict[str, int | None], list[str]]:
+    """``role``'s scores named ``keys``, read from its answer only; None where unknown."""
     unknown: dict[str, int | None] = dict.fromkeys(keys)
+    name = role.name.removeprefix("the ")
     if model is None:
         return unknown, [f"no {name} model is configured"]
     try:
-        answer = model.invoke(messages).text
+        reply = model.invoke(messages)
+        answer = answer_of(reply, who=role.name, limit=role.limit_setting)
+    except NoAnswer as exc:
+        return unknown, [str(exc)]
     except Exception as exc:  # any failure of the judge leaves its scores unknown
         return unknown, [f"the {name} failed: {describe_error(exc)}"]
     scores = parse_scores(answer, keys)
     missing = [key for key, score in scores.items() if score is None]
     if not missing:
         return scores, []
-    return scores, [f"the {name} gave no 1-5 score for {', '.join(missing)}: {excerpt(answer)!r}"]
+    cut = f" ({cut_off_note(role.name, role.limit_setting)})" if split_reply(reply).cut_off else ""
+    return scores, [f"the {name} gave no 1-5 score for {', '.join(missing)}{cut}: "
+                    f"{excerpt(answer)!r}"]
 
 
 def describe_error(exc: BaseException) -> str:

@@ -5,23 +5,26 @@ from __future__ import annotations
 import base64
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import Runnable
 from langgraph.runtime import Runtime
 
 from llmi.artifacts import ArtifactStore
 from llmi.context import Context, context_of
-from llmi.models import chat_model
-from llmi.nodes.tags import parse_draft, without_thinking
+from llmi.models import PLANNER, chat_model
+from llmi.nodes.tags import parse_draft
 from llmi.prompts import planner_system
-from llmi.state import DocumentState, ImageRef
+from llmi.reasoning import answer_of, cut_off_note, split_reply
+from llmi.state import DocumentState, Finding, ImageRef
 from llmi.tools.registry import ToolRegistry, default_tools
 
 
 class Planner:
     """Asks the chat model for the interleaved draft and parses its image tags.
 
-    ``model`` defaults to the OpenAI-compatible model named in the run context.
+    ``model`` defaults to the OpenAI-compatible model named in the run context. Only the
+    answer of its reply is the draft: its reasoning, in any form, is dropped, and a reply
+    with no answer raises ``llmi.reasoning.NoAnswer``.
     """
 
     def __init__(self, model: BaseChatModel | None = None, tools: ToolRegistry | None = None):
@@ -42,7 +45,7 @@ class Planner:
         )
         user = _user_message(state["prompt"], inputs, ArtifactStore(ctx.artifact_dir))
         reply = model.invoke([SystemMessage(system), user])
-        draft = without_thinking(reply.text)
+        draft = answer_of(reply, who=PLANNER.name, limit=PLANNER.limit_setting)
         plan = parse_draft(
             draft,
             self.tools.required_params(),
@@ -54,8 +57,15 @@ class Planner:
             "segments": plan.segments,
             "requests": plan.requests,
             "results": plan.failures,
+            "findings": _cut_off(reply),
             "round": 0,
         }
+
+
+def _cut_off(reply: BaseMessage) -> list[Finding]:
+    if not split_reply(reply).cut_off:
+        return []
+    return [Finding(slot=-1, problem=cut_off_note(PLANNER.name, PLANNER.limit_setting))]
 
 
 def _user_message(prompt: str, inputs: list[ImageRef], store: ArtifactStore) -> HumanMessage:

@@ -9,8 +9,9 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
 from llmi.context import Context, context_of
-from llmi.models import chat_model
+from llmi.models import PLANNER, chat_model
 from llmi.prompts import POLISH_SYSTEM, POLISH_USER
+from llmi.reasoning import cut_off_note, no_answer_reason, split_reply
 from llmi.state import DocumentState, Finding, ImageResult, Segment
 
 _MARKER = re.compile(r"\[\[IMAGE (\d+)\]\]")
@@ -19,8 +20,9 @@ _MARKER = re.compile(r"\[\[IMAGE (\d+)\]\]")
 class Polisher:
     """Rewrites the text around the images; every image stays where it is.
 
-    A reply that drops, repeats or moves an image marker is not used: the text
-    stays as it was, and a finding says why.
+    A reply that drops, repeats or moves an image marker, has no answer after its
+    reasoning or was cut off by its token limit is not used: the text stays as it was,
+    and a finding says why.
     """
 
     def __init__(self, model: BaseChatModel | None = None) -> None:
@@ -37,10 +39,15 @@ class Polisher:
         )
         try:
             model = self.model or chat_model(context_of(runtime))
-            reply = model.invoke([SystemMessage(POLISH_SYSTEM), HumanMessage(prompt)]).text
+            reply = split_reply(model.invoke([SystemMessage(POLISH_SYSTEM), HumanMessage(prompt)]))
         except Exception as exc:  # noqa: BLE001 - the unpolished document is still whole
             return {"findings": [_finding(f"the model failed ({type(exc).__name__}: {exc})")]}
-        revised = split_marked(reply, slots)
+        if reply.cut_off:
+            return {"findings": [_finding(cut_off_note(PLANNER.name, PLANNER.limit_setting))]}
+        if reply.unfinished or not reply.answer:
+            return {"findings": [_finding(no_answer_reason(reply, who=PLANNER.name,
+                                                           limit=PLANNER.limit_setting))]}
+        revised = split_marked(reply.answer, slots)
         if revised is None:
             return {"findings": [_finding("the revision moved, dropped or invented an image")]}
         return {"segments": revised}

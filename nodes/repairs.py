@@ -24,7 +24,8 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
 from llmi.context import Context
-from llmi.nodes.tags import parse_draft, tag_bodies, without_thinking
+from llmi.models import PLANNER
+from llmi.nodes.tags import parse_draft, tag_bodies
 from llmi.prompts import (
     QUERY_SYSTEM,
     QUERY_USER,
@@ -33,6 +34,7 @@ from llmi.prompts import (
     RETAG_USER,
     retag_system,
 )
+from llmi.reasoning import NoAnswer, answer_of
 from llmi.state import Finding, ImageRequest, ImageResult, Repair
 from llmi.tools.base import BackendTool, ImageTool
 from llmi.tools.registry import ToolRegistry
@@ -254,17 +256,26 @@ def _model_repairs(
     except Exception as exc:  # noqa: BLE001 - a failed repair must not cost the document
         replies = [exc] * len(planned)
     for (failure, kind), reply in zip(planned, replies):
-        fix = (
-            _why(reply)
-            if isinstance(reply, BaseException)
-            else _MODEL_FIXES[kind](failure, without_thinking(reply.text), situation)
-        )
+        fix = _model_fix(failure, kind, reply, situation)
         if isinstance(fix, Fix):
             out.add(failure, kind, fix)
             continue
         out.could_not(failure, fix)
         if kind == "query" and _diffusion_ready(situation):
             out.add(failure, "diffusion", _diffusion(failure, situation))
+
+
+def _model_fix(
+    failure: Failure, kind: Kind, reply: BaseMessage | BaseException, situation: Situation
+) -> Fix | str:
+    """The fix in the model's answer, or why there is none."""
+    if isinstance(reply, BaseException):
+        return _why(reply)
+    try:
+        answer = answer_of(reply, who=PLANNER.name, limit=PLANNER.limit_setting)
+    except NoAnswer as exc:
+        return str(exc)
+    return _MODEL_FIXES[kind](failure, answer, situation)
 
 
 def _conversation(failure: Failure, kind: Kind, situation: Situation) -> list[BaseMessage]:

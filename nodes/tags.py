@@ -22,8 +22,6 @@ OPEN, CLOSE = "<imgen>", "</imgen>"
 _FENCE = re.compile(r"^[ \t]*```[^\n`]*\n(.*?)^[ \t]*```[ \t]*$", re.MULTILINE | re.DOTALL)
 _INLINE_CODE = re.compile(r"`+\s*(<imgen>.*?</imgen>)\s*`+", re.DOTALL)
 _PAIRS = {"{": "}", "[": "]", "(": ")"}
-# Reasoning models (Qwen3, DeepSeek-R1) may put their thinking before the answer.
-_THINKING = re.compile(r"^\s*<think>.*?</think>\s*", re.DOTALL)
 
 
 @dataclass
@@ -33,11 +31,6 @@ class Plan:
     segments: list[Segment] = field(default_factory=list)
     requests: list[ImageRequest] = field(default_factory=list)
     failures: list[ImageResult] = field(default_factory=list)
-
-
-def without_thinking(reply: str) -> str:
-    """A model's reply without the ``<think>...</think>`` block a reasoning model opens with."""
-    return _THINKING.sub("", reply)
 
 
 class TagError(ValueError):

@@ -9,7 +9,8 @@ from llmi.state.document import DocumentState
 
 
 class Sampling(TypedDict):
-    temperature: float
+    temperature: float | None
+    """None: no temperature is sent, so the model's default applies."""
     seed: int
 
 

@@ -1,43 +1,118 @@
-"""A loopback stand-in for an OpenAI-compatible chat completions server."""
+"""A loopback stand-in for an OpenAI-compatible chat completions server.
+
+It answers as the Chat Completions API documents
+(https://platform.openai.com/docs/api-reference/chat/create), with what real servers add:
+
+- reasoning beside the answer (``Completion``): ``reasoning_content`` as DeepSeek's API
+  (https://api-docs.deepseek.com/guides/reasoning_model), SGLang and llama.cpp's server
+  with ``--reasoning-format deepseek`` return it, ``reasoning`` as vLLM 0.11+
+  (https://docs.vllm.ai/en/latest/features/reasoning_outputs/) and Ollama do, with the
+  content empty or null;
+- ``finish_reason`` "length" for a reply the token limit cut;
+- OpenAI's refusals of the sampling parameters of its reasoning models (o-series and
+  GPT-5, https://platform.openai.com/docs/guides/reasoning): ``max_tokens`` is refused
+  with code ``unsupported_parameter`` ("Use 'max_completion_tokens' instead"), any
+  temperature but 1 with code ``unsupported_value`` ("Only the default (1) value is
+  supported"), as HTTP 400 ``invalid_request_error`` bodies.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One reply: its content (None is JSON null), reasoning fields and finish reason."""
+
+    content: str | None = ""
+    reasoning_content: str | None = None
+    reasoning: str | None = None
+    finish_reason: str = "stop"
+
+    def message(self) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": self.content}
+        for key in ("reasoning_content", "reasoning"):
+            if getattr(self, key) is not None:
+                message[key] = getattr(self, key)
+        return message
+
+
+_REASONING_MODEL = re.compile(r"^(?:o\d|gpt-5(?!\S*chat))")
+
+
+def openai_refusal(body: dict[str, Any], served: str) -> dict[str, Any] | None:
+    """OpenAI's 400 error for a request to reasoning model ``served`` that it refuses."""
+    if not _REASONING_MODEL.match(served.rsplit("/", 1)[-1].lower()):
+        return None
+    if "max_tokens" in body:
+        return {"message": "Unsupported parameter: 'max_tokens' is not supported with this "
+                           "model. Use 'max_completion_tokens' instead.",
+                "type": "invalid_request_error", "param": "max_tokens",
+                "code": "unsupported_parameter"}
+    if body.get("temperature", 1) != 1:
+        return {"message": f"Unsupported value: 'temperature' does not support "
+                           f"{body['temperature']} with this model. Only the default (1) "
+                           "value is supported.",
+                "type": "invalid_request_error", "param": "temperature",
+                "code": "unsupported_value"}
+    return None
+
+
+Answer = str | Completion
 
 
 @contextmanager
-def chat_server(*replies: str) -> Iterator[tuple[str, list[dict]]]:
+def chat_server(*replies: Answer, serves: Mapping[str, str] | None = None
+                ) -> Iterator[tuple[str, list[dict]]]:
     """Serve /v1/chat/completions, answering with ``replies`` in turn; yields (base_url, requests)."""
     queue = list(replies)
-    with routed_chat_server(lambda body: queue.pop(0) if len(queue) > 1 else queue[0]) as served:
+    with routed_chat_server(lambda body: queue.pop(0) if len(queue) > 1 else queue[0],
+                            serves=serves) as served:
         yield served
 
 
 @contextmanager
-def routed_chat_server(answer: Callable[[dict], str]) -> Iterator[tuple[str, list[dict]]]:
+def routed_chat_server(answer: Callable[[dict], Answer], *, serves: Mapping[str, str] | None = None
+                       ) -> Iterator[tuple[str, list[dict]]]:
     """Serve /v1/chat/completions, answering each request body with ``answer(body)``;
-    yields (base_url, requests)."""
+    yields (base_url, requests).
+
+    ``serves`` maps a requested name to the OpenAI model behind it, as an Azure
+    deployment or a gateway's alias does; OpenAI's refusals follow the model behind it.
+    """
     seen: list[dict] = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             seen.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
-            content = answer(body)
-            payload = json.dumps({
+            refusal = openai_refusal(body, (serves or {}).get(body["model"], body["model"]))
+            if refusal is not None:
+                self._send(400, {"error": refusal})
+                return
+            reply = answer(body)
+            completion = reply if isinstance(reply, Completion) else Completion(content=reply)
+            self._send(200, {
                 "id": "chatcmpl-1", "object": "chat.completion", "created": int(time.time()),
                 "model": body["model"],
-                "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": content}}],
+                "choices": [{"index": 0, "finish_reason": completion.finish_reason,
+                             "message": completion.message()}],
                 "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-            }).encode()
-            self.send_response(200)
+            })
+
+        def _send(self, status: int, document: dict[str, Any]) -> None:
+            payload = json.dumps(document).encode()
+            self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()

@@ -22,9 +22,9 @@ from llmi.artifacts import ArtifactStore
 from llmi.context import Context
 from llmi.evaluation import prompts
 from llmi.evaluation.records import ItemRun, ItemScore
-from llmi.models import judge_model
+from llmi.models import TEXT_JUDGE, VISION_JUDGE, judge_model
 from llmi.nodes.judge import describe_error, excerpt, image_part, json_objects, text_part
-from llmi.nodes.tags import without_thinking
+from llmi.reasoning import NoAnswer, answer_of, split_reply
 from llmi.state import ImageRef, ImageResult
 
 MAX_SCORE = 2
@@ -105,8 +105,12 @@ class RubricScorer:
         }
 
     def _grade(self, shown: list[Part], criterion: str) -> CriterionScore:
+        role = VISION_JUDGE if self.vision else TEXT_JUDGE
         try:
-            answer = self.model.invoke(self._messages(shown, criterion)).text
+            reply = self.model.invoke(self._messages(shown, criterion))
+            answer = answer_of(reply, who=role.name, limit=role.limit_setting)
+        except NoAnswer as exc:
+            return _ungraded(criterion, str(exc))
         except Exception as exc:  # a failing judge leaves this criterion ungraded
             return _ungraded(criterion, f"the judge failed: {describe_error(exc)}")
         try:
@@ -187,12 +191,12 @@ def _unreadable(exc: Exception) -> str:
 def parse_rubric_answer(text: str) -> tuple[int, str]:
     """(score, justification) from a judge's answer; ValueError when it holds no 0-2 score.
 
-    JSON objects anywhere in the answer are read first (fenced or not, after any
-    ``<think>`` block), the last one with a ``score`` counting; then prose such as
+    JSON objects anywhere in the answer are read first (fenced or not; reasoning such as
+    a ``<think>`` block is never read), the last one with a ``score`` counting; then prose such as
     ``Score: 2``. A score is 0, 1 or 2, as a number or a numeric string (``2``, ``"2"``,
     ``"2/2"``, ``1.0``); anything else (``3``, ``1.5``, ``"2/5"``) is an error.
     """
-    text = without_thinking(text).strip()
+    text = split_reply(text).answer
     graded = [fields for obj in json_objects(text) if "score" in (fields := _lower_keys(obj))]
     if graded:
         raw, justification = graded[-1]["score"], str(graded[-1].get("justification") or "")
