@@ -12,7 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from PIL import ExifTags, Image, ImageCms, ImageOps
+from PIL import ExifTags, Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from llmi.state import ImageRef
 
@@ -67,13 +67,17 @@ def inspect_image(data: bytes) -> tuple[str, int, int]:
     try:
         with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as img:
             width, height = img.size
-            mime = _MIME.get(img.format or "")
+            mime = _MIME[img.format or ""]
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise NotAnImage(f"not a readable image: {exc}") from None
-    if mime is None:
-        raise NotAnImage("unsupported image format (use PNG, JPEG, WebP or GIF)")
+        raise _unreadable(exc) from None
     _check_pixels(width, height)
     return mime, width, height
+
+
+def _unreadable(exc: Exception) -> NotAnImage:
+    if isinstance(exc, UnidentifiedImageError):  # its message names only a BytesIO object
+        return NotAnImage("not a readable image: not PNG, JPEG, WebP or GIF data")
+    return NotAnImage(f"not a readable image: {exc}")
 
 
 def _check_pixels(width: int, height: int) -> None:
@@ -100,7 +104,7 @@ def normalise_image(data: bytes) -> bytes:
     except NotAnImage:
         raise
     except Exception as exc:  # Pillow raises many exception types on malformed input
-        raise NotAnImage(f"not a readable image: {exc}") from None
+        raise _unreadable(exc) from None
 
 
 def _is_stored_form(img: Image.Image) -> bool:

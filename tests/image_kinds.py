@@ -10,6 +10,7 @@ inverted CMYK and an APP14 marker, as print workflows do.
 from __future__ import annotations
 
 import io
+import struct
 from dataclasses import dataclass
 
 from PIL import ExifTags, Image
@@ -18,6 +19,8 @@ from llmi.artifacts import ArtifactStore, inspect_image
 
 WIDTH, HEIGHT = 300, 400
 RED, BLUE, GREEN = (230, 20, 20), (20, 20, 230), (20, 200, 20)
+GREEN_INK = (0, 255, 0)
+"""What red ink becomes through ``print_profile``."""
 LOSSY_TOLERANCE = 40
 
 RGBA = tuple[int, int, int, int]
@@ -83,6 +86,56 @@ def _palette_png_with_transparency() -> bytes:
     return encode(image, "PNG", transparency=1)
 
 
+def _s15(value: float) -> bytes:
+    return struct.pack(">i", round(value * 65536))
+
+
+_D50 = b"".join(_s15(v) for v in (0.9642, 1.0, 0.8249))
+# CIELAB of each corner of the CMY cube at no black; red ink (magenta and yellow) prints green.
+_INKS_LAB = {
+    (0, 0, 0): (100, 0, 0), (1, 0, 0): (91, -48, -14), (0, 1, 0): (60, 98, -61),
+    (0, 0, 1): (97, -22, 94), (1, 1, 0): (32, 79, -108), (1, 0, 1): (88, -86, 83),
+    (0, 1, 1): (88, -86, 83), (1, 1, 1): (0, 0, 0),
+}
+
+
+def print_profile() -> bytes:
+    """A CMYK printer profile (ICC.1:2001-04, version 2) whose red ink prints green.
+
+    Its A2B0 tag is a lut8Type (``mft1``) with identity curves and a 2-point CLUT to
+    8-bit CIELAB, the C input varying slowest; full black ink is black. A converter
+    that follows the profile turns red ink green, one that ignores it keeps it red.
+    """
+    clut = b"".join(
+        bytes([0, 128, 128]) if k else _lab8(*_INKS_LAB[(c, m, y)])
+        for c in (0, 1) for m in (0, 1) for y in (0, 1) for k in (0, 1)
+    )
+    identity = bytes(range(256))
+    matrix = b"".join(_s15(v) for v in (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    lut = b"mft1" + bytes(4) + bytes([4, 3, 2, 0]) + matrix + identity * 4 + clut + identity * 3
+    tags = [(b"wtpt", b"XYZ " + bytes(4) + _D50), (b"A2B0", lut)]
+    offset = 128 + 4 + 12 * len(tags)
+    table, body = b"", b""
+    for signature, data in tags:
+        data += bytes(-len(data) % 4)
+        table += signature + struct.pack(">II", offset + len(body), len(data))
+        body += data
+    header = (
+        struct.pack(">I", offset + len(body)) + bytes(4) + struct.pack(">I", 0x02100000)
+        + b"prtrCMYKLab " + bytes(12) + b"acsp" + bytes(28) + _D50 + bytes(48)
+    )
+    return header + struct.pack(">I", len(tags)) + table + body
+
+
+def _lab8(lightness: int, a: int, b: int) -> bytes:
+    return bytes([round(lightness * 255 / 100), a + 128, b + 128])
+
+
+def _cmyk_jpeg_with_profile() -> bytes:
+    red_ink, black_ink = (0, 255, 255, 0), (0, 0, 0, 255)
+    return encode(halves("CMYK", red_ink, black_ink), "JPEG", icc_profile=print_profile())
+
+
 def _mpo() -> bytes:
     second = Image.new("RGB", (WIDTH, HEIGHT), GREEN)
     return encode(halves("RGB", RED, BLUE), "MPO", save_all=True, append_images=[second])
@@ -106,6 +159,8 @@ def kinds() -> list[Kind]:
         Kind("cmyk-jpeg", ".jpg", jpeg,
              encode(halves("CMYK", (0, 255, 255, 0), (255, 255, 0, 0)), "JPEG"),
              jpeg, (255, 0, 0, 255), (0, 0, 255, 255)),
+        Kind("cmyk-jpeg-with-print-profile", ".jpg", jpeg, _cmyk_jpeg_with_profile(), jpeg,
+             _opaque(GREEN_INK), (0, 0, 0, 255)),
         Kind("sixteen-bit-png", ".png", png, _sixteen_bit_png(), png, (192, 192, 192, 255),
              (64, 64, 64, 255)),
         Kind("palette-png-with-transparency", ".png", png, _palette_png_with_transparency(),
@@ -132,6 +187,7 @@ def check_stored(store: ArtifactStore, data: bytes, kind: Kind) -> None:
         assert image.mode in {"L", "P", "RGB", "RGBA"}
         assert ExifTags.Base.Orientation not in image.getexif()
         assert image.format == "MPO" or getattr(image, "n_frames", 1) == 1
+        assert image.info.get("icc_profile", b"")[16:20] != b"CMYK"  # no profile of the source
         pixels = image.convert("RGBA")
     tolerance = LOSSY_TOLERANCE if kind.mime == "image/jpeg" or "webp" in kind.name else 0
     _assert_colour(pixels.getpixel((WIDTH // 2, HEIGHT // 4)), kind.top, tolerance)

@@ -204,6 +204,16 @@ def test_a_broken_image_that_needs_normalising_is_refused_clearly(tmp_path: Path
     assert not any(tmp_path.rglob("*.*"))
 
 
+def test_a_cmyk_jpeg_with_a_broken_profile_is_converted_without_it(tmp_path: Path) -> None:
+    cmyk = encode(halves("CMYK", (0, 255, 255, 0), (255, 255, 0, 0)), "JPEG",
+                  icc_profile=b"not an ICC profile")
+    ref = ArtifactStore(tmp_path).put(cmyk)
+    with Image.open(ArtifactStore(tmp_path).path(ref)) as stored:
+        assert (stored.format, stored.mode, stored.size) == ("JPEG", "RGB", (300, 400))
+        red = stored.getpixel((150, 100))
+    assert red[0] > 200 and max(red[1:]) < 40
+
+
 def test_an_endless_body_is_cut_at_the_byte_cap(host: Standin, policy: DownloadPolicy) -> None:
     # The body never ends, and waiting would end at the 2 s deadline as a timeout.
     error = failure(host.url("/endless"), policy)

@@ -12,10 +12,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from image_kinds import KINDS, Kind, check_stored
+from llmi.artifacts import ArtifactStore
 from llmi.context import Context
 from llmi.state import ImageRequest
 from llmi.tools.base import ToolCall, ToolError
 from llmi.tools.library import ImageLibrary, library_backend, tokenize
+from llmi.tools.making import make_image
+from llmi.tools.search import search
 
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".gif": "GIF"}
 
@@ -131,6 +135,24 @@ def test_backend_returns_the_image_bytes_and_provenance(folder: Path) -> None:
     assert output.provenance["path"] == "kyoto/kiyomizu.jpg"
     assert output.provenance["caption"] == "Kiyomizu-dera temple at sunrise"
     assert output.provenance["score"] > 0
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=lambda kind: kind.name)
+def test_every_kind_of_photo_is_found_and_stored_upright_and_still(
+    kind: Kind, tmp_path: Path
+) -> None:
+    root = tmp_path / "photos"
+    root.mkdir()
+    (root / kind.file_name).write_bytes(kind.data)
+    (root / f"{kind.file_name}.txt").write_text("A lighthouse on a rocky cliff")
+    call = call_for("lighthouse", str(root))
+    store = ArtifactStore(tmp_path / "artifacts")
+    context = Context(image_library=str(root), tool_cache=False)
+    made = make_image(search, call.request, None, context, store)
+    assert (made.backend, made.provenance["path"]) == ("library", kind.file_name)
+    assert made.image == store.put(kind.data)
+    assert made.data == store.get(made.image)
+    check_stored(store, kind.data, kind)
 
 
 def test_backend_argument_overrides_the_context(folder: Path, tmp_path: Path) -> None:

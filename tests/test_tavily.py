@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from http_standins import Handler, Route, Standin, json_reply, png, serve, standin_server
+from image_kinds import KINDS, Kind, check_stored
+from llmi.artifacts import ArtifactStore
 from llmi.context import Context
 from llmi.state import ImageRequest
 from llmi.tools.base import ToolCall, ToolError
+from llmi.tools.making import make_image
+from llmi.tools.search import search
 from llmi.tools.tavily import tavily_backend
 
 GOOD = png(400, 300)
@@ -32,6 +37,15 @@ def images() -> Iterator[Standin]:
         "/page.html": serve(b"<html></html>", "image/jpeg"),
         "/small.png": serve(png(100, 100)),
     }) as server:
+        yield server
+
+
+@pytest.fixture
+def web_images() -> Iterator[Standin]:
+    """An image host with a real file of every kind, sent with its usual content type."""
+    with standin_server(
+        {f"/{kind.file_name}": serve(kind.data, kind.content_type) for kind in KINDS}
+    ) as server:
         yield server
 
 
@@ -84,6 +98,21 @@ def test_the_first_valid_image_wins_with_its_provenance(images: Standin) -> None
         "page_url": "http://localhost/kyoto-temples",
         "description": "a temple",
     }
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=lambda kind: kind.name)
+def test_every_kind_of_web_image_is_found_and_stored_upright_and_still(
+    web_images: Standin, kind: Kind, tmp_path: Path
+) -> None:
+    store = ArtifactStore(tmp_path)
+    url = web_images.url(f"/{kind.file_name}")
+    with standin_server({"/search": answer([{"url": url, "description": kind.name}])}) as tavily:
+        tool_call = call(tavily, web_images, tool_cache=False)
+        made = make_image(search, tool_call.request, None, tool_call.context, store)
+    assert (made.backend, made.provenance["image_url"]) == ("tavily", url)
+    assert made.image == store.put(kind.data)
+    assert made.data == store.get(made.image)  # what dispatch checks is what was stored
+    check_stored(store, kind.data, kind)
 
 
 def test_the_search_request_asks_for_images_with_the_key(images: Standin) -> None:
