@@ -10,12 +10,14 @@ output tokens. A server that still refuses one of those parameters raises
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import openai
 from langchain_core.language_models import BaseChatModel
-from langchain_core.outputs import ChatResult
+from langchain_core.messages import BaseMessage
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_openai import ChatOpenAI
 
 from llmi.context import Context, env_name
@@ -167,45 +169,74 @@ class LlmiChatOpenAI(ChatOpenAI):
         result = super()._create_chat_result(response, generation_info)
         raw = response if isinstance(response, dict) else response.model_dump()
         for generation, choice in zip(result.generations, raw.get("choices") or []):
-            message = choice.get("message") or {}
-            reasoning = message.get("reasoning_content") or message.get("reasoning")
-            if isinstance(reasoning, str) and reasoning:
-                generation.message.additional_kwargs["reasoning_content"] = reasoning
+            _keep_reasoning(choice.get("message"), generation.message)
         return result
+
+    def _convert_chunk_to_generation_chunk(
+        self, chunk: dict, default_chunk_class: type, base_generation_info: dict | None
+    ) -> ChatGenerationChunk | None:
+        generation = super()._convert_chunk_to_generation_chunk(
+            chunk, default_chunk_class, base_generation_info)
+        choices = chunk.get("choices") or []
+        if generation is not None and choices:
+            # Chunks' additional_kwargs concatenate, so the pieces make up the whole.
+            _keep_reasoning(choices[0].get("delta"), generation.message)
+        return generation
 
     def _generate(self, *args: Any, **kwargs: Any) -> ChatResult:
         try:
             return super()._generate(*args, **kwargs)
         except openai.BadRequestError as exc:
-            refused = self._refusal(exc)
-            if refused is None:
-                raise
-            raise refused from exc
+            self._name_the_setting(exc)
+            raise
 
     async def _agenerate(self, *args: Any, **kwargs: Any) -> ChatResult:
         try:
             return await super()._agenerate(*args, **kwargs)
         except openai.BadRequestError as exc:
-            refused = self._refusal(exc)
-            if refused is None:
-                raise
-            raise refused from exc
+            self._name_the_setting(exc)
+            raise
 
-    def _refusal(self, exc: openai.BadRequestError) -> SettingRefused | None:
+    def _stream(self, *args: Any, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        try:
+            yield from super()._stream(*args, **kwargs)
+        except openai.BadRequestError as exc:
+            self._name_the_setting(exc)
+            raise
+
+    async def _astream(self, *args: Any, **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+        try:
+            async for chunk in super()._astream(*args, **kwargs):
+                yield chunk
+        except openai.BadRequestError as exc:
+            self._name_the_setting(exc)
+            raise
+
+    def _name_the_setting(self, exc: openai.BadRequestError) -> None:
+        """Raise SettingRefused when ``exc`` refuses a parameter that an llmi setting sent."""
         field = refused_field(exc)
         setting = self.llmi_settings.get(field or "")
         if setting is None:
-            return None
+            return
         if field == "temperature":
             fix = (f"set {setting}=-1 to send no temperature (the model's default), or "
                    f"{setting}=1")
         else:
             fix = f"set {setting}=0 to send no limit"
         server = " ".join(server_message(exc).split())
-        return SettingRefused(
+        raise SettingRefused(
             f"the model server refuses {field} for {self.llmi_role}'s model "
             f"{self.model_name} ({server}); {fix}", setting,
-        )
+        ) from exc
+
+
+def _keep_reasoning(fields: Any, message: BaseMessage) -> None:
+    """Copy a reply's (or a chunk's) reasoning field into the message's additional_kwargs."""
+    if not isinstance(fields, dict):
+        return
+    reasoning = fields.get("reasoning_content") or fields.get("reasoning")
+    if isinstance(reasoning, str) and reasoning:
+        message.additional_kwargs["reasoning_content"] = reasoning
 
 
 _QUOTED_FIELD = re.compile(r"'(temperature|max_tokens|max_completion_tokens)'")

@@ -9,6 +9,9 @@ It answers as the Chat Completions API documents
   (https://docs.vllm.ai/en/latest/features/reasoning_outputs/) and Ollama do, with the
   content empty or null;
 - ``finish_reason`` "length" for a reply the token limit cut;
+- with ``"stream": true``, server-sent ``chat.completion.chunk`` events ending in
+  ``data: [DONE]`` (https://platform.openai.com/docs/api-reference/chat-streaming), the
+  reasoning in its own delta before the content, as vLLM and DeepSeek stream it;
 - OpenAI's refusals of the sampling parameters of its reasoning models (o-series and
   GPT-5, https://platform.openai.com/docs/guides/reasoning): ``max_tokens`` is refused
   with code ``unsupported_parameter`` ("Use 'max_completion_tokens' instead"), any
@@ -102,6 +105,9 @@ def routed_chat_server(answer: Callable[[dict], Answer], *, serves: Mapping[str,
                 return
             reply = answer(body)
             completion = reply if isinstance(reply, Completion) else Completion(content=reply)
+            if body.get("stream"):
+                self._stream(body["model"], completion)
+                return
             self._send(200, {
                 "id": "chatcmpl-1", "object": "chat.completion", "created": int(time.time()),
                 "model": body["model"],
@@ -109,6 +115,25 @@ def routed_chat_server(answer: Callable[[dict], Answer], *, serves: Mapping[str,
                              "message": completion.message()}],
                 "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
             })
+
+        def _stream(self, model: str, completion: Completion) -> None:
+            """Server-sent events of chat.completion.chunk objects, then ``[DONE]``."""
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            message = completion.message()
+            deltas = [{"role": "assistant", "content": ""}]
+            deltas += [{key: message[key]} for key in ("reasoning_content", "reasoning")
+                       if key in message]
+            deltas.append({"content": completion.content})
+            for index, delta in enumerate(deltas):
+                last = index == len(deltas) - 1
+                chunk = {"id": "chatcmpl-1", "object": "chat.completion.chunk",
+                         "created": int(time.time()), "model": model,
+                         "choices": [{"index": 0, "delta": delta,
+                                      "finish_reason": completion.finish_reason if last else None}]}
+                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            self.wfile.write(b"data: [DONE]\n\n")
 
         def _send(self, status: int, document: dict[str, Any]) -> None:
             payload = json.dumps(document).encode()

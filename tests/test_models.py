@@ -13,7 +13,7 @@ from llmi.cli import main
 from llmi.context import Context
 from llmi.graphs.document import build_graph
 from llmi.graphs.tts import build_tts_graph
-from llmi.models import FAMILIES, family_of, judge_model
+from llmi.models import FAMILIES, SettingRefused, family_of, judge_model
 from llmi.nodes.judge import Judge
 from helpers import fake_tools
 from openai_standin import chat_server
@@ -135,3 +135,10 @@ def test_a_refused_token_limit_names_the_setting(tmp_path: Path) -> None:
     assert scores == {"text": None, "image": None}
     assert "SettingRefused" in errors[0] and "max_tokens" in errors[0]
     assert "LLMI_JUDGE_MAX_TOKENS=0" in errors[0]
+
+
+def test_a_refusal_while_streaming_names_the_setting() -> None:
+    with chat_server(DRAFT, serves={"reports-prod": "gpt-5-mini"}) as (url, _):
+        model = judge_model(Context(base_url=url, judge_model="reports-prod"))
+        with pytest.raises(SettingRefused, match="LLMI_JUDGE_TEMPERATURE=-1"):
+            list(model.stream("judge this"))

@@ -8,18 +8,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from langchain_core.messages import AIMessage
+from langchain_core.messages import AIMessage, BaseMessage
 
 from llmi.artifacts import ArtifactStore
 from llmi.cli import main
 from llmi.context import Context
 from llmi.evaluation.runner import Evaluation
 from llmi.graphs.document import build_graph
-from llmi.models import judge_model
+from llmi.models import chat_model, judge_model
 from llmi.nodes.judge import Judge
+from llmi.nodes.polish import Polisher
+from llmi.nodes.verifier import Verifier
+from llmi.prompts import REPAIR_SYSTEM
 from llmi.reasoning import NoAnswer, answer_of, split_reply
 from llmi.rewards import DocumentReward
-from helpers import fake_tools, gradient_png, model, tag
+from llmi.tools.base import ToolCall, ToolError
+from helpers import FakeTool, ScriptedModel, fake_tools, gradient_png, model, tag
 from openai_standin import Completion, chat_server, routed_chat_server
 
 ANSWER = "# Kyoto\n\nRain peaks in June.\n\n" + tag("code", "Rain", code="plt.bar([1], [2])")
@@ -203,3 +207,90 @@ def test_generate_exits_non_zero_with_one_llmi_line(
     reason = [line for line in err.splitlines() if line.startswith("llmi:")]
     assert len(reason) == 1 and says in reason[0], err
     assert not (tmp_path / "out" / "document.md").exists()
+
+
+# --- streamed replies, as LangGraph's "messages" stream mode (Studio, the server) asks ---
+
+
+@pytest.mark.parametrize("form", [FORMS["bare closing tag (R1, Qwen3-Thinking templates)"],
+                                  FORMS["reasoning (vLLM 0.11+, Ollama)"]],
+                         ids=["bare closing tag", "reasoning field"])
+def test_a_streamed_reply_gives_the_same_document(form: Completion, tmp_path: Path) -> None:
+    tools = fake_tools()
+    with chat_server(form) as (url, seen):
+        graph = build_graph(tools=tools).compile()
+        streamed = list(graph.stream({"prompt": "Kyoto"}, context=served_context(url, tmp_path),
+                                     stream_mode=["messages", "values"]))
+    assert seen[0]["body"]["stream"] is True
+    draft = [chunk["draft"] for mode, chunk in streamed if mode == "values" and "draft" in chunk][-1]
+    assert draft.startswith("# Kyoto") and "leak" not in draft
+    assert tools["search"].calls == [] and len(tools["code"].calls) == 1
+
+
+def test_streamed_reasoning_fields_are_kept(tmp_path: Path) -> None:
+    with chat_server(Completion(content=None, reasoning_content=THOUGHT,
+                                finish_reason="length")) as (url, _):
+        chunks = list(chat_model(served_context(url, tmp_path)).stream("Kyoto"))
+    whole = chunks[0]
+    for chunk in chunks[1:]:
+        whole += chunk
+    split = split_reply(whole)
+    assert split.reasoning == THOUGHT and split.answer == "" and split.cut_off
+
+
+# --- repairs and polish use the planner's model: only its answer counts -------------------
+
+
+def repairing_model(code_reply: str) -> ScriptedModel:
+    def script(messages: list[BaseMessage], kwargs: dict[str, Any]) -> str:
+        return code_reply if messages[0].text == REPAIR_SYSTEM else tag("code", code="plt.plot(x)")
+
+    return ScriptedModel(script=script)
+
+
+def broken_until_fixed(call: ToolCall) -> None:
+    if "[1, 2]" not in call.request["params"]["code"]:
+        raise ToolError("NameError: x", kind="no_result")
+
+
+@pytest.mark.parametrize(("reply", "fixed"), [
+    ("<think>```python\nplt.plot(y)\n```</think>```python\nplt.plot([1, 2])\n```", True),
+    ("```python\nplt.plot(y)\n```</think>```python\nplt.plot([1, 2])\n```", True),
+    ("<think>```python\nplt.plot([1, 2])\n```", False),
+], ids=["think block", "bare closing tag", "unclosed"])
+def test_a_code_repair_comes_from_the_answer(reply: str, fixed: bool, context: Context) -> None:
+    code = FakeTool("code", ("code",), behaviour=broken_until_fixed)
+    repairer = repairing_model(reply)
+    tools = fake_tools(code=code)
+    out = build_graph(model=repairer, tools=tools,
+                      verifier=Verifier(model=repairer, tools=tools)).compile().invoke(
+        {"prompt": "p"}, context=context)
+    tried = [call.request["params"]["code"] for call in code.calls]
+    assert "plt.plot(y)" not in tried
+    assert (tried[-1] == "plt.plot([1, 2])") is fixed
+    if not fixed:
+        assert any("ended inside its reasoning" in f["problem"] for f in out["findings"])
+
+
+SEGMENTS = [{"kind": "text", "text": "Rain."}, {"kind": "slot", "slot": 0}]
+
+
+@pytest.mark.parametrize(("reply", "text"), [
+    ("<think>Maybe [[IMAGE 0]] twice [[IMAGE 0]]</think>Rain in June.\n\n[[IMAGE 0]]", "Rain in June."),
+    ("<think>Rain in June.\n\n[[IMAGE 0]]", None),
+    ("Rewriting [[IMAGE 0]]</think>", None),
+], ids=["think block", "unclosed", "reasoning only"])
+def test_polish_uses_the_answer_only(reply: str, text: str | None) -> None:
+    update = Polisher(model=model(reply))({"prompt": "p", "segments": SEGMENTS, "results": []},
+                                          None)
+    if text is None:
+        assert "segments" not in update and "reasoning" in update["findings"][0]["problem"]
+    else:
+        assert update["segments"][0] == {"kind": "text", "text": text}
+
+
+def test_polish_keeps_the_text_when_the_revision_was_cut(tmp_path: Path) -> None:
+    with chat_server(Completion(content="Rain in", finish_reason="length")) as (url, _):
+        polisher = Polisher(model=chat_model(served_context(url, tmp_path)))
+        update = polisher({"prompt": "p", "segments": SEGMENTS, "results": []}, None)
+    assert "segments" not in update and "LLMI_MAX_TOKENS" in update["findings"][0]["problem"]
