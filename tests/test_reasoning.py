@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from langchain_core.messages import AIMessage, BaseMessage
 
-from llmi.artifacts import ArtifactStore
 from llmi.cli import main
 from llmi.context import Context
 from llmi.evaluation.runner import Evaluation
