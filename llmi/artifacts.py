@@ -46,8 +46,10 @@ IMAGE_SUFFIXES = frozenset(
 
 STORED_FORMATS = frozenset({"PNG", "JPEG", "MPO"})
 """The formats the store keeps as they are: every reader of stored images takes them
-(browsers, Markdown viewers, the vision APIs' data URLs, llama.cpp's image loader,
-image edit uploads). WebP is not among them, as llama.cpp's server does not read it."""
+(browsers, Markdown viewers, the vision judges' data URLs, image edit uploads). WebP is
+not among them, as llama.cpp's server does not read it (Ollama transcodes WebP to PNG
+before handing it over, ollama/ollama#17755), nor GIF, which Gemini does not take (its
+image understanding takes PNG, JPEG, WebP, HEIC and HEIF)."""
 _STORED_MODES = frozenset({"1", "L", "P", "RGB", "RGBA"})
 _SIXTEEN_BIT = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
 _ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBa"})
