@@ -1,7 +1,10 @@
 """Content-addressed store for image bytes.
 
 Graph state holds only ``ImageRef`` records; the bytes live here, addressed by
-their sha256, so a checkpoint of a many-image document stays small.
+their sha256, so a checkpoint of a many-image document stays small. Whatever the
+source, an image is stored as a still, upright, 8-bit PNG or JPEG, so every reader
+(HTML, Markdown, vision judges, edit backends) gets the same picture and the ref holds
+its size as shown.
 """
 
 from __future__ import annotations
