@@ -42,11 +42,11 @@ class Polisher:
             reply = split_reply(model.invoke([SystemMessage(POLISH_SYSTEM), HumanMessage(prompt)]))
         except Exception as exc:  # noqa: BLE001 - the unpolished document is still whole
             return {"findings": [_finding(f"the model failed ({type(exc).__name__}: {exc})")]}
-        if reply.cut_off:
-            return {"findings": [_finding(cut_off_note(PLANNER.name, PLANNER.limit_setting))]}
         if reply.unfinished or not reply.answer:
             return {"findings": [_finding(no_answer_reason(reply, who=PLANNER.name,
                                                            limit=PLANNER.limit_setting))]}
+        if reply.cut_off:
+            return {"findings": [_finding(cut_off_note(PLANNER.name, PLANNER.limit_setting))]}
         revised = split_marked(reply.answer, slots)
         if revised is None:
             return {"findings": [_finding("the revision moved, dropped or invented an image")]}

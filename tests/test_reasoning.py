@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 from langchain_core.messages import AIMessage, BaseMessage
 
+from llmi.artifacts import ArtifactStore
 from llmi.cli import main
 from llmi.context import Context
 from llmi.evaluation.runner import Evaluation
+from llmi.evaluation.scorers.rubric import RubricScorer
 from llmi.graphs.document import build_graph
 from llmi.models import chat_model, judge_model
 from llmi.nodes.judge import Judge
@@ -293,3 +295,24 @@ def test_polish_keeps_the_text_when_the_revision_was_cut(tmp_path: Path) -> None
         polisher = Polisher(model=chat_model(served_context(url, tmp_path)))
         update = polisher({"prompt": "p", "segments": SEGMENTS, "results": []}, None)
     assert "segments" not in update and "LLMI_MAX_TOKENS" in update["findings"][0]["problem"]
+
+
+def test_a_rubric_criterion_is_graded_from_the_answer_only(tmp_path: Path) -> None:
+    def grade(body: dict[str, Any]) -> Completion:
+        criterion = body["messages"][-1]["content"].rpartition("<criterion>")[2]
+        if "chart" in criterion:
+            return Completion(content='{"score": 2, "justification": "a chart"}',
+                              reasoning_content='{"score": 0}')
+        return Completion(content=None, reasoning_content='{"score": 0}', finish_reason="length")
+
+    item = {"id": "rain", "prompt": "Rain", "images": [], "image_num": 0, "tools": [],
+            "split": "", "criteria": ["Has a chart", "Ends with a haiku"], "data_source": "test",
+            "extra": {}}
+    run = {"item": item, "document": {"segments": [{"kind": "text", "text": "Rain."}]},
+           "seconds": 1.0}
+    with routed_chat_server(grade) as (url, _):
+        ctx = served_context(url, tmp_path, judge_model="r1-judge")
+        scored = RubricScorer.from_context(ctx).score(run, ArtifactStore(ctx.artifact_dir))
+    first, second = scored["details"]["criteria"]
+    assert first["score"] == 2 and second["score"] is None
+    assert "LLMI_JUDGE_MAX_TOKENS" in second["error"] and scored["score"] == 1.0
