@@ -11,7 +11,8 @@ A request's key is the sha256 of a canonical JSON of what decides its image:
   tried and the smallest usable side;
 - ``diffusion``: the prompt (or the description when there is none), the
   backend setting, the images server, the size, steps, guidance and the seed;
-- ``edit``: as diffusion, with the edit size and the sha256 of the image edited;
+- ``edit``: as diffusion, with the edit size and the sha256 of the image edited,
+  and the edit server (``LLMI_EDIT_BASE_URL``, else the images server);
 - another source: only when its tool has a ``cache_settings(context, request)``
   method; what it returns (a JSON-able dict, or None for "do not cache") joins
   the source, the tool and the params in the key.
@@ -22,6 +23,12 @@ tools draw a random seed, so a diffusion or edit request without
 ``params['seed']`` is **not cached**: its image is meant to be new each time.
 The request's ``attempt`` and slot (other than through the seed) are not in
 the key. Keys never hold API keys.
+
+A result whose provenance names the seed it asked for (``seed_requested``) is kept only
+when that seed applied: not when it asked none (OpenAI's image models take no seed), nor
+when the server says it made the image with another ``seed`` (stable-diffusion.cpp's
+server ignores the request's seed). An image made without the seed of its key is not
+that seed's image.
 
 Entries live beside the artifact store, ``<artifact_dir>/cache/<key>.json``,
 and hold the ``ImageRef``, backend and provenance of a successful result; the
@@ -108,7 +115,10 @@ class ToolCache:
 
     def put(self, key: str, image: ImageRef, backend: str | None,
             provenance: dict[str, Any]) -> bool:
-        """Remember a successful result; False when it could not be written."""
+        """Remember a successful result; False when it was not reproducible by its seed
+        or could not be written."""
+        if not _seed_applied(provenance):
+            return False
         entry = {"version": CACHE_VERSION, "image": dict(image), "backend": backend,
                  "provenance": provenance, "created": time.time()}
         try:
@@ -165,6 +175,14 @@ def applied_seed(request: ImageRequest, ctx: Context) -> int | None:
     return None
 
 
+def _seed_applied(provenance: dict[str, Any]) -> bool:
+    """False when the result asked for no seed, or was made with another than it asked."""
+    if "seed_requested" not in provenance:
+        return True
+    asked = provenance["seed_requested"]
+    return asked is not None and provenance.get("seed", asked) == asked
+
+
 def _code(tool: Any, request: ImageRequest, ctx: Context, source: ImageRef | None) -> dict:
     return {"code": request["params"].get("code")}
 
@@ -197,7 +215,8 @@ def _edit(tool: Any, request: ImageRequest, ctx: Context, source: ImageRef | Non
     settings = _generated(request, ctx, _choice(tool, ctx, ctx.edit_backend))
     if settings is None or source is None:
         return None
-    return settings | {"edit_size": ctx.edit_size, "edited": source["sha256"]}
+    return settings | {"edit_size": ctx.edit_size, "edited": source["sha256"],
+                       "images_server": ctx.edit_base_url or settings["images_server"]}
 
 
 def _generated(request: ImageRequest, ctx: Context, backend: Any) -> dict | None:

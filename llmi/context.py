@@ -62,6 +62,11 @@ class Context:
     """``diffusers:<model id or path>`` or ``openai:<model>``."""
     images_base_url: str | None = _env("LLMI_IMAGES_BASE_URL", "")
     """Base URL of the OpenAI-compatible images API; empty falls back to ``base_url``."""
+    edit_base_url: str | None = _env("LLMI_EDIT_BASE_URL", "")
+    """Base URL of the images API that edits (a server of its own, as vLLM-Omni serves one
+    model per server); empty falls back to ``images_base_url``."""
+    edit_api_key: str | None = _env("LLMI_EDIT_API_KEY", "", secret=True)
+    """Key of the edit server; empty falls back to ``api_key``."""
     image_size: str | None = _env("LLMI_IMAGE_SIZE", "")
     """Size of generated images, ``WxH``; empty leaves it to the backend: a diffusers
     pipeline's native size (512x512 for SD 1.5, 1024x1024 for SDXL or Flux), the images

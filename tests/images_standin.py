@@ -1,4 +1,26 @@
-"""A loopback stand-in for an OpenAI-compatible images API (generations and edits)."""
+"""A loopback stand-in for an OpenAI-compatible images API (generations and edits).
+
+By default it answers like an open server (vLLM-Omni, SGLang diffusion): any ``WxH``, a
+PNG of the size asked for, ``b64_json`` answers, ``seed`` accepted and not echoed
+(https://docs.vllm.ai/projects/vllm-omni/en/stable/serving/image_generation_api/ and
+vllm_omni/entrypoints/openai/protocol/images.py: ``ImageData`` has no seed). Modes:
+
+- ``openai_rules``: refuses what OpenAI's Images API reference refuses
+  (https://platform.openai.com/docs/api-reference/images/create and
+  .../images/createEdit), with its 400 ``invalid_request_error`` bodies: sizes a model
+  does not take (gpt-image-*: 1024x1024, 1536x1024, 1024x1536, auto; dall-e-2: 256x256,
+  512x512, 1024x1024; dall-e-3: 1024x1024, 1792x1024, 1024x1792), ``response_format``
+  for gpt-image-* ("Unknown parameter: 'response_format'.", code ``unknown_parameter``,
+  as OpenAI answers), ``seed`` for every model, edits with dall-e-3, and dall-e-2 edits
+  whose image is not a square PNG under 4 MB with transparency (no mask is sent).
+- ``edits_route=False``: LocalAI, whose router (core/http/routes/openai.go) has
+  /v1/images/generations and /v1/images/inpainting but no /v1/images/edits; Echo
+  answers an unknown route 404 ``{"message": "Not Found"}``.
+- ``sd_cpp_seed``: stable-diffusion.cpp's server (examples/server/routes_openai.cpp and
+  api.md): the top-level ``seed`` is not read (seeds come only from
+  ``<sd_cpp_extra_args>`` in the prompt), the server's own seed is used, and the PNG
+  carries its generation parameters in a ``parameters`` text chunk ("... Seed: N, ...").
+"""
 
 from __future__ import annotations
 
@@ -15,7 +37,7 @@ from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 
 @dataclass
@@ -50,7 +72,8 @@ class ImagesServer:
 
     Scripting: ``fail`` queues error answers served before the next success; ``delay_s``
     holds every answer back; ``answer_size`` overrides the size of the image returned;
-    ``item`` replaces the ``data[0]`` object (a ``url`` answer, broken base64, ...).
+    ``item`` replaces the ``data[0]`` object (a ``url`` answer, broken base64, ...);
+    ``openai_rules``, ``edits_route`` and ``sd_cpp_seed`` are the modes the module names.
     """
 
     def __init__(self) -> None:
@@ -60,6 +83,11 @@ class ImagesServer:
         self.answer_size: tuple[int, int] | None = None
         self.item: dict[str, Any] | None = None
         self.revised_prompt: str | None = None
+        self.openai_rules = False
+        self.edits_route = True
+        self.sd_cpp_seed: int | None = None
+        self.unrouted: list[str] = []
+        """Paths of requests answered 404 for want of a route."""
         self.base_url = ""
         self._closing = threading.Event()
         self._lock = threading.Lock()
@@ -72,6 +100,8 @@ class ImagesServer:
         with self._lock:
             self.requests.append(seen)
             failure = self.failures.pop(0) if self.failures else None
+        if failure is None and self.openai_rules:
+            failure = openai_refusal(seen)
         if self.delay_s:
             self._closing.wait(self.delay_s)
         if failure:
@@ -90,11 +120,58 @@ class ImagesServer:
         size = self.answer_size or _parse_size(str(seen.fields.get("size", "")))
         if size is None and "image" in seen.files:
             size = Image.open(io.BytesIO(seen.files["image"].data)).size
+        if size is None and self.openai_rules:
+            size = (1024, 1024)  # what "auto" and no size give for a square prompt
         # A gradient, not a flat fill: llmi's verifier rejects one flat colour.
         image = Image.linear_gradient("L").resize(size or (64, 64)).convert("RGB")
+        info = None
+        if self.sd_cpp_seed is not None:
+            info = PngImagePlugin.PngInfo()
+            info.add_text("parameters", f"{seen.fields.get('prompt', '')}\nSteps: 20, "
+                          f"CFG scale: 7.000000, Seed: {self.sd_cpp_seed}, "
+                          f"Size: {image.width}x{image.height}, Model: sd.safetensors, "
+                          "RNG: cuda, Sampler: euler_a")
         buf = io.BytesIO()
-        image.save(buf, "PNG")
+        image.save(buf, "PNG", pnginfo=info)
         return buf.getvalue()
+
+
+_GPT_IMAGE_SIZES = ("1024x1024", "1024x1536", "1536x1024", "auto")
+_SIZES = {"dall-e-2": ("256x256", "512x512", "1024x1024"),
+          "dall-e-3": ("1024x1024", "1792x1024", "1024x1792")}
+_EDIT_MODELS = ("dall-e-2", "gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5")
+
+
+def openai_refusal(seen: Seen) -> Failure | None:
+    """The 400 OpenAI answers ``seen`` with, or None when it takes the request."""
+    model = str(seen.fields.get("model") or "dall-e-2")
+    gpt_image = model.startswith("gpt-image")
+    for name in ("seed", "response_format") if gpt_image else ("seed",):
+        if name in seen.fields:
+            return Failure(400, f"Unknown parameter: '{name}'.", "unknown_parameter")
+    if seen.path.endswith("/edits") and not gpt_image and model != "dall-e-2":
+        return Failure(400, f"Invalid value: '{model}'. Supported values are: "
+                       + ", ".join(f"'{m}'" for m in _EDIT_MODELS) + ".", "invalid_value")
+    sizes = _GPT_IMAGE_SIZES if gpt_image else _SIZES.get(model, ())
+    size = str(seen.fields.get("size", ""))
+    if sizes and size and size not in sizes:
+        return Failure(400, f"Invalid value: '{size}'. Supported values are: "
+                       + ", ".join(f"'{s}'" for s in sizes) + ".", "invalid_value")
+    if seen.path.endswith("/edits") and model == "dall-e-2":
+        return _dall_e_2_image_refusal(seen.files["image"].data, has_mask="mask" in seen.files)
+    return None
+
+
+def _dall_e_2_image_refusal(data: bytes, *, has_mask: bool) -> Failure | None:
+    image = Image.open(io.BytesIO(data))
+    if image.format != "PNG" or len(data) >= 4 * 1024 * 1024:
+        return Failure(400, "Uploaded image must be a PNG and less than 4 MB.", None)
+    if image.width != image.height:
+        return Failure(400, "Invalid input image - image must be square.", None)
+    if not has_mask and (image.mode != "RGBA" or image.getchannel("A").getextrema()[0] > 0):
+        return Failure(400, "Invalid input image - format must be in ['RGBA', 'LA', 'L'] "
+                       f"with transparency when no mask is given, got {image.mode}.", None)
+    return None
 
 
 def _parse_size(text: str) -> tuple[int, int] | None:
@@ -124,8 +201,12 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         content_type = self.headers.get("Content-Type", "")
-        if self.path not in ("/v1/images/generations", "/v1/images/edits"):
-            self._send(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
+        routes = ["/v1/images/generations"]
+        if self.server.images.edits_route:
+            routes.append("/v1/images/edits")
+        if self.path not in routes:
+            self.server.images.unrouted.append(self.path)
+            self._send(404, {"message": "Not Found"})
             return
         if content_type.startswith("multipart/form-data"):
             fields, files = _parse_multipart(content_type, body)

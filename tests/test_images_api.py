@@ -5,12 +5,16 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
+import openai
 import pytest
 from PIL import Image
 
 from images_standin import ImagesServer, images_server
+from llmi.cache import ToolCache
+from llmi.artifacts import ArtifactStore
 from llmi.context import Context
 from llmi.state import ImageRequest
 from llmi.tools import images_api
@@ -28,7 +32,8 @@ def server() -> Iterator[ImagesServer]:
 def _context(images_base_url: str, **overrides: Any) -> Context:
     settings: dict[str, Any] = {
         "images_base_url": images_base_url, "base_url": "", "api_key": "", "image_size": "64x48",
-        "edit_size": "", "seed": -1, "connect_timeout": 2.0,
+        "edit_size": "", "seed": -1, "connect_timeout": 2.0, "edit_base_url": "",
+        "edit_api_key": "",
     }
     return Context(**(settings | overrides))
 
@@ -77,7 +82,8 @@ def test_generate_returns_png_with_provenance(server: ImagesServer) -> None:
     assert (image.format, image.size) == ("PNG", (64, 48))
     assert out.backend == "openai-images"
     assert out.provenance == {"prompt": "a lighthouse at dusk", "model": "qwen-image",
-                              "size": "64x48",
+                              "size_asked": "64x48", "size_used": "64x48",
+                              "seed_requested": None,
                               "revised_prompt": "a lighthouse at dusk, oil painting"}
     [seen] = server.requests
     assert seen.path == "/v1/images/generations"
@@ -90,7 +96,8 @@ def test_seed_goes_to_open_servers_offset_by_slot(server: ImagesServer) -> None:
     out = openai_generate("m")(_call(_context(server.base_url, seed=40), slot=2))
 
     assert server.requests[0].fields["seed"] == 42
-    assert out.provenance["seed"] == 42
+    # vLLM-Omni and SGLang take the seed but do not say which one they used.
+    assert out.provenance["seed_requested"] == 42 and "seed" not in out.provenance
 
 
 def test_base_url_falls_back_to_the_chat_base_url(server: ImagesServer) -> None:
@@ -115,18 +122,18 @@ def test_a_malformed_base_url_is_a_config_error(url: str) -> None:
     assert info.value.kind == "config"
 
 
-def test_openai_gets_no_seed_and_response_format_only_for_dall_e(
-    server: ImagesServer, monkeypatch: pytest.MonkeyPatch
+def test_openai_models_get_no_seed_and_response_format_only_for_dall_e(
+    server: ImagesServer,
 ) -> None:
-    monkeypatch.setattr(images_api, "OPENAI_BASE_URL", server.base_url)
-    ctx = _context("", api_key="sk-test", seed=3)
+    server.openai_rules = True
+    ctx = _context(server.base_url, api_key="sk-test", seed=3, image_size="1024x1024")
     gpt = openai_generate("gpt-image-1")(_call(ctx))
     openai_generate("dall-e-3")(_call(ctx))
 
     gpt_fields, dalle_fields = (seen.fields for seen in server.requests)
     assert "response_format" not in gpt_fields and "seed" not in gpt_fields
     assert dalle_fields["response_format"] == "b64_json" and "seed" not in dalle_fields
-    assert "seed" not in gpt.provenance
+    assert gpt.provenance["seed_requested"] is None and "seed" not in gpt.provenance
     assert server.requests[0].auth == "Bearer sk-test"
 
 
@@ -147,7 +154,8 @@ def test_edit_sends_the_image_as_multipart_with_the_prompt(server: ImagesServer)
     assert _decode(upload.data).size == (96, 80)
     assert _decode(out.data).size == (96, 80)
     assert out.provenance == {"prompt": "a lighthouse at dusk", "model": "qwen-image-edit",
-                              "size": "96x80"}
+                              "size_asked": "96x80", "size_used": "96x80",
+                              "seed_requested": None}
 
 
 @pytest.mark.parametrize(("source", "sent_mode"), [
@@ -195,16 +203,16 @@ def test_large_source_asks_an_open_server_for_about_a_megapixel(server: ImagesSe
     assert _decode(out.data).size == (2400, 1600)
 
 
-def test_edit_on_openai_asks_for_the_closest_supported_size(
-    server: ImagesServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(images_api, "OPENAI_BASE_URL", server.base_url)
-    ctx = _context("", api_key="sk-test")
+def test_edit_with_gpt_image_asks_for_the_closest_supported_size(server: ImagesServer) -> None:
+    server.openai_rules = True
+    ctx = _context(server.base_url, api_key="sk-test", seed=3)
     out = openai_edit("gpt-image-1")(_call(ctx, source=_chart_rgba((200, 100))))
 
     assert server.requests[0].fields["size"] == "1536x1024"
     assert "response_format" not in server.requests[0].fields
+    assert "seed" not in server.requests[0].fields
     assert _decode(out.data).size == (200, 100)
+    assert (out.provenance["size_asked"], out.provenance["size_used"]) == ("200x100", "1536x1024")
 
 
 def test_edit_without_a_source_fails_clearly(server: ImagesServer) -> None:
@@ -217,6 +225,222 @@ def test_malformed_edit_size_is_a_config_error(server: ImagesServer) -> None:
     with pytest.raises(ToolError, match="LLMI_EDIT_SIZE") as info:
         openai_edit("m")(_call(_context(server.base_url, edit_size="big"), source=_chart_rgba()))
     assert info.value.kind == "config"
+
+
+# --- what each model family takes (OpenAI's Images API reference) ------------------------
+
+
+@pytest.mark.parametrize(("model", "asked", "sent"), [
+    ("gpt-image-1", "1000x700", "1536x1024"),
+    ("gpt-image-1-mini", "64x48", "1536x1024"),
+    ("gpt-image-1.5", "600x1000", "1024x1536"),
+    ("openai/gpt-image-1", "1024x1024", "1024x1024"),
+    ("gpt-image-1", "auto", "auto"),
+    ("dall-e-2", "300x200", "256x256"),
+    ("dall-e-2", "2000x1500", "1024x1024"),
+    ("dall-e-3", "1920x1080", "1792x1024"),
+    ("dall-e-3", "500x520", "1024x1024"),
+])
+def test_a_gateway_serving_openai_models_gets_the_nearest_size_they_take(
+    server: ImagesServer, model: str, asked: str, sent: str
+) -> None:
+    # A gateway (LiteLLM, OpenRouter) on another host than api.openai.com, in front of
+    # OpenAI: what is sent follows the model, and OpenAI refuses anything else.
+    server.openai_rules = True
+    ctx = _context(server.base_url, api_key="sk-gateway", image_size=asked, seed=7)
+    out = openai_generate(model)(_call(ctx))
+
+    [seen] = server.requests
+    assert seen.fields["size"] == sent
+    assert (out.provenance["size_asked"], out.provenance["size_used"]) == (asked, sent)
+    assert "seed" not in seen.fields and "seed" not in out.provenance
+
+
+@pytest.mark.parametrize(("model", "sent"), [
+    ("gpt-image-1", "auto"), ("dall-e-2", "1024x1024"), ("dall-e-3", "1024x1024"),
+    ("Qwen/Qwen-Image", None),
+])
+def test_an_empty_image_size_leaves_the_size_to_the_model(
+    server: ImagesServer, model: str, sent: str | None
+) -> None:
+    server.openai_rules = model != "Qwen/Qwen-Image"
+    out = openai_generate(model)(_call(_context(server.base_url, image_size="")))
+
+    assert server.requests[0].fields.get("size") == sent
+    assert (out.provenance["size_asked"], out.provenance["size_used"]) == (None, sent)
+
+
+def test_the_standin_refuses_what_openai_refuses(server: ImagesServer) -> None:
+    server.openai_rules = True
+    client = openai.OpenAI(base_url=server.base_url, api_key="sk-test", max_retries=0)
+    refusals = [
+        lambda: client.images.generate(model="gpt-image-1", prompt="p", size="64x48"),
+        lambda: client.images.generate(model="gpt-image-1-mini", prompt="p",
+                                       response_format="b64_json"),
+        lambda: client.images.generate(model="dall-e-3", prompt="p", size="512x512"),
+        lambda: client.images.edit(model="dall-e-3", prompt="p",
+                                   image=("i.png", _chart_rgba((64, 64)), "image/png")),
+        lambda: client.images.edit(model="dall-e-2", prompt="p",
+                                   image=("i.png", _chart_rgba((96, 64)), "image/png")),
+        lambda: client.images.edit(model="dall-e-2", prompt="p", image=(
+            "i.png", _encode(Image.new("RGB", (64, 64), (1, 2, 3))), "image/png")),
+    ]
+    for refused in refusals:
+        with pytest.raises(openai.BadRequestError) as info:
+            refused()
+        assert info.value.type == "invalid_request_error"
+    client.close()
+
+
+def test_an_unknown_image_size_for_a_model_of_fixed_sizes_is_a_config_error(
+    server: ImagesServer,
+) -> None:
+    with pytest.raises(ToolError, match="LLMI_IMAGE_SIZE") as info:
+        openai_generate("gpt-image-1")(_call(_context(server.base_url, image_size="large")))
+    assert info.value.kind == "config" and server.requests == []
+
+
+def test_dall_e_3_edits_are_refused_before_any_call(server: ImagesServer) -> None:
+    with pytest.raises(ToolError, match="LLMI_EDIT") as info:
+        openai_edit("dall-e-3")(_call(_context(server.base_url), source=_chart_rgba()))
+    assert info.value.kind == "config" and "dall-e-3 makes no edits" in str(info.value)
+    assert server.requests == []
+
+
+def test_a_dall_e_2_edit_sends_a_square_png_and_crops_back(server: ImagesServer) -> None:
+    server.openai_rules = True
+    out = openai_edit("dall-e-2")(_call(_context(server.base_url), source=_chart_rgba((120, 90))))
+
+    [seen] = server.requests
+    upload = _decode(seen.files["image"].data)
+    assert (upload.format, upload.mode, upload.size) == ("PNG", "RGBA", (256, 256))
+    # The padding (rows above the centred 256x192 source) is kept; the source's
+    # transparent background is what dall-e-2 repaints; its opaque bar stays.
+    assert upload.getpixel((5, 5))[3] == 255
+    assert upload.getpixel((128, 40))[3] == 0
+    assert upload.getpixel((60, 120))[3] == 255
+    assert seen.fields["size"] == "256x256" and seen.fields["response_format"] == "b64_json"
+    assert _decode(out.data).size == (120, 90)
+    assert (out.provenance["size_asked"], out.provenance["size_used"]) == ("120x90", "256x256")
+
+
+def test_a_dall_e_2_answer_is_cropped_to_the_source_region(server: ImagesServer) -> None:
+    answer = Image.new("RGB", (256, 256), (255, 0, 0))  # red where the padding was
+    answer.paste((0, 200, 0), (0, 32, 256, 224))
+    server.item = {"b64_json": base64.b64encode(_encode(answer)).decode()}
+    out = openai_edit("dall-e-2")(_call(_context(server.base_url), source=_chart_rgba((120, 90))))
+
+    edited = _decode(out.data).convert("RGB")
+    assert edited.size == (120, 90)
+    assert [colour for _, colour in edited.getcolors()] == [(0, 200, 0)]
+
+
+def test_a_dall_e_2_edit_of_an_opaque_image_is_refused_before_any_call(
+    server: ImagesServer,
+) -> None:
+    source = _encode(Image.new("RGB", (96, 80), (10, 20, 30)))
+    with pytest.raises(ToolError, match="transparent") as info:
+        openai_edit("dall-e-2")(_call(_context(server.base_url), source=source))
+    assert info.value.kind == "config" and "LLMI_EDIT" in str(info.value)
+    assert server.requests == []
+
+
+# --- servers ---------------------------------------------------------------------------
+
+
+def test_edits_go_to_their_own_server_with_its_own_key(server: ImagesServer) -> None:
+    with images_server() as edit_server:
+        ctx = _context(server.base_url, api_key="sk-images", edit_base_url=edit_server.base_url,
+                       edit_api_key="sk-edit")
+        openai_generate("Qwen/Qwen-Image")(_call(ctx))
+        openai_edit("Qwen/Qwen-Image-Edit")(_call(ctx, source=_chart_rgba()))
+
+    assert [(seen.path, seen.auth) for seen in server.requests] == [
+        ("/v1/images/generations", "Bearer sk-images")]
+    assert [(seen.path, seen.auth) for seen in edit_server.requests] == [
+        ("/v1/images/edits", "Bearer sk-edit")]
+
+
+def test_an_edit_server_without_its_own_key_uses_the_shared_one(server: ImagesServer) -> None:
+    ctx = _context("http://127.0.0.1:9/v1", api_key="sk-shared", edit_base_url=server.base_url)
+    openai_edit("m")(_call(ctx, source=_chart_rgba()))
+
+    assert server.requests[0].auth == "Bearer sk-shared"
+
+
+def test_a_server_without_an_edits_endpoint_says_so_and_is_not_retried(
+    server: ImagesServer,
+) -> None:
+    server.edits_route = False  # LocalAI
+    with pytest.raises(ToolError, match="no edits endpoint") as info:
+        openai_edit("stablediffusion")(_call(_context(server.base_url), source=_chart_rgba()))
+
+    assert (info.value.kind, info.value.transient) == ("config", False)
+    assert "LLMI_EDIT_BASE_URL" in str(info.value) and "404" in str(info.value)
+    assert server.unrouted == ["/v1/images/edits"]
+
+
+def test_the_cache_keys_edits_on_the_edit_server(tmp_path: Any) -> None:
+    from llmi.tools.edit import edit
+
+    cache = ToolCache(ArtifactStore(tmp_path))
+    ctx = _context("http://127.0.0.1:1/v1", seed=3, edit_backend="openai:m")
+    request = ImageRequest(slot=0, source="edit", description="d",
+                           params={"img_index": 0, "prompt": "autumn"}, depends_on=None,
+                           attempt=0)
+    source = {"sha256": "a" * 64, "uri": "", "mime": "image/png", "width": 8, "height": 8}
+    keys = {cache.key(edit, request, c, source) for c in (
+        ctx, replace(ctx, edit_base_url="http://127.0.0.1:2/v1"),
+        replace(ctx, edit_base_url="http://127.0.0.1:3/v1"))}
+    assert None not in keys and len(keys) == 3
+    # The edit server's key is not part of it.
+    assert cache.key(edit, request, replace(ctx, edit_api_key="k1"), source) == cache.key(
+        edit, request, replace(ctx, edit_api_key="k2"), source)
+
+
+# --- seeds -----------------------------------------------------------------------------
+
+
+def test_a_seed_the_server_ignored_is_not_recorded_as_applied(
+    server: ImagesServer, tmp_path: Any
+) -> None:
+    server.sd_cpp_seed = 42  # stable-diffusion.cpp's server uses its own seed
+    out = openai_generate("sd-cpp-local")(_call(_context(server.base_url, seed=7)))
+
+    assert server.requests[0].fields["seed"] == 7
+    assert (out.provenance["seed_requested"], out.provenance["seed"]) == (7, 42)
+    assert not _cacheable(tmp_path, out.provenance)
+
+
+def test_a_seed_the_image_confirms_is_recorded(server: ImagesServer, tmp_path: Any) -> None:
+    server.sd_cpp_seed = 7
+    out = openai_generate("sd-cpp-local")(_call(_context(server.base_url, seed=7)))
+
+    assert (out.provenance["seed_requested"], out.provenance["seed"]) == (7, 7)
+    assert _cacheable(tmp_path, out.provenance)
+
+
+def test_a_seed_the_answer_reports_is_recorded(server: ImagesServer) -> None:
+    png = _encode(Image.linear_gradient("L").resize((32, 32)))
+    server.item = {"b64_json": base64.b64encode(png).decode(), "seed": 11}
+    out = openai_generate("m")(_call(_context(server.base_url, seed=11)))
+
+    assert (out.provenance["seed_requested"], out.provenance["seed"]) == (11, 11)
+
+
+def test_the_cache_keeps_no_image_of_a_model_that_takes_no_seed(
+    server: ImagesServer, tmp_path: Any
+) -> None:
+    server.openai_rules = True
+    out = openai_generate("gpt-image-1")(_call(_context(server.base_url, seed=7,
+                                                        image_size="1024x1024")))
+    assert not _cacheable(tmp_path, out.provenance)
+
+
+def _cacheable(tmp_path: Any, provenance: dict[str, Any]) -> bool:
+    store = ArtifactStore(tmp_path / "store")
+    image = store.put(_encode(Image.linear_gradient("L")))
+    return ToolCache(store).put("0" * 64, image, "openai-images", provenance)
 
 
 # --- failures --------------------------------------------------------------------------

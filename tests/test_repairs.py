@@ -355,7 +355,8 @@ def test_a_retry_seed_reaches_the_images_api() -> None:
         context = Context(images_base_url=server.base_url, base_url="", api_key="", seed=40,
                           image_size="64x48")
         out = openai_generate("m")(seeded_call(context, 1234))
-    assert server.requests[0].fields["seed"] == 1234 and out.provenance["seed"] == 1234
+    assert server.requests[0].fields["seed"] == 1234
+    assert out.provenance["seed_requested"] == 1234
 
 
 def test_a_retry_seed_reaches_the_diffusers_pipeline(tmp_path: Path) -> None:

@@ -1,24 +1,38 @@
 """Backends for an OpenAI-compatible images API: ``openai:<model>`` for diffusion and edit.
 
 They call ``POST {base}/images/generations`` and ``POST {base}/images/edits`` through the
-official ``openai`` SDK, so one backend serves OpenAI and open servers (vLLM-Omni, SGLang
-diffusion, LocalAI, stable-diffusion.cpp's server). The base URL is
-``LLMI_IMAGES_BASE_URL``, else ``OPENAI_BASE_URL``, else OpenAI's.
+official ``openai`` SDK, so one backend serves OpenAI, gateways in front of it (LiteLLM,
+OpenRouter, Azure-like proxies) and open servers (vLLM-Omni, SGLang diffusion, LocalAI,
+stable-diffusion.cpp's server). Generations go to ``LLMI_IMAGES_BASE_URL``, else
+``OPENAI_BASE_URL``, else OpenAI's; edits go to ``LLMI_EDIT_BASE_URL`` (with
+``LLMI_EDIT_API_KEY``) when it is set, since open servers serve one model each.
 
-OpenAI and open servers differ in what they accept:
+What a request carries depends on the model's family (``FAMILIES``), never on the host:
 
-- OpenAI's GPT image models reject ``response_format`` (they always answer in base64) and
-  every field they do not know, such as ``seed``. OpenAI gets ``response_format`` only for
-  ``dall-e-*`` models, and never a seed.
-- Open servers get ``response_format="b64_json"`` (LocalAI and SGLang answer with links
-  otherwise) and, when ``LLMI_SEED`` is 0 or more, ``seed`` = that seed + the slot index,
-  so that images of one document differ; a request's own ``params['seed']`` (a verifier's
-  retry) wins.
-- Edit sizes: OpenAI takes a few fixed sizes, so the one closest in aspect ratio is
-  asked for. An open server gets the requested ``LLMI_EDIT_SIZE`` as is; without one, the
-  source's size scaled down to at most one megapixel and rounded to multiples of 16,
-  what diffusion edit models work at. The edited image is then fitted (cropped to the
-  aspect ratio, resized with Lanczos) to ``LLMI_EDIT_SIZE`` or the source's size.
+- Sizes: a family with fixed sizes gets the allowed size nearest to the one asked for,
+  first by aspect ratio, then by area; an empty ``LLMI_IMAGE_SIZE`` sends the family's
+  default (``auto`` for GPT image models, 1024x1024 for DALL-E), or no size at all to an
+  open server, which then uses its model's own. The provenance records ``size_asked`` and
+  ``size_used`` (what was sent; None when the server chose).
+- ``response_format=b64_json`` goes to DALL-E and open servers (LocalAI and SGLang answer
+  with links otherwise); GPT image models refuse the field and always answer in base64.
+- Seeds: OpenAI's models take none. An open server gets ``seed`` = the seed that applies
+  (a request's ``params['seed']``, else ``LLMI_SEED`` + the slot index), recorded as
+  ``seed_requested``. The field is only a convention: vLLM-Omni and SGLang read it,
+  stable-diffusion.cpp's server ignores it (its seeds come from ``<sd_cpp_extra_args>`` in
+  the prompt). So ``seed`` is recorded only when the answer tells the seed the image was
+  made with: a ``seed`` in the answer, or the ``Seed:`` of the generation parameters the
+  image carries (stable-diffusion.cpp writes them into its PNGs). The tool cache keeps no
+  result that asked for no seed, nor one whose answer names another seed than it asked.
+- Edits: GPT image models and open servers take the source as it is. dall-e-2 repaints only
+  the fully transparent parts of a square PNG under 4 MB: the source is centred on a
+  square opaque canvas (its own transparency marks what to change), and the answer is
+  cropped back to the source's aspect ratio; a source without transparent pixels is
+  refused before any call. dall-e-3 has no edits and is refused before any call.
+- The edited image is fitted (cropped to the aspect ratio, resized with Lanczos) to
+  ``LLMI_EDIT_SIZE`` or the source's size. An open server is asked for ``LLMI_EDIT_SIZE``
+  as is; without one, for the source's size scaled to at most one megapixel and rounded
+  to multiples of 16, what diffusion edit models work at.
 """
 
 from __future__ import annotations
@@ -27,10 +41,11 @@ import base64
 import binascii
 import io
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import openai
@@ -39,6 +54,7 @@ from openai.types import Image as ImageItem
 from openai.types import ImagesResponse
 from PIL import Image, ImageOps
 
+from llmi.cache import applied_seed
 from llmi.context import Context
 from llmi.tools.base import Backend, ToolCall, ToolError, ToolOutput
 from llmi.tools.retry import retry_transient
@@ -46,21 +62,81 @@ from llmi.tools.retry import retry_transient
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 BACKEND = "openai-images"
 
-_GPT_IMAGE_SIZES = ((1024, 1024), (1536, 1024), (1024, 1536))
+Size = tuple[int, int]
+Endpoint = Literal["generations", "edits"]
+Request = Callable[[OpenAI, Timeout], ImagesResponse]
+
 _OPEN_SERVER_PIXELS = 1024 * 1024
 _UPLOAD_MAX_SIDE = 2048
+_DALL_E_2_MAX_BYTES = 4 * 1024 * 1024
 _KEPT_FORMATS = {"PNG", "JPEG", "WEBP", "GIF"}
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa"}
 _QUOTA_CODES = {"insufficient_quota", "billing_hard_limit_reached", "billing_not_active"}
+_PARAMETERS_SEED = re.compile(r"(?:^|[\s,])Seed:\s*(\d+)")
 
-Request = Callable[[OpenAI, Timeout], ImagesResponse]
+_REFERENCE = "https://platform.openai.com/docs/api-reference/images"
+
+
+@dataclass(frozen=True)
+class Family:
+    """What one family of image models accepts."""
+
+    name: str
+    prefixes: tuple[str, ...]
+    """Model names it covers, by how they begin (after a gateway's ``provider/``)."""
+    sizes: tuple[Size, ...]
+    """The sizes it takes; empty: any ``WxH``."""
+    default_size: str | None
+    """Sent when ``LLMI_IMAGE_SIZE`` is empty; None sends no size."""
+    response_format: bool
+    seed: bool
+    edits: Literal["any", "transparent-square", "none"]
+    """``any`` image; only a square PNG whose transparent parts are repainted; none."""
+    reference: str
+    """The documentation the rules follow."""
+
+
+GPT_IMAGE = Family(
+    "gpt-image", ("gpt-image",), ((1024, 1024), (1536, 1024), (1024, 1536)), "auto",
+    response_format=False, seed=False, edits="any",
+    reference=f"{_REFERENCE}/create: size 1024x1024, 1536x1024, 1024x1536 or auto; no "
+              "response_format, the answer is always b64_json",
+)
+DALL_E_2 = Family(
+    "dall-e-2", ("dall-e-2",), ((256, 256), (512, 512), (1024, 1024)), "1024x1024",
+    response_format=True, seed=False, edits="transparent-square",
+    reference=f"{_REFERENCE}/createEdit: size 256x256, 512x512 or 1024x1024; the image is "
+              "a square PNG under 4MB whose fully transparent areas are edited",
+)
+DALL_E_3 = Family(
+    "dall-e-3", ("dall-e-3",), ((1024, 1024), (1792, 1024), (1024, 1792)), "1024x1024",
+    response_format=True, seed=False, edits="none",
+    reference=f"{_REFERENCE}/create: size 1024x1024, 1792x1024 or 1024x1792; "
+              "createEdit takes dall-e-2 and GPT image models only",
+)
+OPEN_SERVER = Family(
+    "open server", ("",), (), None, response_format=True, seed=True, edits="any",
+    reference="https://docs.vllm.ai/projects/vllm-omni/en/stable/serving/image_generation_api/"
+              " and https://docs.sglang.io/diffusion/api/openai_api.html: any WxH, seed, "
+              "response_format b64_json",
+)
+FAMILIES = (GPT_IMAGE, DALL_E_2, DALL_E_3, OPEN_SERVER)
+"""Checked in order; the open servers' family takes every other model."""
+
+
+def family_of(model: str) -> Family:
+    """The family of ``model``, read past a gateway's prefix (``openai/gpt-image-1``)."""
+    name = model.rpartition("/")[2].lower()
+    return next(family for family in FAMILIES if name.startswith(family.prefixes))
 
 
 @dataclass(frozen=True)
 class _Server:
     base_url: str
     api_key: str
-    is_openai: bool
+    url_setting: str
+    key_setting: str
+    """The settings that name the server and its key, for messages."""
 
     @property
     def where(self) -> str:
@@ -71,25 +147,30 @@ class _Server:
 def openai_generate(argument: str) -> Backend:
     """``LLMI_DIFFUSION=openai:<model>``: text to image."""
     model = argument
+    family = family_of(model)
 
     def generate(call: ToolCall) -> ToolOutput:
         ctx = call.context
-        server = _server(ctx)
+        server = _server(ctx, edit=False)
         prompt = _prompt(call)
-        seed = _seed(server, call)
+        seed = _seed(family, call)
+        size = _generation_size(family, ctx.image_size or "")
 
         def request(client: OpenAI, timeout: Timeout) -> ImagesResponse:
             return client.images.generate(
-                model=model or omit, prompt=prompt, size=ctx.image_size or omit, n=1,
-                timeout=timeout, **_format_options(server, model, seed),
+                model=model or omit, prompt=prompt, size=size or omit, n=1,
+                timeout=timeout, **_format_options(family, seed),
             )
 
-        item = _first_item(_call_api(call, server, request))
+        response = _call_api(call, server, "generations", request)
+        item = _first_item(response)
         data = _item_bytes(item)
+        image = _open_image(data, "the generated image")
         return ToolOutput(
-            data=_encoded(_open_image(data, "the generated image"), data),
+            data=_encoded(image, data),
             backend=BACKEND,
-            provenance=_provenance(prompt, model, ctx.image_size, item, seed),
+            provenance=_provenance(prompt, model, ctx.image_size or None, size, seed,
+                                   _seed_used(response, item, image), item),
         )
 
     return generate
@@ -98,34 +179,44 @@ def openai_generate(argument: str) -> Backend:
 def openai_edit(argument: str) -> Backend:
     """``LLMI_EDIT=openai:<model>``: change ``call.source_image`` as the prompt says."""
     model = argument
+    family = family_of(model)
 
     def edit(call: ToolCall) -> ToolOutput:
         if call.source_image is None:
             raise ToolError("an edit needs the image it changes, and none was given")
+        if family.edits == "none":
+            raise ToolError(f"{model} makes no edits ({family.reference}): set LLMI_EDIT to "
+                            "another model, such as openai:gpt-image-1, or to "
+                            "diffusers:<model>", kind="config")
         ctx = call.context
-        server = _server(ctx)
+        server = _server(ctx, edit=True)
         prompt = _prompt(call)
-        seed = _seed(server, call)
+        seed = _seed(family, call)
         source = ImageOps.exif_transpose(_open_image(call.source_image, "the image to edit"))
         target = _edit_target(ctx, source.size)
-        size = _edit_request_size(server, model, target, explicit=bool(ctx.edit_size))
-        upload = ("image.png", _upload_png(source), "image/png")
+        size = _edit_request_size(family, target, explicit=bool(ctx.edit_size))
+        upload = ("image.png", _edit_upload(family, model, source, size), "image/png")
 
         def request(client: OpenAI, timeout: Timeout) -> ImagesResponse:
             return client.images.edit(
                 model=model or omit, image=upload, prompt=prompt, size=size, n=1,
-                timeout=timeout, **_format_options(server, model, seed),
+                timeout=timeout, **_format_options(family, seed),
             )
 
-        item = _first_item(_call_api(call, server, request))
+        response = _call_api(call, server, "edits", request)
+        item = _first_item(response)
         data = _item_bytes(item)
-        image = _open_image(data, "the edited image")
-        if image.size != target:
-            image = ImageOps.fit(image, target, Image.Resampling.LANCZOS)
+        answer = _open_image(data, "the edited image")
+        seed_used = _seed_used(response, item, answer)
+        if family.edits == "transparent-square":
+            answer = answer.crop(_placement(answer.width, source.size))
+        image = answer if answer.size == target else ImageOps.fit(
+            answer, target, Image.Resampling.LANCZOS)
         return ToolOutput(
             data=_encoded(image, data),
             backend=BACKEND,
-            provenance=_provenance(prompt, model, size, item, seed),
+            provenance=_provenance(prompt, model, _size_text(target), size, seed, seed_used,
+                                   item),
         )
 
     return edit
@@ -134,52 +225,48 @@ def openai_edit(argument: str) -> Backend:
 # --- the server and the request -------------------------------------------------------
 
 
-def _server(ctx: Context) -> _Server:
+def _server(ctx: Context, *, edit: bool) -> _Server:
     # The default URL is passed explicitly so the SDK never reads OPENAI_BASE_URL itself.
-    base_url = (ctx.images_base_url or ctx.base_url or OPENAI_BASE_URL).rstrip("/")
+    shared = ctx.images_base_url or ctx.base_url or OPENAI_BASE_URL
+    base_url = ((edit and ctx.edit_base_url) or shared).rstrip("/")
+    api_key = (edit and ctx.edit_api_key) or ctx.api_key or ""
+    setting = "LLMI_EDIT_BASE_URL" if edit and ctx.edit_base_url else "LLMI_IMAGES_BASE_URL"
+    key_setting = "LLMI_EDIT_API_KEY or OPENAI_API_KEY" if edit else "OPENAI_API_KEY"
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ToolError(
             f"the images API base URL {base_url!r} is not an http(s) URL: set "
-            "LLMI_IMAGES_BASE_URL (or OPENAI_BASE_URL) like http://localhost:8000/v1",
+            f"{setting} (or OPENAI_BASE_URL) like http://localhost:8000/v1",
             kind="config",
         )
-    is_openai = parts.hostname == urlsplit(OPENAI_BASE_URL).hostname
-    if is_openai and not ctx.api_key:
+    if parts.hostname == urlsplit(OPENAI_BASE_URL).hostname and not api_key:
         raise ToolError(
-            "the OpenAI images API needs a key: set OPENAI_API_KEY, or set "
-            "LLMI_IMAGES_BASE_URL to an OpenAI-compatible images server",
+            f"the OpenAI images API needs a key: set {key_setting}, or set {setting} to an "
+            "OpenAI-compatible images server",
             kind="config",
         )
-    return _Server(base_url, ctx.api_key or "EMPTY", is_openai)
+    return _Server(base_url, api_key or "EMPTY", setting, key_setting)
 
 
 def _prompt(call: ToolCall) -> str:
     return str(call.request["params"].get("prompt") or call.request["description"])
 
 
-def _seed(server: _Server, call: ToolCall) -> int | None:
-    if server.is_openai:
-        return None
-    retry = call.request["params"].get("seed")
-    if isinstance(retry, int) and not isinstance(retry, bool) and retry >= 0:
-        return retry
-    seed = call.context.seed
-    if seed is None or seed < 0:
-        return None
-    return seed + call.request["slot"]
+def _seed(family: Family, call: ToolCall) -> int | None:
+    return applied_seed(call.request, call.context) if family.seed else None
 
 
-def _format_options(server: _Server, model: str, seed: int | None) -> dict[str, Any]:
+def _format_options(family: Family, seed: int | None) -> dict[str, Any]:
     options: dict[str, Any] = {}
-    if not server.is_openai or model.startswith("dall-e"):
+    if family.response_format:
         options["response_format"] = "b64_json"
     if seed is not None:
         options["extra_body"] = {"seed": seed}
     return options
 
 
-def _call_api(call: ToolCall, server: _Server, request: Request) -> ImagesResponse:
+def _call_api(call: ToolCall, server: _Server, endpoint: Endpoint,
+              request: Request) -> ImagesResponse:
     """Run ``request``, retrying transient failures, each try within the time left."""
     started = time.monotonic()
     connect_s = call.context.connect_timeout or 5.0
@@ -194,7 +281,7 @@ def _call_api(call: ToolCall, server: _Server, request: Request) -> ImagesRespon
             try:
                 return request(client, Timeout(left, connect=min(connect_s, left)))
             except openai.APIError as error:
-                raise _tool_error(error, server.where, call.deadline_s) from error
+                raise _tool_error(error, server, endpoint, call.deadline_s) from error
 
         return retry_transient(attempt, deadline_s=call.deadline_s)
 
@@ -202,7 +289,9 @@ def _call_api(call: ToolCall, server: _Server, request: Request) -> ImagesRespon
 # --- errors ----------------------------------------------------------------------------
 
 
-def _tool_error(error: openai.APIError, where: str, deadline_s: float) -> ToolError:
+def _tool_error(error: openai.APIError, server: _Server, endpoint: Endpoint,
+                deadline_s: float) -> ToolError:
+    where = server.where
     if isinstance(error, openai.APITimeoutError):
         return ToolError(f"the images API at {where} did not answer within the {deadline_s:g} s "
                          "deadline", kind="timeout", transient=True)
@@ -210,17 +299,24 @@ def _tool_error(error: openai.APIError, where: str, deadline_s: float) -> ToolEr
         return ToolError(f"could not reach the images API at {where}: {error.__cause__ or error}",
                          kind="http", transient=True)
     if isinstance(error, openai.APIStatusError):
-        return _status_error(error, where)
+        return _status_error(error, server, endpoint)
     return ToolError(f"the images API at {where} answered something unreadable: {error}")
 
 
-def _status_error(error: openai.APIStatusError, where: str) -> ToolError:
-    status, message = error.status_code, _server_message(error)
+def _status_error(error: openai.APIStatusError, server: _Server,
+                  endpoint: Endpoint) -> ToolError:
+    where, status, message = server.where, error.status_code, _server_message(error)
     said = f"the images API at {where} answered {status}: {message}"
+    if endpoint == "edits" and status in (404, 405) and error.code != "model_not_found":
+        return ToolError(
+            f"the images server at {where} has no edits endpoint (POST /images/edits answered "
+            f"{status}: {message}): set LLMI_EDIT_BASE_URL to a server that edits, or set "
+            "LLMI_EDIT to another backend", kind="config")
     if status in (401, 403):
-        return ToolError(f"{said} (check OPENAI_API_KEY and LLMI_IMAGES_BASE_URL)", kind="config")
+        return ToolError(f"{said} (check {server.key_setting} and {server.url_setting})",
+                         kind="config")
     if status == 404:
-        return ToolError(f"{said} (check LLMI_IMAGES_BASE_URL and the model after 'openai:')",
+        return ToolError(f"{said} (check {server.url_setting} and the model after 'openai:')",
                          kind="config")
     if status == 429 and _is_quota(error, message):
         return ToolError(f"{said} (out of quota or billing)", kind="quota")
@@ -305,50 +401,99 @@ def _encoded(image: Image.Image, data: bytes) -> bytes:
     return buf.getvalue()
 
 
-def _provenance(prompt: str, model: str, size: str | None, item: ImageItem,
-                seed: int | None) -> dict[str, Any]:
-    provenance: dict[str, Any] = {"prompt": prompt, "model": model, "size": size}
+def _seed_used(response: ImagesResponse, item: ImageItem, image: Image.Image) -> int | None:
+    """The seed the server says it made the image with, if it says."""
+    for said in (item.model_extra, response.model_extra):
+        seed = (said or {}).get("seed")
+        if isinstance(seed, int) and not isinstance(seed, bool):
+            return seed
+    parameters = image.info.get("parameters")
+    match = _PARAMETERS_SEED.search(parameters) if isinstance(parameters, str) else None
+    return int(match.group(1)) if match else None
+
+
+def _provenance(prompt: str, model: str, size_asked: str | None, size_used: str | None,
+                seed_requested: int | None, seed_used: int | None,
+                item: ImageItem) -> dict[str, Any]:
+    provenance: dict[str, Any] = {"prompt": prompt, "model": model,
+                                  "size_asked": size_asked, "size_used": size_used}
     if item.revised_prompt:
         provenance["revised_prompt"] = item.revised_prompt
-    if seed is not None:
-        provenance["seed"] = seed
+    # None: no seed was asked for (the model takes none, or LLMI_SEED draws one).
+    provenance["seed_requested"] = seed_requested
+    if seed_used is not None:
+        provenance["seed"] = seed_used
     return provenance
 
 
-# --- edit sizes and the upload ---------------------------------------------------------
+# --- sizes -----------------------------------------------------------------------------
 
 
-def _edit_target(ctx: Context, source_size: tuple[int, int]) -> tuple[int, int]:
+def _parse_size(text: str) -> Size | None:
+    width, sep, height = text.lower().partition("x")
+    if sep and width.isdigit() and height.isdigit() and int(width) and int(height):
+        return int(width), int(height)
+    return None
+
+
+def _size_text(size: Size) -> str:
+    return f"{size[0]}x{size[1]}"
+
+
+def _nearest_size(sizes: tuple[Size, ...], width: int, height: int) -> Size:
+    """The size in ``sizes`` closest in aspect ratio to ``width``x``height``, then in area."""
+    aspect, area = math.log(width / height), math.log(width * height)
+
+    def distance(size: Size) -> tuple[float, float]:
+        return (round(abs(math.log(size[0] / size[1]) - aspect), 9),
+                abs(math.log(size[0] * size[1]) - area))
+
+    return min(sizes, key=distance)
+
+
+def _generation_size(family: Family, asked: str) -> str | None:
+    if not asked:
+        return family.default_size
+    if not family.sizes or (asked == "auto" and family.default_size == "auto"):
+        return asked
+    size = _parse_size(asked)
+    if size is None:
+        raise ToolError(f"LLMI_IMAGE_SIZE must read WxH, like 1024x768, not {asked!r} "
+                        f"({family.reference})", kind="config")
+    return _size_text(_nearest_size(family.sizes, *size))
+
+
+def _edit_target(ctx: Context, source_size: Size) -> Size:
     if not ctx.edit_size:
         return source_size
-    width, sep, height = ctx.edit_size.lower().partition("x")
-    if not (sep and width.isdigit() and height.isdigit() and int(width) and int(height)):
+    size = _parse_size(ctx.edit_size)
+    if size is None:
         raise ToolError(f"LLMI_EDIT_SIZE must read WxH, like 1024x768, not {ctx.edit_size!r}",
                         kind="config")
-    return int(width), int(height)
+    return size
 
 
-def _edit_request_size(server: _Server, model: str, target: tuple[int, int], *,
-                       explicit: bool) -> str:
-    width, height = target
-    if server.is_openai:
-        return _openai_edit_size(model, width, height)
+def _edit_request_size(family: Family, target: Size, *, explicit: bool) -> str:
+    if family.sizes:
+        return _size_text(_nearest_size(family.sizes, *target))
     if explicit:
-        return f"{width}x{height}"
-    return _open_server_size(width, height)
-
-
-def _openai_edit_size(model: str, width: int, height: int) -> str:
-    if model.startswith("dall-e"):
-        return "1024x1024"
-    aspect = width / height
-    best = min(_GPT_IMAGE_SIZES, key=lambda size: abs(math.log(size[0] / size[1] / aspect)))
-    return f"{best[0]}x{best[1]}"
+        return _size_text(target)
+    return _open_server_size(*target)
 
 
 def _open_server_size(width: int, height: int) -> str:
     scale = min(1.0, math.sqrt(_OPEN_SERVER_PIXELS / (width * height)))
     return "x".join(str(max(16, round(side * scale / 16) * 16)) for side in (width, height))
+
+
+# --- the upload ------------------------------------------------------------------------
+
+
+def _edit_upload(family: Family, model: str, source: Image.Image, size: str) -> bytes:
+    if family.edits == "transparent-square":
+        side = int(size.partition("x")[0])
+        return _transparent_square_png(model, source, side)
+    return _upload_png(source)
 
 
 def _upload_png(image: Image.Image) -> bytes:
@@ -357,6 +502,42 @@ def _upload_png(image: Image.Image) -> bytes:
     image = image.convert("RGBA" if has_alpha else "RGB")
     if max(image.size) > _UPLOAD_MAX_SIDE:
         image.thumbnail((_UPLOAD_MAX_SIDE, _UPLOAD_MAX_SIDE), Image.Resampling.LANCZOS)
+    return _png(image)
+
+
+def _transparent_square_png(model: str, source: Image.Image, side: int) -> bytes:
+    """dall-e-2's edit input: the source centred on an opaque square canvas of ``side``.
+
+    dall-e-2 repaints the fully transparent pixels and keeps the rest, so the canvas is
+    opaque (nothing is painted where the answer is cropped away) and the source's own
+    transparency says what changes.
+    """
+    rgba = source.convert("RGBA")
+    if rgba.getchannel("A").getextrema()[0] > 0:
+        raise ToolError(
+            f"{model} only repaints the fully transparent parts of an image, and this one has "
+            "none, so the edit would change nothing: set LLMI_EDIT to a model that edits by "
+            "instruction, such as openai:gpt-image-1, or to diffusers:<model>", kind="config")
+    box = _placement(side, rgba.size)
+    fitted = rgba.resize((box[2] - box[0], box[3] - box[1]), Image.Resampling.LANCZOS)
+    canvas = Image.new("RGBA", (side, side), (255, 255, 255, 255))
+    canvas.paste(fitted, box[:2])
+    data = _png(canvas)
+    if len(data) >= _DALL_E_2_MAX_BYTES:
+        raise ToolError(f"the square PNG for {model} is {len(data)} bytes, over its 4 MB limit: "
+                        "set LLMI_EDIT_SIZE to 512x512 or smaller", kind="config")
+    return data
+
+
+def _placement(side: int, size: Size) -> tuple[int, int, int, int]:
+    """The box an image of ``size`` fills, scaled and centred, on a square of ``side``."""
+    scale = side / max(size)
+    width, height = (max(1, round(length * scale)) for length in size)
+    left, top = (side - width) // 2, (side - height) // 2
+    return left, top, left + width, top + height
+
+
+def _png(image: Image.Image) -> bytes:
     buf = io.BytesIO()
     image.save(buf, "PNG")
     return buf.getvalue()
