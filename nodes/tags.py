@@ -9,6 +9,7 @@ repairs what it safely can and never raises: every tag becomes either an
 from __future__ import annotations
 
 import ast
+import codecs
 import json
 import re
 import warnings
@@ -22,6 +23,16 @@ OPEN, CLOSE = "<imgen>", "</imgen>"
 _FENCE = re.compile(r"^[ \t]*```[^\n`]*\n(.*?)^[ \t]*```[ \t]*$", re.MULTILINE | re.DOTALL)
 _INLINE_CODE = re.compile(r"`+\s*(<imgen>.*?</imgen>)\s*`+", re.DOTALL)
 _PAIRS = {"{": "}", "[": "]", "(": ")"}
+# The one shape LLM-I's parser reads before trying a literal (``parse_image_tag`` in its
+# verl/utils/reward_score/llmi_rm.py), because its models write code strings with quotes
+# left unescaped, as its training prompt's example does: the code runs to the closing
+# "'}}", escapes still written out, and the description is taken as written.
+_CODE_TAG = re.compile(
+    r"\s*\{'source': 'code', 'description': '([^']*)', 'params': \{'code': '(.*)'\}\}\s*",
+    re.DOTALL,
+)
+_BACKSLASHES_BEFORE_NON_ASCII = re.compile(r"\\+(?=[^\x00-\x7f])")
+_COMMON_ESCAPES = (("\\n", "\n"), ("\\t", "\t"), ('\\"', '"'), ("\\'", "'"))
 
 
 @dataclass
@@ -72,7 +83,7 @@ def _slot(
 ) -> ImageRequest | ImageResult:
     tag: dict[str, Any] = {}
     try:
-        tag = _literal(body)
+        tag = _code_tag(body) or _literal(body)
         if over_limit:
             raise TagError(f"more than {limit} images in one document")
         return _request(slot, tag, required_params)
@@ -163,6 +174,47 @@ def _add_text(plan: Plan, text: str) -> None:
     text = text.replace(CLOSE, "").strip("\n")
     if text.strip():
         plan.segments.append({"kind": "text", "text": text})
+
+
+def _code_tag(body: str) -> dict[str, Any] | None:
+    """A tag in LLM-I's exact code-tag shape, read as LLM-I reads it; None for any other body."""
+    match = _CODE_TAG.fullmatch(body)
+    if match is None:
+        return None
+    description, code = match.groups()
+    code = _unescape(code.strip())
+    return {"source": "code", "description": description, "params": {"code": code}}
+
+
+def _unescape(code: str) -> str:
+    """``code`` with its backslash escapes read, as LLM-I reads them before it runs code
+    (``sanitize_code`` in its imageutils/code_exec.py).
+
+    LLM-I decodes the text with ``unicode_escape``, which garbles every character beyond
+    ASCII (its UTF-8 bytes come out as Latin-1 characters); here they stay as written. Where the escapes do not
+    decode (a lone final backslash, a short ``\\x``), only the common four are read, as there.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # an unknown escape such as \d stays as written
+            return codecs.decode(_ascii_escaped(code), "unicode_escape")
+    except UnicodeDecodeError:
+        for escape, char in _COMMON_ESCAPES:
+            code = code.replace(escape, char)
+        return code
+
+
+def _ascii_escaped(code: str) -> bytes:
+    """``code`` as ASCII that ``unicode_escape`` decodes to its own non-ASCII characters.
+
+    A backslash right before such a character is an unknown escape, which stays as written;
+    it is doubled so that it cannot join the escape the character becomes.
+    """
+    def doubled(match: re.Match[str]) -> str:
+        run = match.group()
+        return run + "\\" * (len(run) % 2)
+
+    return _BACKSLASHES_BEFORE_NON_ASCII.sub(doubled, code).encode("ascii", "backslashreplace")
 
 
 def _literal(body: str) -> dict[str, Any]:

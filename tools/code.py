@@ -36,6 +36,9 @@ CREDENTIALS_IN_URL = re.compile(r"://[^/@\s]+:[^/@\s]*@")
 CPU_SPARE_S = 2
 """The CPU limit is this much over the wall-time limit, which should strike first."""
 STDERR_TAIL_CHARS = 2000
+OPENING_FENCE = re.compile(r"\A\s*```(?:[\w+-]*[ \t]*\n)?")
+CLOSING_FENCE = re.compile(r"\n?[ \t]*```\s*\Z")
+"""A Markdown fence a model wraps its code in although told not to; LLM-I drops it too."""
 POOL = chart_pool.SUPPORTED
 """Whether charts run in children of the warm zygote (``chart_pool``) rather than each
 in a fresh interpreter, when ``run_chart`` is not told; off where it is unsupported."""
@@ -50,7 +53,7 @@ class CodeTool:
     )
 
     def __call__(self, call: ToolCall) -> ToolOutput:
-        chart_code = call.request["params"]["code"]
+        chart_code = unfenced(call.request["params"]["code"])
         png = run_chart(
             chart_code,
             timeout_s=min(call.context.code_timeout, call.deadline_s),
@@ -61,6 +64,11 @@ class CodeTool:
 
 
 code = CodeTool()
+
+
+def unfenced(code: str) -> str:
+    """``code`` without the Markdown fence around it, if it has one."""
+    return CLOSING_FENCE.sub("", OPENING_FENCE.sub("", code))
 
 
 def run_chart(code: str, *, timeout_s: float, memory_mb: int, pool: bool | None = None) -> bytes:
