@@ -191,8 +191,9 @@ def _unescape(code: str) -> str:
     (``sanitize_code`` in its imageutils/code_exec.py).
 
     LLM-I decodes the text with ``unicode_escape``, which garbles every character beyond
-    ASCII (its UTF-8 bytes come out as Latin-1 characters); here they stay as written. Where the escapes do not
-    decode (a lone final backslash, a short ``\\x``), only the common four are read, as there.
+    ASCII (its UTF-8 bytes come out as Latin-1 characters); here they stay as written.
+    Where the escapes do not decode (a lone final backslash, a short ``\\x``), only the
+    common four are read, as there.
     """
     try:
         with warnings.catch_warnings():

@@ -6,8 +6,10 @@ tag pattern of ``interleaved_generation_concurrent`` (imageutils/interleaved_gen
 (imageutils/code_exec.py), which every code string goes through before it runs.
 
 Where llmi departs from LLM-I on purpose, a test says so: characters beyond ASCII in code
-stay as written (``sanitize_code`` garbles them), and a code string read as a Python
-literal is unescaped once (``sanitize_code`` unescapes it a second time).
+stay as written (``sanitize_code`` garbles them); a code string read as a Python literal
+is unescaped once (``sanitize_code`` unescapes it a second time); a body that is JSON reads
+as JSON where a Python literal would mean otherwise (``\\/``, escaped surrogate pairs);
+blank code is a slot error (LLM-I runs it and counts the blank chart).
 """
 
 from __future__ import annotations
@@ -82,7 +84,15 @@ def llm_i_sanitize_code(code: str) -> str:
             warnings.simplefilter("ignore")
             return codecs.decode(code, "unicode_escape")
     except Exception:
-        return code.replace("\\n", "\n").replace("\\t", "\t").replace('\\"', '"').replace("\\'", "'")
+        code = code.replace("\\n", "\n").replace("\\t", "\t")
+        return code.replace('\\"', '"').replace("\\'", "'")
+
+
+def llm_i_code(body: str) -> str:
+    """The code string LLM-I's parser takes from a code tag, before sanitize_code."""
+    tag = llm_i_parse_image_tag(body)
+    assert tag is not None
+    return tag["params"]["code"]
 
 
 def llm_i_reads_code_tag(body: str) -> bool:
@@ -182,7 +192,7 @@ ASCII_CODE = st.lists(st.sampled_from(
 @given(ASCII_CODE)
 def test_any_ascii_code_string_reads_as_llm_i_runs_it(written: str) -> None:
     body = code_tag("a chart", written)
-    assert llm_i_parse_image_tag(body)["params"]["code"] == written  # type: ignore[index]
+    assert llm_i_code(body) == written
     runs = llm_i_sanitize_code(written)
     plan = parse_draft(f"<imgen>{body}</imgen>", REQUIRED)
     if runs.strip():
@@ -229,7 +239,7 @@ def test_non_ascii_code_stays_as_written() -> None:
     assert code == "plt.bar(['Kyoto', 'Ōsaka'], [1, 2])\nplt.title('京都 — rainfall')"
     # LLM-I's unicode_escape reads the UTF-8 bytes of each such character as Latin-1.
     garbled = code.encode("utf-8").decode("latin-1")
-    assert llm_i_sanitize_code(llm_i_parse_image_tag(body)["params"]["code"]) == garbled  # type: ignore[index]
+    assert llm_i_sanitize_code(llm_i_code(body)) == garbled
 
 
 def test_a_literal_code_string_is_unescaped_once() -> None:
@@ -237,7 +247,7 @@ def test_a_literal_code_string_is_unescaped_once() -> None:
     code = only_request(f"<imgen>{body}</imgen>")["params"]["code"]
     assert code == 'plt.title("a\\nb")'
     compile(code, "<chart>", "exec")
-    theirs = llm_i_parse_image_tag(body)["params"]["code"]  # type: ignore[index]
+    theirs = llm_i_code(body)
     assert theirs == code
     with pytest.raises(SyntaxError):  # the newline unescaped a second time ends the string
         compile(llm_i_sanitize_code(theirs), "<chart>", "exec")
@@ -251,10 +261,24 @@ def test_a_literal_code_string_is_unescaped_once() -> None:
 def test_a_fenced_code_string_runs_without_its_fence(body: str) -> None:
     code = unfenced(only_request(f"<imgen>{body}</imgen>")["params"]["code"])
     assert code == "plt.plot([1, 2])"
-    assert llm_i_sanitize_code(llm_i_parse_image_tag(body)["params"]["code"]).strip() == code  # type: ignore[index]
+    assert llm_i_sanitize_code(llm_i_code(body)).strip() == code
 
 
 def test_a_code_tags_description_is_taken_as_written_as_in_llm_i() -> None:
     body = code_tag("Sales\\nCosts", "plt.plot([1])")
-    assert llm_i_parse_image_tag(body)["description"] == "Sales\\nCosts"  # type: ignore[index]
+    theirs = llm_i_parse_image_tag(body)
+    assert theirs is not None and theirs["description"] == "Sales\\nCosts"
     assert only_request(f"<imgen>{body}</imgen>")["description"] == "Sales\\nCosts"
+
+
+@pytest.mark.parametrize(("source", "params", "meant"), [
+    ("search", '{"query": "AC\\/DC live"}', {"query": "AC/DC live"}),
+    ("diffusion", '{"prompt": "a cat \\ud83d\\ude00"}', {"prompt": "a cat \U0001f600"}),
+])
+def test_a_json_body_reads_as_json_where_a_python_literal_means_otherwise(
+    source: str, params: str, meant: dict[str, str]
+) -> None:
+    body = f'{{"source": "{source}", "description": "d", "params": {params}}}'
+    theirs = llm_i_parse_image_tag(body)
+    assert theirs is not None and theirs["params"] != meant  # "\\/" kept; lone surrogates
+    assert only_request(f"<imgen>{body}</imgen>")["params"] == meant
