@@ -166,7 +166,8 @@ def key_fields(tool: Any, request: ImageRequest, ctx: Context,
 
 
 def applied_seed(request: ImageRequest, ctx: Context) -> int | None:
-    """The seed the diffusion and edit backends use, or None when they draw one."""
+    """The seed that applies to a request: what diffusers pipelines and open images
+    servers are asked for; None when they draw one."""
     seed = request["params"].get("seed")
     if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0:
         return seed

@@ -292,6 +292,15 @@ def test_the_standin_refuses_what_openai_refuses(server: ImagesServer) -> None:
     client.close()
 
 
+def test_an_openai_model_behind_an_alias_gets_a_hint_when_refused(server: ImagesServer) -> None:
+    server.openai_rules = True  # a deployment named my-images, serving dall-e-2
+    with pytest.raises(ToolError, match="Unknown parameter: 'seed'") as info:
+        openai_generate("my-images")(_call(_context(server.base_url, seed=1)))
+
+    assert "name it as OpenAI does" in str(info.value) and info.value.transient is False
+    assert len(server.requests) == 1
+
+
 def test_an_unknown_image_size_for_a_model_of_fixed_sizes_is_a_config_error(
     server: ImagesServer,
 ) -> None:

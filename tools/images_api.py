@@ -71,6 +71,7 @@ _UPLOAD_MAX_SIDE = 2048
 _DALL_E_2_MAX_BYTES = 4 * 1024 * 1024
 _KEPT_FORMATS = {"PNG", "JPEG", "WEBP", "GIF"}
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa"}
+_REFUSED_FIELD_CODES = {"unknown_parameter", "invalid_value"}
 _QUOTA_CODES = {"insufficient_quota", "billing_hard_limit_reached", "billing_not_active"}
 _PARAMETERS_SEED = re.compile(r"(?:^|[\s,])Seed:\s*(\d+)")
 
@@ -162,7 +163,7 @@ def openai_generate(argument: str) -> Backend:
                 timeout=timeout, **_format_options(family, seed),
             )
 
-        response = _call_api(call, server, "generations", request)
+        response = _call_api(call, server, family, "generations", request)
         item = _first_item(response)
         data = _item_bytes(item)
         image = _open_image(data, "the generated image")
@@ -203,7 +204,7 @@ def openai_edit(argument: str) -> Backend:
                 timeout=timeout, **_format_options(family, seed),
             )
 
-        response = _call_api(call, server, "edits", request)
+        response = _call_api(call, server, family, "edits", request)
         item = _first_item(response)
         data = _item_bytes(item)
         answer = _open_image(data, "the edited image")
@@ -265,7 +266,7 @@ def _format_options(family: Family, seed: int | None) -> dict[str, Any]:
     return options
 
 
-def _call_api(call: ToolCall, server: _Server, endpoint: Endpoint,
+def _call_api(call: ToolCall, server: _Server, family: Family, endpoint: Endpoint,
               request: Request) -> ImagesResponse:
     """Run ``request``, retrying transient failures, each try within the time left."""
     started = time.monotonic()
@@ -281,7 +282,7 @@ def _call_api(call: ToolCall, server: _Server, endpoint: Endpoint,
             try:
                 return request(client, Timeout(left, connect=min(connect_s, left)))
             except openai.APIError as error:
-                raise _tool_error(error, server, endpoint, call.deadline_s) from error
+                raise _tool_error(error, server, family, endpoint, call.deadline_s) from error
 
         return retry_transient(attempt, deadline_s=call.deadline_s)
 
@@ -289,7 +290,7 @@ def _call_api(call: ToolCall, server: _Server, endpoint: Endpoint,
 # --- errors ----------------------------------------------------------------------------
 
 
-def _tool_error(error: openai.APIError, server: _Server, endpoint: Endpoint,
+def _tool_error(error: openai.APIError, server: _Server, family: Family, endpoint: Endpoint,
                 deadline_s: float) -> ToolError:
     where = server.where
     if isinstance(error, openai.APITimeoutError):
@@ -299,11 +300,11 @@ def _tool_error(error: openai.APIError, server: _Server, endpoint: Endpoint,
         return ToolError(f"could not reach the images API at {where}: {error.__cause__ or error}",
                          kind="http", transient=True)
     if isinstance(error, openai.APIStatusError):
-        return _status_error(error, server, endpoint)
+        return _status_error(error, server, family, endpoint)
     return ToolError(f"the images API at {where} answered something unreadable: {error}")
 
 
-def _status_error(error: openai.APIStatusError, server: _Server,
+def _status_error(error: openai.APIStatusError, server: _Server, family: Family,
                   endpoint: Endpoint) -> ToolError:
     where, status, message = server.where, error.status_code, _server_message(error)
     said = f"the images API at {where} answered {status}: {message}"
@@ -312,6 +313,12 @@ def _status_error(error: openai.APIStatusError, server: _Server,
             f"the images server at {where} has no edits endpoint (POST /images/edits answered "
             f"{status}: {message}): set LLMI_EDIT_BASE_URL to a server that edits, or set "
             "LLMI_EDIT to another backend", kind="config")
+    if status == 400 and family is OPEN_SERVER and error.code in _REFUSED_FIELD_CODES:
+        # An alias (a LiteLLM model name, an Azure deployment) can hide an OpenAI model.
+        return ToolError(
+            f"{said} (a model llmi does not know by name is sent what open servers take: any "
+            "size, seed and response_format; if it is an OpenAI image model behind another "
+            "name, name it as OpenAI does after 'openai:', such as gpt-image-1)", kind="http")
     if status in (401, 403):
         return ToolError(f"{said} (check {server.key_setting} and {server.url_setting})",
                          kind="config")
