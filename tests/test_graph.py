@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import io
 import json
 import threading
@@ -201,6 +202,8 @@ def test_a_swapped_node_is_used(context: Context) -> None:
 
 
 def test_checkpoint_of_eight_images_is_small_and_plain(context: Context) -> None:
+    if "allowed_msgpack_modules" not in inspect.signature(JsonPlusSerializer).parameters:
+        pytest.skip("this langgraph-checkpoint has no strict msgpack loading to check against")
     serde = JsonPlusSerializer(pickle_fallback=False)
     saver = InMemorySaver(serde=serde)
     draft = "\n\nSome text between the images.\n\n".join(
