@@ -17,9 +17,11 @@ vllm_omni/entrypoints/openai/protocol/images.py: ``ImageData`` has no seed). Mod
   /v1/images/generations and /v1/images/inpainting but no /v1/images/edits; Echo
   answers an unknown route 404 ``{"message": "Not Found"}``.
 - ``sd_cpp_seed``: stable-diffusion.cpp's server (examples/server/routes_openai.cpp and
-  api.md): the top-level ``seed`` is not read (seeds come only from
-  ``<sd_cpp_extra_args>`` in the prompt), the server's own seed is used, and the PNG
-  carries its generation parameters in a ``parameters`` text chunk ("... Seed: N, ...").
+  api.md) started with that seed: the top-level ``seed`` is not read, a seed comes only
+  from an ``<sd_cpp_extra_args>{"seed": N}</sd_cpp_extra_args>`` block in the prompt
+  (removed before generation), else the server's own is used, and the PNG carries its
+  generation parameters in a ``parameters`` text chunk ("... Seed: N, ...",
+  examples/common/common.cpp ``get_image_params``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -126,14 +129,24 @@ class ImagesServer:
         image = Image.linear_gradient("L").resize(size or (64, 64)).convert("RGB")
         info = None
         if self.sd_cpp_seed is not None:
+            prompt, seed = _sd_cpp_extra_seed(str(seen.fields.get("prompt", "")))
             info = PngImagePlugin.PngInfo()
-            info.add_text("parameters", f"{seen.fields.get('prompt', '')}\nSteps: 20, "
-                          f"CFG scale: 7.000000, Seed: {self.sd_cpp_seed}, "
+            info.add_text("parameters", f"{prompt}\nSteps: 20, CFG scale: 7.000000, "
+                          f"Seed: {self.sd_cpp_seed if seed is None else seed}, "
                           f"Size: {image.width}x{image.height}, Model: sd.safetensors, "
                           "RNG: cuda, Sampler: euler_a")
         buf = io.BytesIO()
         image.save(buf, "PNG", pnginfo=info)
         return buf.getvalue()
+
+
+def _sd_cpp_extra_seed(prompt: str) -> tuple[str, int | None]:
+    """The prompt without its ``<sd_cpp_extra_args>`` block, and the block's seed."""
+    match = re.search(r"<sd_cpp_extra_args>(.*?)</sd_cpp_extra_args>", prompt, re.DOTALL)
+    if match is None:
+        return prompt, None
+    seed = json.loads(match.group(1)).get("seed")
+    return (prompt[:match.start()] + prompt[match.end():]).strip(), seed
 
 
 _GPT_IMAGE_SIZES = ("1024x1024", "1024x1536", "1536x1024", "auto")

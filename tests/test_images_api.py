@@ -413,18 +413,29 @@ def test_the_cache_keys_edits_on_the_edit_server(tmp_path: Any) -> None:
 def test_a_seed_the_server_ignored_is_not_recorded_as_applied(
     server: ImagesServer, tmp_path: Any
 ) -> None:
-    server.sd_cpp_seed = 42  # stable-diffusion.cpp's server uses its own seed
-    out = openai_generate("sd-cpp-local")(_call(_context(server.base_url, seed=7)))
+    # stable-diffusion.cpp's server under a model name that does not say so: the seed
+    # field is ignored and the server's own seed (42) is used, as the PNG says.
+    server.sd_cpp_seed = 42
+    out = openai_generate("stable-diffusion")(_call(_context(server.base_url, seed=7)))
 
     assert server.requests[0].fields["seed"] == 7
     assert (out.provenance["seed_requested"], out.provenance["seed"]) == (7, 42)
     assert not _cacheable(tmp_path, out.provenance)
 
 
-def test_a_seed_the_image_confirms_is_recorded(server: ImagesServer, tmp_path: Any) -> None:
-    server.sd_cpp_seed = 7
-    out = openai_generate("sd-cpp-local")(_call(_context(server.base_url, seed=7)))
+@pytest.mark.parametrize("backend", [openai_generate, openai_edit])
+def test_stable_diffusion_cpp_gets_its_seed_in_the_prompt(
+    server: ImagesServer, tmp_path: Any, backend: Any
+) -> None:
+    server.sd_cpp_seed = 42
+    source = _chart_rgba() if backend is openai_edit else None
+    out = backend("sd-cpp-local")(_call(_context(server.base_url, seed=7), source=source))
 
+    [seen] = server.requests
+    assert "seed" not in seen.fields
+    assert seen.fields["prompt"] == (
+        'a lighthouse at dusk <sd_cpp_extra_args>{"seed": 7}</sd_cpp_extra_args>')
+    assert out.provenance["prompt"] == "a lighthouse at dusk"
     assert (out.provenance["seed_requested"], out.provenance["seed"]) == (7, 7)
     assert _cacheable(tmp_path, out.provenance)
 

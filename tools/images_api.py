@@ -19,11 +19,12 @@ What a request carries depends on the model's family (``FAMILIES``), never on th
 - Seeds: OpenAI's models take none. An open server gets ``seed`` = the seed that applies
   (a request's ``params['seed']``, else ``LLMI_SEED`` + the slot index), recorded as
   ``seed_requested``. The field is only a convention: vLLM-Omni and SGLang read it,
-  stable-diffusion.cpp's server ignores it (its seeds come from ``<sd_cpp_extra_args>`` in
-  the prompt). So ``seed`` is recorded only when the answer tells the seed the image was
-  made with: a ``seed`` in the answer, or the ``Seed:`` of the generation parameters the
-  image carries (stable-diffusion.cpp writes them into its PNGs). The tool cache keeps no
-  result that asked for no seed, nor one whose answer names another seed than it asked.
+  stable-diffusion.cpp's server ignores it and reads seeds from an ``<sd_cpp_extra_args>``
+  block in the prompt, which its model ``sd-cpp-local`` gets. So ``seed`` is recorded only
+  when the answer tells the seed the image was made with: a ``seed`` in the answer, or the
+  ``Seed:`` of the generation parameters the image carries (stable-diffusion.cpp writes
+  them into its PNGs). The tool cache keeps no result that asked for no seed, nor one
+  whose answer names another seed than it asked.
 - Edits: GPT image models and open servers take the source as it is. dall-e-2 repaints only
   the fully transparent parts of a square PNG under 4 MB: the source is centred on a
   square opaque canvas (its own transparency marks what to change), and the answer is
@@ -90,7 +91,9 @@ class Family:
     default_size: str | None
     """Sent when ``LLMI_IMAGE_SIZE`` is empty; None sends no size."""
     response_format: bool
-    seed: bool
+    seed: Literal["none", "seed field", "sd_cpp_extra_args"]
+    """How a seed is sent: not at all, as the ``seed`` field, or in the prompt's
+    ``<sd_cpp_extra_args>`` block (stable-diffusion.cpp's server reads no ``seed`` field)."""
     edits: Literal["any", "transparent-square", "none"]
     """``any`` image; only a square PNG whose transparent parts are repainted; none."""
     reference: str
@@ -99,29 +102,36 @@ class Family:
 
 GPT_IMAGE = Family(
     "gpt-image", ("gpt-image",), ((1024, 1024), (1536, 1024), (1024, 1536)), "auto",
-    response_format=False, seed=False, edits="any",
+    response_format=False, seed="none", edits="any",
     reference=f"{_REFERENCE}/create: size 1024x1024, 1536x1024, 1024x1536 or auto; no "
               "response_format, the answer is always b64_json",
 )
 DALL_E_2 = Family(
     "dall-e-2", ("dall-e-2",), ((256, 256), (512, 512), (1024, 1024)), "1024x1024",
-    response_format=True, seed=False, edits="transparent-square",
+    response_format=True, seed="none", edits="transparent-square",
     reference=f"{_REFERENCE}/createEdit: size 256x256, 512x512 or 1024x1024; the image is "
               "a square PNG under 4MB whose fully transparent areas are edited",
 )
 DALL_E_3 = Family(
     "dall-e-3", ("dall-e-3",), ((1024, 1024), (1792, 1024), (1024, 1792)), "1024x1024",
-    response_format=True, seed=False, edits="none",
+    response_format=True, seed="none", edits="none",
     reference=f"{_REFERENCE}/create: size 1024x1024, 1792x1024 or 1024x1792; "
               "createEdit takes dall-e-2 and GPT image models only",
 )
+STABLE_DIFFUSION_CPP = Family(
+    "stable-diffusion.cpp", ("sd-cpp",), (), None, response_format=True,
+    seed="sd_cpp_extra_args", edits="any",
+    reference="https://github.com/leejet/stable-diffusion.cpp examples/server/api.md: the "
+              "OpenAI API reads prompt, n, size and output_format; native fields, seed among "
+              "them, go in <sd_cpp_extra_args> inside the prompt; its model is sd-cpp-local",
+)
 OPEN_SERVER = Family(
-    "open server", ("",), (), None, response_format=True, seed=True, edits="any",
+    "open server", ("",), (), None, response_format=True, seed="seed field", edits="any",
     reference="https://docs.vllm.ai/projects/vllm-omni/en/stable/serving/image_generation_api/"
               " and https://docs.sglang.io/diffusion/api/openai_api.html: any WxH, seed, "
               "response_format b64_json",
 )
-FAMILIES = (GPT_IMAGE, DALL_E_2, DALL_E_3, OPEN_SERVER)
+FAMILIES = (GPT_IMAGE, DALL_E_2, DALL_E_3, STABLE_DIFFUSION_CPP, OPEN_SERVER)
 """Checked in order; the open servers' family takes every other model."""
 
 
@@ -159,7 +169,8 @@ def openai_generate(argument: str) -> Backend:
 
         def request(client: OpenAI, timeout: Timeout) -> ImagesResponse:
             return client.images.generate(
-                model=model or omit, prompt=prompt, size=size or omit, n=1,
+                model=model or omit, prompt=_sent_prompt(family, prompt, seed),
+                size=size or omit, n=1,
                 timeout=timeout, **_format_options(family, seed),
             )
 
@@ -200,7 +211,8 @@ def openai_edit(argument: str) -> Backend:
 
         def request(client: OpenAI, timeout: Timeout) -> ImagesResponse:
             return client.images.edit(
-                model=model or omit, image=upload, prompt=prompt, size=size, n=1,
+                model=model or omit, image=upload, prompt=_sent_prompt(family, prompt, seed),
+                size=size, n=1,
                 timeout=timeout, **_format_options(family, seed),
             )
 
@@ -254,14 +266,20 @@ def _prompt(call: ToolCall) -> str:
 
 
 def _seed(family: Family, call: ToolCall) -> int | None:
-    return applied_seed(call.request, call.context) if family.seed else None
+    return None if family.seed == "none" else applied_seed(call.request, call.context)
+
+
+def _sent_prompt(family: Family, prompt: str, seed: int | None) -> str:
+    if family.seed == "sd_cpp_extra_args" and seed is not None:
+        return f'{prompt} <sd_cpp_extra_args>{{"seed": {seed}}}</sd_cpp_extra_args>'
+    return prompt
 
 
 def _format_options(family: Family, seed: int | None) -> dict[str, Any]:
     options: dict[str, Any] = {}
     if family.response_format:
         options["response_format"] = "b64_json"
-    if seed is not None:
+    if family.seed == "seed field" and seed is not None:
         options["extra_body"] = {"seed": seed}
     return options
 
