@@ -15,6 +15,8 @@ import pytest
 
 pytest.importorskip("diffusers")
 
+import diffusers  # noqa: E402
+import tiny_pipelines  # noqa: E402
 import torch  # noqa: E402
 
 from diffusers import (  # noqa: E402
@@ -360,3 +362,98 @@ def test_empty_model_is_a_config_error() -> None:
     with pytest.raises(ToolError, match="LLMI_DIFFUSION") as caught:
         text_to_image("")
     assert caught.value.kind == "config"
+
+
+# --- each family users pick, loaded from disk as a real checkpoint is -------------------
+
+
+@pytest.fixture(scope="session")
+def family(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """Saves the tiny pipeline of a family on first use and returns its folder."""
+    folder = tmp_path_factory.mktemp("families")
+    return functools.cache(lambda name: getattr(tiny_pipelines, f"save_{name}")(folder))
+
+
+def torchvision_works() -> bool:
+    # A torchvision built for another torch (a CUDA wheel beside a CPU torch) is found
+    # but fails to import with a RuntimeError rather than an ImportError.
+    try:
+        import torchvision  # noqa: F401
+    except Exception:  # noqa: BLE001
+        return False
+    return True
+
+
+@pytest.mark.parametrize(("name", "cls"), [
+    ("text_to_image", StableDiffusionPipeline),
+    ("sdxl", diffusers.StableDiffusionXLPipeline),
+    ("sd3", diffusers.StableDiffusion3Pipeline),
+    ("flux", diffusers.FluxPipeline),
+    ("pixart_sigma", diffusers.PixArtSigmaPipeline),
+    ("sana", diffusers.SanaPipeline),
+    ("qwen_image", diffusers.QwenImagePipeline),
+], ids=lambda value: value if isinstance(value, str) else "")
+def test_family_draws_at_the_size_set(family: Callable[[str], Path], name: str, cls: type,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = spy_calls(monkeypatch, cls)
+    output = text_to_image(str(family(name)))(tool_call(settings(image_size="48x32")))
+    assert decoded(output).size == (48, 32)
+    assert len(calls) == 1 and calls[0]["num_inference_steps"] == 2
+    assert output.provenance["model"] == str(family(name))
+
+
+@pytest.mark.parametrize(("name", "cls", "work"), [
+    ("instruct_pix2pix", StableDiffusionInstructPix2PixPipeline, (40, 24)),
+    ("img2img", diffusers.StableDiffusionImg2ImgPipeline, (40, 24)),
+    ("flux_kontext", diffusers.FluxKontextPipeline, (32, 32)),  # sides in 16s
+    pytest.param("qwen_image_edit", diffusers.QwenImageEditPipeline, (40, 24),
+                 marks=pytest.mark.skipif(not torchvision_works(), reason=(
+                     "Qwen-Image-Edit's processor needs a torchvision built for this torch"))),
+], ids=lambda value: value if isinstance(value, str) else "")
+def test_family_edits_at_the_source_size(family: Callable[[str], Path], name: str, cls: type,
+                                         work: tuple[int, int],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = spy_calls(monkeypatch, cls)
+    output = image_edit(str(family(name)))(
+        tool_call(settings(image_size="32x32"), prompt="make it snow", source=photo_jpeg()))
+    assert decoded(output).size == (72, 48)
+    assert output.provenance["source_size"] == "72x48"
+    assert len(calls) == 1 and calls[0]["image"].size == work  # 32x32's pixel count
+
+
+def test_flux_kontext_is_held_to_the_size_budget(
+        family: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    # Kontext draws max_area pixels (a megapixel unless told) whatever width and height say.
+    seen: list[tuple[dict[str, Any], tuple[int, int]]] = []
+    original = diffusers.FluxKontextPipeline.__call__
+
+    @functools.wraps(original)
+    def recorded(self: Any, **kwargs: Any) -> Any:
+        result = original(self, **kwargs)
+        seen.append((kwargs, result.images[0].size))
+        return result
+
+    monkeypatch.setattr(diffusers.FluxKontextPipeline, "__call__", recorded)
+    image_edit(str(family("flux_kontext")))(
+        tool_call(settings(image_size="32x32"), source=photo_jpeg((64, 64))))
+    [(kwargs, drawn)] = seen
+    assert kwargs["max_area"] == 32 * 32 and drawn == (32, 32)
+
+
+@pytest.mark.parametrize(("name", "native"), [("text_to_image", (64, 64)), ("sdxl", (64, 64)),
+                                              ("sana", (128, 128))])
+def test_without_a_size_setting_each_pipeline_draws_its_native_size(
+        family: Callable[[str], Path], name: str, native: tuple[int, int]) -> None:
+    # Tiny configs: sample size 32 (latent) times VAE factor 2; Sana 16 times 8.
+    output = text_to_image(str(family(name)))(tool_call(settings(image_size="")))
+    assert decoded(output).size == native
+    assert output.provenance["size"] == f"{native[0]}x{native[1]}"
+
+
+def test_without_a_size_setting_an_edit_works_within_the_native_pixel_count(
+        family: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = spy_calls(monkeypatch, StableDiffusionInstructPix2PixPipeline)
+    output = image_edit(str(family("instruct_pix2pix")))(
+        tool_call(settings(image_size=""), source=photo_jpeg((160, 120))))
+    assert calls[0]["image"].size == (72, 56)  # 64x64's pixel count, in multiples of 8
+    assert decoded(output).size == (160, 120)

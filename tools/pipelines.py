@@ -204,6 +204,9 @@ def _options(pipe: Any, ctx: Context, size: tuple[int, int] | None) -> dict[str,
     if size is not None and "width" in accepted and "height" in accepted:
         multiple = _size_multiple(pipe)
         options["width"], options["height"] = (_round_to(side, multiple) for side in size)
+        if "max_area" in accepted:
+            # Flux Kontext keeps only the aspect of width and height and draws max_area pixels.
+            options["max_area"] = options["width"] * options["height"]
     if "output_type" in accepted:
         options["output_type"] = "pil"
     return options
