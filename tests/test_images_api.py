@@ -82,6 +82,7 @@ def test_generate_returns_png_with_provenance(server: ImagesServer) -> None:
     assert (image.format, image.size) == ("PNG", (64, 48))
     assert out.backend == "openai-images"
     assert out.provenance == {"prompt": "a lighthouse at dusk", "model": "qwen-image",
+                              "family": "open server",
                               "size_asked": "64x48", "size_used": "64x48",
                               "seed_requested": None,
                               "revised_prompt": "a lighthouse at dusk, oil painting"}
@@ -154,6 +155,7 @@ def test_edit_sends_the_image_as_multipart_with_the_prompt(server: ImagesServer)
     assert _decode(upload.data).size == (96, 80)
     assert _decode(out.data).size == (96, 80)
     assert out.provenance == {"prompt": "a lighthouse at dusk", "model": "qwen-image-edit",
+                              "family": "open server",
                               "size_asked": "96x80", "size_used": "96x80",
                               "seed_requested": None}
 
@@ -254,6 +256,7 @@ def test_a_gateway_serving_openai_models_gets_the_nearest_size_they_take(
     assert seen.fields["size"] == sent
     assert (out.provenance["size_asked"], out.provenance["size_used"]) == (asked, sent)
     assert "seed" not in seen.fields and "seed" not in out.provenance
+    assert model.rpartition("/")[2].startswith(out.provenance["family"])  # gpt-image, dall-e-2..
 
 
 @pytest.mark.parametrize(("model", "sent"), [

@@ -84,6 +84,7 @@ class Family:
     """What one family of image models accepts."""
 
     name: str
+    """Recorded in the provenance as ``family``: whose rules the request followed."""
     prefixes: tuple[str, ...]
     """Model names it covers, by how they begin (after a gateway's ``provider/``)."""
     sizes: tuple[Size, ...]
@@ -181,7 +182,7 @@ def openai_generate(argument: str) -> Backend:
         return ToolOutput(
             data=_encoded(image, data),
             backend=BACKEND,
-            provenance=_provenance(prompt, model, ctx.image_size or None, size, seed,
+            provenance=_provenance(prompt, model, family, ctx.image_size or None, size, seed,
                                    _seed_used(response, item, image), item),
         )
 
@@ -228,8 +229,8 @@ def openai_edit(argument: str) -> Backend:
         return ToolOutput(
             data=_encoded(image, data),
             backend=BACKEND,
-            provenance=_provenance(prompt, model, _size_text(target), size, seed, seed_used,
-                                   item),
+            provenance=_provenance(prompt, model, family, _size_text(target), size, seed,
+                                   seed_used, item),
         )
 
     return edit
@@ -437,10 +438,10 @@ def _seed_used(response: ImagesResponse, item: ImageItem, image: Image.Image) ->
     return int(match.group(1)) if match else None
 
 
-def _provenance(prompt: str, model: str, size_asked: str | None, size_used: str | None,
-                seed_requested: int | None, seed_used: int | None,
+def _provenance(prompt: str, model: str, family: Family, size_asked: str | None,
+                size_used: str | None, seed_requested: int | None, seed_used: int | None,
                 item: ImageItem) -> dict[str, Any]:
-    provenance: dict[str, Any] = {"prompt": prompt, "model": model,
+    provenance: dict[str, Any] = {"prompt": prompt, "model": model, "family": family.name,
                                   "size_asked": size_asked, "size_used": size_used}
     if item.revised_prompt:
         provenance["revised_prompt"] = item.revised_prompt
