@@ -392,7 +392,7 @@ def torchvision_works() -> bool:
     ("pixart_sigma", diffusers.PixArtSigmaPipeline),
     ("sana", diffusers.SanaPipeline),
     ("qwen_image", diffusers.QwenImagePipeline),
-], ids=lambda value: value if isinstance(value, str) else "")
+], ids=lambda value: getattr(value, "__name__", value))
 def test_family_draws_at_the_size_set(family: Callable[[str], Path], name: str, cls: type,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     calls = spy_calls(monkeypatch, cls)
@@ -409,7 +409,7 @@ def test_family_draws_at_the_size_set(family: Callable[[str], Path], name: str, 
     pytest.param("qwen_image_edit", diffusers.QwenImageEditPipeline, (40, 24),
                  marks=pytest.mark.skipif(not torchvision_works(), reason=(
                      "Qwen-Image-Edit's processor needs a torchvision built for this torch"))),
-], ids=lambda value: value if isinstance(value, str) else "")
+], ids=lambda value: getattr(value, "__name__", value))
 def test_family_edits_at_the_source_size(family: Callable[[str], Path], name: str, cls: type,
                                          work: tuple[int, int],
                                          monkeypatch: pytest.MonkeyPatch) -> None:
@@ -457,3 +457,12 @@ def test_without_a_size_setting_an_edit_works_within_the_native_pixel_count(
         tool_call(settings(image_size=""), source=photo_jpeg((160, 120))))
     assert calls[0]["image"].size == (72, 56)  # 64x64's pixel count, in multiples of 8
     assert decoded(output).size == (160, 120)
+
+
+@pytest.mark.skipif(torchvision_works(), reason="torchvision is here, so the edit test runs")
+def test_qwen_image_edit_without_torchvision_is_a_config_error_naming_it(
+        tmp_path: Path) -> None:
+    folder = tiny_pipelines.save_qwen_image_edit_without_processor_classes(tmp_path)
+    with pytest.raises(ToolError, match="(?i)torchvision") as caught:
+        image_edit(str(folder))(tool_call(settings(), source=photo_jpeg()))
+    assert caught.value.kind == "config"

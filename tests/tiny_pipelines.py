@@ -51,6 +51,7 @@ from transformers import (
     Qwen2_5_VLForConditionalGeneration,
     Qwen2Tokenizer,
     Qwen2VLImageProcessor,
+    Qwen2VLImageProcessorPil,
     Qwen2VLProcessor,
     T5Config,
     T5EncoderModel,
@@ -408,4 +409,19 @@ def save_qwen_image_edit(folder: Path, plus: bool = False) -> Path:
     target = folder / ("tiny-qwen-image-edit-plus" if plus else "tiny-qwen-image-edit")
     pipeline(**qwen_components(tokenizer), processor=qwen_processor(tokenizer)
              ).save_pretrained(target)
+    return target
+
+
+def save_qwen_image_edit_without_processor_classes(folder: Path) -> Path:
+    """A Qwen-Image-Edit folder as published, saved where torchvision (which the processor's
+    classes need) is missing: the processor's files are written from their parts."""
+    tokenizer = qwen_tokenizer()
+    target = folder / "tiny-qwen-image-edit-files"
+    QwenImageEditPipeline(**qwen_components(tokenizer), processor=None).save_pretrained(target)
+    index_file = target / "model_index.json"
+    index = json.loads(index_file.read_text(encoding="utf-8"))
+    index["processor"] = ["transformers", "Qwen2VLProcessor"]
+    index_file.write_text(json.dumps(index), encoding="utf-8")
+    tokenizer.save_pretrained(target / "processor")
+    Qwen2VLImageProcessorPil().save_pretrained(target / "processor")
     return target
