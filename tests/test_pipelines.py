@@ -406,9 +406,11 @@ def test_family_draws_at_the_size_set(family: Callable[[str], Path], name: str, 
     ("instruct_pix2pix", StableDiffusionInstructPix2PixPipeline, (40, 24)),
     ("img2img", diffusers.StableDiffusionImg2ImgPipeline, (40, 24)),
     ("flux_kontext", diffusers.FluxKontextPipeline, (32, 32)),  # sides in 16s
-    pytest.param("qwen_image_edit", diffusers.QwenImageEditPipeline, (40, 24),
-                 marks=pytest.mark.skipif(not torchvision_works(), reason=(
-                     "Qwen-Image-Edit's processor needs a torchvision built for this torch"))),
+    *(pytest.param(name, cls, (32, 32), marks=pytest.mark.skipif(
+        not torchvision_works(),
+        reason="Qwen-Image-Edit's processor needs a torchvision built for this torch"))
+      for name, cls in (("qwen_image_edit", diffusers.QwenImageEditPipeline),
+                        ("qwen_image_edit_plus", diffusers.QwenImageEditPlusPipeline))),
 ], ids=lambda value: getattr(value, "__name__", value))
 def test_family_edits_at_the_source_size(family: Callable[[str], Path], name: str, cls: type,
                                          work: tuple[int, int],

@@ -367,10 +367,12 @@ def qwen_components(tokenizer: Qwen2Tokenizer) -> dict[str, Any]:
         num_attention_heads=3, joint_attention_dim=16, guidance_embeds=False,
         axes_dims_rope=(8, 4, 4),
     )
+    # The edit pipelines encode the source at about a megapixel: a VAE of factor 8, as the
+    # real one has, keeps its attention small.
     z_dim = 4
     vae = AutoencoderKLQwenImage(
-        base_dim=z_dim * 2, z_dim=z_dim, dim_mult=[1, 2, 4], num_res_blocks=1,
-        temperal_downsample=[False, True], latents_mean=[0.0] * z_dim,
+        base_dim=z_dim * 2, z_dim=z_dim, dim_mult=[1, 2, 4, 4], num_res_blocks=1,
+        temperal_downsample=[False, True, True], latents_mean=[0.0] * z_dim,
         latents_std=[1.0] * z_dim,
     )
     ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in (
@@ -379,13 +381,15 @@ def qwen_components(tokenizer: Qwen2Tokenizer) -> dict[str, Any]:
     config = Qwen2_5_VLConfig(
         text_config={"hidden_size": 16, "intermediate_size": 16, "num_hidden_layers": 2,
                      "num_attention_heads": 2, "num_key_value_heads": 2,
-                     "vocab_size": len(tokenizer),
+                     "vocab_size": len(tokenizer), "bos_token_id": tokenizer.eos_token_id,
+                     "eos_token_id": tokenizer.eos_token_id,
                      "rope_scaling": {"mrope_section": [1, 1, 2], "rope_type": "default",
                                       "type": "default"},
                      "rope_theta": 1000000.0},
         vision_config={"depth": 2, "hidden_size": 16, "intermediate_size": 16, "num_heads": 2,
                        "out_hidden_size": 16},
-        hidden_size=16, vocab_size=len(tokenizer), **ids,
+        hidden_size=16, vocab_size=len(tokenizer), bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id, **ids,
     )
     return {"transformer": transformer, "vae": vae,
             "scheduler": FlowMatchEulerDiscreteScheduler(),
@@ -403,13 +407,20 @@ def qwen_processor(tokenizer: Qwen2Tokenizer) -> Qwen2VLProcessor:
     return Qwen2VLProcessor(image_processor=Qwen2VLImageProcessor(), tokenizer=tokenizer)
 
 
-def save_qwen_image_edit(folder: Path, plus: bool = False) -> Path:
+def save_qwen_edit(folder: Path, pipeline: type) -> Path:
     tokenizer = qwen_tokenizer()
-    pipeline = QwenImageEditPlusPipeline if plus else QwenImageEditPipeline
-    target = folder / ("tiny-qwen-image-edit-plus" if plus else "tiny-qwen-image-edit")
+    target = folder / f"tiny-{pipeline.__name__}"
     pipeline(**qwen_components(tokenizer), processor=qwen_processor(tokenizer)
              ).save_pretrained(target)
     return target
+
+
+def save_qwen_image_edit(folder: Path) -> Path:
+    return save_qwen_edit(folder, QwenImageEditPipeline)
+
+
+def save_qwen_image_edit_plus(folder: Path) -> Path:
+    return save_qwen_edit(folder, QwenImageEditPlusPipeline)
 
 
 def save_qwen_image_edit_without_processor_classes(folder: Path) -> Path:
