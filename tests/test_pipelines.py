@@ -468,3 +468,46 @@ def test_qwen_image_edit_without_torchvision_is_a_config_error_naming_it(
     with pytest.raises(ToolError, match="(?i)torchvision") as caught:
         image_edit(str(folder))(tool_call(settings(), source=photo_jpeg()))
     assert caught.value.kind == "config"
+
+
+class FakePipeline:
+    """Just the attributes the native size is read from."""
+
+    def __init__(self, **attributes: Any) -> None:
+        self.__dict__.update(attributes)
+
+    def __call__(self, prompt: str, width: int | None = None, height: int | None = None) -> None:
+        raise AssertionError("not called")
+
+
+class FakeSanaLike(FakePipeline):
+    def __call__(self, prompt: str, width: int = 768, height: int = 512) -> None:
+        raise AssertionError("not called")
+
+
+def config(**values: Any) -> Any:
+    return FakePipeline(config=FakePipeline(**values))
+
+
+@pytest.mark.parametrize(("pipe", "native"), [
+    (FakePipeline(default_sample_size=128, vae_scale_factor=8, unet=config(sample_size=64)),
+     (1024, 1024)),
+    (FakePipeline(vae_scale_factor=8, unet=config(sample_size=64)), (512, 512)),
+    (FakePipeline(vae_scale_factor=8, unet=config(sample_size=[96, 64])), (512, 768)),
+    (FakePipeline(vae_scale_factor=32, transformer=config(sample_size=32)), (1024, 1024)),
+    (FakeSanaLike(), (768, 512)),
+    (FakePipeline(vae_scale_factor=8), None),
+], ids=["default_sample_size", "unet", "height-width-config", "transformer", "call-default",
+        "unknown"])
+def test_native_size_is_read_as_the_pipeline_reads_it(
+        pipe: Any, native: tuple[int, int] | None) -> None:
+    assert pipelines._native_size(pipe) == native
+
+
+def test_edit_with_no_size_setting_and_no_native_size_is_a_config_error(
+        family: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pipelines, "_native_size", lambda pipe: None)
+    with pytest.raises(ToolError, match="LLMI_IMAGE_SIZE") as caught:
+        image_edit(str(family("instruct_pix2pix")))(
+            tool_call(settings(image_size=""), source=photo_jpeg()))
+    assert caught.value.kind == "config"
