@@ -32,6 +32,7 @@ from llmi.state import ImageRequest  # noqa: E402
 from llmi.tools import pipelines  # noqa: E402
 from llmi.tools.base import ToolCall, ToolError, ToolOutput  # noqa: E402
 from llmi.tools.pipelines import image_edit, release_pipelines, text_to_image  # noqa: E402
+from llmi.tools.qwen_processor import StillImageProcessor, torchvision_imports  # noqa: E402
 
 # The backend passes the dtype under the name the installed diffusers takes, so its
 # deprecation warning would be a bug.
@@ -374,16 +375,6 @@ def family(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
     return functools.cache(lambda name: getattr(tiny_pipelines, f"save_{name}")(folder))
 
 
-def torchvision_works() -> bool:
-    # A torchvision built for another torch (a CUDA wheel beside a CPU torch) is found
-    # but fails to import with a RuntimeError rather than an ImportError.
-    try:
-        import torchvision  # noqa: F401
-    except Exception:  # noqa: BLE001
-        return False
-    return True
-
-
 @pytest.mark.parametrize(("name", "cls"), [
     ("text_to_image", StableDiffusionPipeline),
     ("sdxl", diffusers.StableDiffusionXLPipeline),
@@ -406,11 +397,8 @@ def test_family_draws_at_the_size_set(family: Callable[[str], Path], name: str, 
     ("instruct_pix2pix", StableDiffusionInstructPix2PixPipeline, (40, 24)),
     ("img2img", diffusers.StableDiffusionImg2ImgPipeline, (40, 24)),
     ("flux_kontext", diffusers.FluxKontextPipeline, (32, 32)),  # sides in 16s
-    *(pytest.param(name, cls, (32, 32), marks=pytest.mark.skipif(
-        not torchvision_works(),
-        reason="Qwen-Image-Edit's processor needs a torchvision built for this torch"))
-      for name, cls in (("qwen_image_edit", diffusers.QwenImageEditPipeline),
-                        ("qwen_image_edit_plus", diffusers.QwenImageEditPlusPipeline))),
+    ("qwen_image_edit", diffusers.QwenImageEditPipeline, (32, 32)),
+    ("qwen_image_edit_plus", diffusers.QwenImageEditPlusPipeline, (32, 32)),
 ], ids=lambda value: getattr(value, "__name__", value))
 def test_family_edits_at_the_source_size(family: Callable[[str], Path], name: str, cls: type,
                                          work: tuple[int, int],
@@ -461,13 +449,17 @@ def test_without_a_size_setting_an_edit_works_within_the_native_pixel_count(
     assert decoded(output).size == (160, 120)
 
 
-@pytest.mark.skipif(torchvision_works(), reason="torchvision is here, so the edit test runs")
-def test_qwen_image_edit_without_torchvision_is_a_config_error_naming_it(
-        tmp_path: Path) -> None:
-    folder = tiny_pipelines.save_qwen_image_edit_without_processor_classes(tmp_path)
-    with pytest.raises(ToolError, match="(?i)torchvision") as caught:
-        image_edit(str(folder))(tool_call(settings(), source=photo_jpeg()))
-    assert caught.value.kind == "config"
+@pytest.mark.skipif(torchvision_imports(), reason="torchvision imports: the published processor loads")
+@pytest.mark.parametrize("name", ["qwen_image_edit", "qwen_image_edit_plus"])
+def test_qwen_image_edit_loads_its_processor_for_still_images_without_torchvision(
+        family: Callable[[str], Path], name: str) -> None:
+    output = image_edit(str(family(name)))(
+        tool_call(settings(image_size="32x32"), source=photo_jpeg()))
+    assert decoded(output).size == (72, 48)
+    [runner] = pipelines._runners.values()
+    pipe = runner.pipe
+    assert isinstance(pipe.processor, StillImageProcessor)
+    assert pipe.processor.tokenizer.convert_tokens_to_ids("<|image_pad|>") == pipe.processor.image_token_id
 
 
 class FakePipeline:

@@ -50,9 +50,7 @@ from transformers import (
     Qwen2_5_VLConfig,
     Qwen2_5_VLForConditionalGeneration,
     Qwen2Tokenizer,
-    Qwen2VLImageProcessor,
     Qwen2VLImageProcessorPil,
-    Qwen2VLProcessor,
     T5Config,
     T5EncoderModel,
     T5Tokenizer,
@@ -403,15 +401,18 @@ def save_qwen_image(folder: Path) -> Path:
     return target
 
 
-def qwen_processor(tokenizer: Qwen2Tokenizer) -> Qwen2VLProcessor:
-    return Qwen2VLProcessor(image_processor=Qwen2VLImageProcessor(), tokenizer=tokenizer)
-
-
 def save_qwen_edit(folder: Path, pipeline: type) -> Path:
+    """A Qwen-Image-Edit folder as published. The processor's files are written from their
+    parts, since its class needs torchvision to be built, which not every machine has."""
     tokenizer = qwen_tokenizer()
     target = folder / f"tiny-{pipeline.__name__}"
-    pipeline(**qwen_components(tokenizer), processor=qwen_processor(tokenizer)
-             ).save_pretrained(target)
+    pipeline(**qwen_components(tokenizer), processor=None).save_pretrained(target)
+    index_file = target / "model_index.json"
+    index = json.loads(index_file.read_text(encoding="utf-8"))
+    index["processor"] = ["transformers", "Qwen2VLProcessor"]
+    index_file.write_text(json.dumps(index), encoding="utf-8")
+    tokenizer.save_pretrained(target / "processor")
+    Qwen2VLImageProcessorPil().save_pretrained(target / "processor")
     return target
 
 
@@ -421,18 +422,3 @@ def save_qwen_image_edit(folder: Path) -> Path:
 
 def save_qwen_image_edit_plus(folder: Path) -> Path:
     return save_qwen_edit(folder, QwenImageEditPlusPipeline)
-
-
-def save_qwen_image_edit_without_processor_classes(folder: Path) -> Path:
-    """A Qwen-Image-Edit folder as published, saved where torchvision (which the processor's
-    classes need) is missing: the processor's files are written from their parts."""
-    tokenizer = qwen_tokenizer()
-    target = folder / "tiny-qwen-image-edit-files"
-    QwenImageEditPipeline(**qwen_components(tokenizer), processor=None).save_pretrained(target)
-    index_file = target / "model_index.json"
-    index = json.loads(index_file.read_text(encoding="utf-8"))
-    index["processor"] = ["transformers", "Qwen2VLProcessor"]
-    index_file.write_text(json.dumps(index), encoding="utf-8")
-    tokenizer.save_pretrained(target / "processor")
-    Qwen2VLImageProcessorPil().save_pretrained(target / "processor")
-    return target

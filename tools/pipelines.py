@@ -43,6 +43,7 @@ from PIL import Image
 
 from llmi.context import Context, env_name
 from llmi.tools.base import Backend, ToolCall, ToolError, ToolOutput
+from llmi.tools.qwen_processor import PUBLISHED_CLASS, still_image_processor, torchvision_imports
 
 BACKEND = "diffusers"
 BATCH_WINDOW_S = 0.05
@@ -382,7 +383,8 @@ def _cuda_has_bf16(device: str) -> bool:
 
 def _load(model: str, device: str, dtype: torch.dtype) -> Any:
     try:
-        pipe = DiffusionPipeline.from_pretrained(model, **{_DTYPE_ARGUMENT: dtype})
+        pipe = DiffusionPipeline.from_pretrained(
+            model, **{_DTYPE_ARGUMENT: dtype}, **_components_built_here(model))
     except Exception as error:  # noqa: BLE001 - hub, file and config errors of every kind
         raise ToolError(f"cannot load the diffusers pipeline {model!r}: {_reason(error)}",
                         kind="config") from error
@@ -393,6 +395,17 @@ def _load(model: str, device: str, dtype: torch.dtype) -> Any:
                         f"{_reason(error)}", kind="config") from error
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def _components_built_here(model: str) -> dict[str, Any]:
+    """Components llmi builds instead of the published ones: Qwen-Image-Edit's processor
+    where torchvision cannot be imported (see ``llmi.tools.qwen_processor``)."""
+    if torchvision_imports():
+        return {}
+    processor = DiffusionPipeline.load_config(model).get("processor") or [None, None]
+    if processor[-1] != PUBLISHED_CLASS:
+        return {}
+    return {"processor": still_image_processor(model)}
 
 
 # --- running: one worker thread per pipeline ------------------------------------------
