@@ -50,11 +50,12 @@ from transformers import (
     Qwen2_5_VLConfig,
     Qwen2_5_VLForConditionalGeneration,
     Qwen2Tokenizer,
-    Qwen2VLImageProcessorPil,
     T5Config,
     T5EncoderModel,
     T5Tokenizer,
 )
+
+from llmi.tools.qwen_processor import PilImageProcessor
 
 START, END = "<|startoftext|>", "<|endoftext|>"
 MAX_TOKENS = 77
@@ -412,7 +413,7 @@ def save_qwen_edit(folder: Path, pipeline: type) -> Path:
     index["processor"] = ["transformers", "Qwen2VLProcessor"]
     index_file.write_text(json.dumps(index), encoding="utf-8")
     tokenizer.save_pretrained(target / "processor")
-    Qwen2VLImageProcessorPil().save_pretrained(target / "processor")
+    PilImageProcessor().save_pretrained(target / "processor")
     return target
 
 

@@ -17,9 +17,9 @@ from transformers import AutoTokenizer, Qwen2VLProcessor
 from transformers.processing_utils import ProcessorMixin
 
 try:
-    from transformers import Qwen2VLImageProcessorPil as _ImageProcessor
-except ImportError:  # transformers 4: its default image processor is the PIL one
-    from transformers import Qwen2VLImageProcessor as _ImageProcessor
+    from transformers import Qwen2VLImageProcessorPil as PilImageProcessor
+except ImportError:  # before transformers 5.x named it, the default one was PIL-based
+    from transformers import Qwen2VLImageProcessor as PilImageProcessor
 
 PUBLISHED_CLASS = "Qwen2VLProcessor"
 
@@ -41,7 +41,7 @@ class StillImageProcessor(Qwen2VLProcessor):
 def still_image_processor(model: str) -> StillImageProcessor:
     """The processor of the pipeline at ``model`` (a hub id or a folder), for still images."""
     return StillImageProcessor(
-        image_processor=_ImageProcessor.from_pretrained(model, subfolder="processor"),
+        image_processor=PilImageProcessor.from_pretrained(model, subfolder="processor"),
         tokenizer=AutoTokenizer.from_pretrained(model, subfolder="processor"),
     )
 
