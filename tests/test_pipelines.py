@@ -137,7 +137,8 @@ def test_generates_png_with_provenance(tiny: dict[str, Path]) -> None:
     assert output.backend == "diffusers"
     assert output.provenance == {
         "prompt": "a photo of a red cat", "model": str(tiny["sd"]), "seed": 10, "steps": 2,
-        "guidance": 7.5, "size": "64x64", "device": "cpu", "dtype": "float32",
+        "guidance": 7.5, "size_asked": "64x64", "size_used": "64x64", "device": "cpu",
+        "dtype": "float32",
     }
 
 
@@ -437,7 +438,8 @@ def test_without_a_size_setting_each_pipeline_draws_its_native_size(
     # Tiny configs: sample size 32 (latent) times VAE factor 2; Sana 16 times 8.
     output = text_to_image(str(family(name)))(tool_call(settings(image_size="")))
     assert decoded(output).size == native
-    assert output.provenance["size"] == f"{native[0]}x{native[1]}"
+    assert output.provenance["size_used"] == f"{native[0]}x{native[1]}"
+    assert output.provenance["size_asked"] is None
 
 
 def test_without_a_size_setting_an_edit_works_within_the_native_pixel_count(

@@ -111,7 +111,7 @@ def _generate(model: str, call: ToolCall, window_s: float, max_batch: int) -> To
     image = runner.run(job)
     if size is not None and "width" in options:
         image = _fit(image, size)
-    provenance = _provenance(runner, job, image.size)
+    provenance = _provenance(runner, job, ctx.image_size, image.size)
     return ToolOutput(data=_png(image), backend=BACKEND, provenance=provenance)
 
 
@@ -133,7 +133,7 @@ def _edit(model: str, call: ToolCall) -> ToolOutput:
     options = _options(runner.pipe, ctx, work)
     job = _Job(_prompt(call), _seed(ctx, call), options, deadline, image=_fit(source, work))
     image = _fit(runner.run(job), target)
-    provenance = _provenance(runner, job, image.size)
+    provenance = _provenance(runner, job, ctx.edit_size, image.size)
     provenance["source_size"] = _size_text(source.size)
     return ToolOutput(data=_png(image), backend=BACKEND, provenance=provenance)
 
@@ -176,7 +176,10 @@ def _seed(ctx: Context, call: ToolCall) -> int:
     return secrets.randbelow(2**31)
 
 
-def _provenance(runner: _Runner, job: _Job, size: tuple[int, int]) -> dict[str, Any]:
+def _provenance(runner: _Runner, job: _Job, asked: str | None,
+                size: tuple[int, int]) -> dict[str, Any]:
+    """What made the image; ``asked`` is the size setting (None when unset), named as the
+    images API backends name it."""
     defaults = _parameters(runner.pipe)
     return {
         "prompt": job.prompt,
@@ -184,7 +187,8 @@ def _provenance(runner: _Runner, job: _Job, size: tuple[int, int]) -> dict[str, 
         "seed": job.seed,
         "steps": job.options.get("num_inference_steps", _default(defaults, "num_inference_steps")),
         "guidance": job.options.get("guidance_scale", _default(defaults, "guidance_scale")),
-        "size": _size_text(size),
+        "size_asked": asked or None,
+        "size_used": _size_text(size),
         "device": runner.device,
         "dtype": str(runner.dtype).removeprefix("torch."),
     }
