@@ -5,13 +5,24 @@ their sha256, so a checkpoint of a many-image document stays small. Whatever the
 source, an image is stored as a still, upright, 8-bit PNG or JPEG, so every reader
 (HTML, Markdown, vision judges, edit backends) gets the same picture and the ref holds
 its size as shown.
+
+What the store trusts: only bytes it has checked. A file is served only when it is a
+regular file (a symbolic link is not followed) whose bytes hash to the sha256 it is named
+by, so a file that something else wrote or replaced in the folder (a tool process, a
+half-copied backup) is never handed out as the image of that sha256. ``get`` raises
+CorruptArtifact for such a file; ``find`` and ``put`` remove or replace it, with a warning.
+Writes go through a temporary file renamed into place, so no reader sees half an image.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
+import logging
 import os
+import re
+import stat
 import tempfile
 from pathlib import Path
 
@@ -62,9 +73,60 @@ JPEG_QUALITY = 90
 # Pixel cap checked from the header before anything decodes the image.
 MAX_PIXELS = 64_000_000
 
+# O_NONBLOCK: opening a FIFO planted under a stored name returns at once instead of waiting.
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+
+log = logging.getLogger(__name__)
+
 
 class NotAnImage(ValueError):
     """Bytes that do not decode as a supported image."""
+
+
+class CorruptArtifact(ValueError):
+    """A stored file that is not what its name says: a link, not a regular file, or bytes
+    that hash to another sha256."""
+
+
+def is_digest(value: object) -> bool:
+    """Whether ``value`` is a sha256 as the store names files: 64 lowercase hex digits."""
+    return isinstance(value, str) and bool(_DIGEST.fullmatch(value))
+
+
+def read_regular(path: Path) -> bytes:
+    """The bytes of the regular file at ``path``, without following a symbolic link there.
+
+    Raises FileNotFoundError when there is none, CorruptArtifact when it is a link or not
+    a regular file.
+    """
+    try:
+        fd = os.open(path, _READ_FLAGS)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise CorruptArtifact(f"{path} is a symbolic link") from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise CorruptArtifact(f"{path} is not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as file:
+            return file.read()
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in its folder renamed into place,
+    so no reader sees part of it; the temporary file does not outlive a failure."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def inspect_image(data: bytes) -> tuple[str, int, int]:
@@ -209,26 +271,77 @@ class ArtifactStore:
         mime, width, height = inspect_image(data)
         digest = hashlib.sha256(data).hexdigest()
         path = self._path(digest, mime)
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:
-                tmp.write(data)
-            os.replace(tmp.name, path)
+        if not self._holds(path, data):
+            write_atomic(path, data)
         return ImageRef(sha256=digest, uri=path.as_uri(), mime=mime, width=width, height=height)
+
+    def _holds(self, path: Path, data: bytes) -> bool:
+        """Whether ``path`` holds ``data`` already; a file there that does not is reported,
+        as it is about to be replaced."""
+        try:
+            held = read_regular(path)
+        except FileNotFoundError:
+            return False
+        except CorruptArtifact as exc:
+            log.warning("artifact store: replacing %s: %s", path, exc)
+            return False
+        if held != data:
+            log.warning("artifact store: replacing %s: its bytes are not the image named", path)
+        return held == data
 
     def put_file(self, path: str | os.PathLike[str]) -> ImageRef:
         return self.put(Path(path).read_bytes())
 
     def find(self, digest: str) -> ImageRef | None:
-        """The stored image with this sha256, if there is one."""
-        stored = next((self.root / digest[:2]).glob(f"{digest}.*"), None) if digest else None
-        # As stored: an image kept before normalisation keeps its sha256.
-        return self._keep(stored.read_bytes()) if stored else None
+        """The stored image with this sha256, if there is one intact."""
+        found = self.load(digest)
+        return found[0] if found else None
+
+    def load(self, digest: str) -> tuple[ImageRef, bytes] | None:
+        """The stored image with this sha256 and its bytes, checked; None when there is none
+        intact (a file that is not the image its name says is removed, with a warning)."""
+        if not is_digest(digest):
+            return None
+        # Any suffix: an image kept before normalisation (a WebP, a GIF) keeps its sha256.
+        for path in sorted((self.root / digest[:2]).glob(f"{digest}.*")):
+            if found := self._intact(path, digest):
+                return found
+        return None
+
+    def _intact(self, path: Path, digest: str) -> tuple[ImageRef, bytes] | None:
+        try:
+            data = self._checked(path, digest)
+            mime, width, height = inspect_image(data)
+            if path != self._path(digest, mime):
+                raise CorruptArtifact(f"{path.name} holds {mime}, stored under another name")
+        except FileNotFoundError:
+            return None
+        except (CorruptArtifact, NotAnImage) as exc:
+            self._discard(path, exc)
+            return None
+        ref = ImageRef(sha256=digest, uri=path.as_uri(), mime=mime, width=width, height=height)
+        return ref, data
+
+    def _discard(self, path: Path, problem: Exception) -> None:
+        log.warning("artifact store: removing %s, not an image llmi stored there: %s", path,
+                    problem)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:  # a folder under an image's name, say: left, never served
+            log.warning("artifact store: cannot remove %s: %s", path, exc)
 
     def get(self, ref: ImageRef) -> bytes:
-        data = self.path(ref).read_bytes()
-        if hashlib.sha256(data).hexdigest() != ref["sha256"]:
-            raise ValueError(f"artifact {ref['sha256'][:12]} is corrupt")
+        """The image's bytes; raises FileNotFoundError when it is not stored, CorruptArtifact
+        when the file under its name is not its image."""
+        return self._checked(self.path(ref), ref["sha256"])
+
+    def _checked(self, path: Path, digest: str) -> bytes:
+        data = read_regular(path)
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != digest:
+            raise CorruptArtifact(
+                f"artifact {digest[:12]} is corrupt: the bytes of {path} hash to {actual[:12]}"
+            )
         return data
 
     def path(self, ref: ImageRef) -> Path:

@@ -31,11 +31,20 @@ server ignores the request's seed). An image made without the seed of its key is
 that seed's image.
 
 Entries live beside the artifact store, ``<artifact_dir>/cache/<key>.json``,
-and hold the ``ImageRef``, backend and provenance of a successful result; the
+and hold the key, the ``ImageRef``, backend and provenance of a successful result; the
 image bytes stay in the store. An entry whose image is missing or corrupt is a
 miss, and the tool runs again. Web search caches too: the same query gets the
 same image on a later run, even if the web has changed since. ``LLMI_TOOL_CACHE=0``
 (or ``llmi --no-cache``) turns the cache off.
+
+What the cache trusts: only what llmi wrote, as far as it can tell. The folder may hold
+files that something else wrote (a tool process that could write there), so an entry is
+served only when it is a regular file of exactly the fields llmi writes, recorded under
+the key it is read for (an entry copied to another key's file misses), and its image is
+intact in the store: the bytes hash to the sha256 the entry names and have the type and
+size it names. Anything else is a miss, and the entry is removed with a warning. What it
+cannot tell without a secret is an entry forged whole, key and image alike, by a process
+that computes llmi's keys: keeping other processes from writing here is what guards that.
 
 Because each entry is written the moment its tool call succeeds, a run that is
 killed in the middle of dispatch finds its finished slots here when it resumes.
@@ -45,22 +54,40 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmi.artifacts import ArtifactStore
+from llmi.artifacts import ArtifactStore, CorruptArtifact, is_digest, read_regular, write_atomic
 from llmi.context import Context
 from llmi.state import ImageRef, ImageRequest
 
-CACHE_VERSION = 1
-"""Part of every key: bump it when what decides an image changes, so old entries miss."""
+CACHE_VERSION = 2
+"""Part of every key and entry: bump it when what decides an image or what an entry holds
+changes, so old entries miss."""
 
 Settings = Callable[[Any, ImageRequest, Context, ImageRef | None], dict[str, Any] | None]
+
+_ENTRY_FIELDS = frozenset({"version", "key", "image", "backend", "provenance", "created"})
+
+log = logging.getLogger(__name__)
+
+
+class NotAnEntry(ValueError):
+    """A file in the cache folder that is not an entry llmi wrote under its name."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A cache entry as read, checked against the fields llmi writes."""
+
+    image: ImageRef
+    backend: str | None
+    provenance: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -89,29 +116,27 @@ class ToolCache:
         return None if fields is None else _digest(fields)
 
     def get(self, key: str) -> CachedImage | None:
-        """The cached result, if there is one and its image is intact in the store."""
+        """The cached result, if its entry is one llmi wrote for this key and its image is
+        intact in the store; an entry that is not is removed."""
+        path = self._path(key)
         try:
-            entry = json.loads(self._path(key).read_text(encoding="utf-8"))
-            if entry.get("version") != CACHE_VERSION:
-                return None
-            image = ImageRef(**{name: entry["image"][name] for name in ImageRef.__annotations__})
-            data = self._check(image)
-            # The store may live elsewhere than when the entry was written.
-            image["uri"] = self.store.path(image).as_uri()
-            return CachedImage(image, entry.get("backend"), dict(entry.get("provenance") or {}),
-                               data)
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            entry = parse_entry(read_regular(path), key)
+            found = self.store.load(entry.image["sha256"])  # None when gone or corrupt
+            if found and _described(found[0]) != _described(entry.image):
+                raise NotAnEntry("its image is not the one stored under its sha256")
+        except (CorruptArtifact, NotAnEntry) as exc:
+            self._reject(path, exc)
             return None
+        except OSError:  # no entry, or one that cannot be read
+            return None
+        return CachedImage(found[0], entry.backend, entry.provenance, found[1]) if found else None
 
-    def _check(self, image: ImageRef) -> bytes:
-        """The image's bytes; raise unless it is in the store, intact, and remove it when
-        it is corrupt, so that the tool's new result can take its place (the store keeps a
-        file it has)."""
+    def _reject(self, path: Path, problem: Exception) -> None:
+        log.warning("tool cache: removing %s, not an entry llmi wrote: %s", path, problem)
         try:
-            return self.store.get(image)  # checks the bytes against the sha256
-        except ValueError:
-            self.store.path(image).unlink(missing_ok=True)
-            raise
+            path.unlink(missing_ok=True)
+        except OSError as exc:  # a folder under an entry's name, say: left, never served
+            log.warning("tool cache: cannot remove %s: %s", path, exc)
 
     def put(self, key: str, image: ImageRef, backend: str | None,
             provenance: dict[str, Any]) -> bool:
@@ -119,15 +144,11 @@ class ToolCache:
         or could not be written."""
         if not _seed_applied(provenance):
             return False
-        entry = {"version": CACHE_VERSION, "image": dict(image), "backend": backend,
+        entry = {"version": CACHE_VERSION, "key": key, "image": dict(image), "backend": backend,
                  "provenance": provenance, "created": time.time()}
         try:
             text = json.dumps(entry, ensure_ascii=False, default=str)
-            self.root.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=self.root,
-                                             prefix=".tmp-", delete=False) as tmp:
-                tmp.write(text)
-            os.replace(tmp.name, self._path(key))
+            write_atomic(self._path(key), text.encode("utf-8"))
         except (OSError, TypeError, ValueError):
             return False
         return True
@@ -137,9 +158,43 @@ class ToolCache:
         self._path(key).unlink(missing_ok=True)
 
     def _path(self, key: str) -> Path:
-        if len(key) != 64 or not all(c in "0123456789abcdef" for c in key):
+        if not is_digest(key):
             raise ValueError(f"not a cache key: {key!r}")
         return self.root / f"{key}.json"
+
+
+def parse_entry(raw: bytes, key: str) -> Entry:
+    """The entry in ``raw``, as llmi writes it for ``key``; raises NotAnEntry."""
+    try:
+        entry = json.loads(raw)
+    except ValueError as exc:  # JSON and UTF-8 errors alike
+        raise NotAnEntry(f"not JSON: {exc}") from None
+    if not isinstance(entry, dict) or set(entry) != _ENTRY_FIELDS:
+        raise NotAnEntry("not the fields of a cache entry")
+    if type(entry["version"]) is not int or entry["version"] != CACHE_VERSION:
+        raise NotAnEntry(f"version {entry['version']!r}, not {CACHE_VERSION}")
+    if entry["key"] != key:
+        raise NotAnEntry("recorded under another key")
+    backend, provenance = entry["backend"], entry["provenance"]
+    if not (backend is None or isinstance(backend, str)) or not isinstance(provenance, dict):
+        raise NotAnEntry("its backend or provenance is not of the types llmi writes")
+    if type(entry["created"]) not in (int, float):
+        raise NotAnEntry("its time is not a number")
+    return Entry(_image_record(entry["image"]), backend, provenance)
+
+
+def _image_record(value: Any) -> ImageRef:
+    """The entry's ``ImageRef``: its fields and a sha256 the store names. The rest is
+    checked against the stored image, and the stored image's own ``uri`` is served."""
+    if not isinstance(value, dict) or set(value) != set(ImageRef.__annotations__):
+        raise NotAnEntry("its image is not an image reference")
+    if not is_digest(value["sha256"]):
+        raise NotAnEntry("its image's sha256 is not one")
+    return ImageRef(**value)
+
+
+def _described(image: ImageRef) -> tuple[str, str, int, int]:
+    return image["sha256"], image["mime"], image["width"], image["height"]
 
 
 def key_fields(tool: Any, request: ImageRequest, ctx: Context,

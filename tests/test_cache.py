@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+import llmi.artifacts
 from llmi.artifacts import ArtifactStore
 from llmi.cache import ToolCache, applied_seed
 from llmi.cli import main
@@ -126,16 +129,22 @@ def _fail_first_call():
     return behaviour
 
 
-@pytest.mark.parametrize("damage", ["corrupt", "missing", "bad entry"])
-def test_a_damaged_cache_falls_back_to_the_tool(context: Context, damage: str) -> None:
+@pytest.mark.parametrize("damage", ["poisoned", "symlink", "missing", "bad entry"])
+def test_a_damaged_cache_falls_back_to_the_tool(context: Context, damage: str,
+                                                 tmp_path: Path) -> None:
     tools, registry = counting_tools()
     draft = tag("code", "A chart", code="plt.plot([1, 2])")
     first = run(context, registry, draft)
     store = ArtifactStore(context.artifact_dir)
     artifact = next(p for p in store.root.rglob("*.png"))
+    good = artifact.read_bytes()
     entry = next((store.root / "cache").glob("*.json"))
-    if damage == "corrupt":
+    if damage == "poisoned":  # another image in place, as a chart process could write it
         artifact.write_bytes(gradient_png(99))
+    elif damage == "symlink":  # to the right bytes, which could change once checked
+        (tmp_path / "theirs.png").write_bytes(good)
+        artifact.unlink()
+        artifact.symlink_to(tmp_path / "theirs.png")
     elif damage == "missing":
         artifact.unlink()
     else:
@@ -144,9 +153,116 @@ def test_a_damaged_cache_falls_back_to_the_tool(context: Context, damage: str) -
     assert len(tools["code"].calls) == 2
     assert second[0]["ok"] and not second[0]["cached"]
     assert second[0]["image"]["sha256"] == first[0]["image"]["sha256"]
-    # The tool's new result repaired the cache.
+    # The tool's new image is stored, as a file of its own, and repaired the cache.
+    assert not artifact.is_symlink() and artifact.read_bytes() == good
     third = run(context, registry, draft)
     assert third[0]["cached"] and len(tools["code"].calls) == 2
+
+
+# --- entries llmi did not write ---------------------------------------------------------
+
+
+@pytest.fixture
+def entry(cache: ToolCache, context: Context) -> tuple[str, dict]:
+    """The key of a stored result and its entry as written."""
+    key = cache.key(CodeTool(), request(code="x"), context)
+    ref = cache.store.put(gradient_png(3))
+    assert key and cache.put(key, ref, "matplotlib", {"code": "x"})
+    return key, json.loads((cache.root / f"{key}.json").read_text())
+
+
+def rejected(cache: ToolCache, key: str, caplog: pytest.LogCaptureFixture) -> bool:
+    """Whether ``key`` misses, its entry removed with a warning."""
+    path = cache.root / f"{key}.json"
+    missed = cache.get(key) is None
+    warned = [r for r in caplog.records
+              if r.levelno == logging.WARNING and str(path) in r.getMessage()]
+    return missed and not path.exists() and len(warned) == 1
+
+
+def test_an_intact_entry_is_served(cache: ToolCache, entry: tuple[str, dict]) -> None:
+    key, written = entry
+    hit = cache.get(key)
+    assert hit is not None and hit.image == written["image"]
+    assert hit.backend == "matplotlib" and hit.provenance == {"code": "x"}
+    assert hashlib.sha256(hit.data).hexdigest() == written["image"]["sha256"]
+
+
+@pytest.mark.parametrize("damage", ["missing", "altered"])
+def test_an_entry_whose_artifact_is_missing_or_altered_is_a_miss(
+    cache: ToolCache, entry: tuple[str, dict], damage: str
+) -> None:
+    key, written = entry
+    artifact = cache.store.path(written["image"])
+    if damage == "missing":
+        artifact.unlink()
+    else:
+        artifact.write_bytes(gradient_png(4))
+    assert cache.get(key) is None
+    assert not artifact.exists()  # the store does not keep what is not its image
+
+
+def test_an_entry_copied_to_another_keys_file_is_a_miss(
+    cache: ToolCache, entry: tuple[str, dict], context: Context,
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    key, written = entry
+    other = cache.key(CodeTool(), request(code="y"), context)
+    assert other and other != key
+    (cache.root / f"{other}.json").write_text(json.dumps(written))
+    assert rejected(cache, other, caplog)
+    assert cache.get(key) is not None
+
+
+def test_a_linked_entry_is_a_miss(cache: ToolCache, entry: tuple[str, dict], tmp_path: Path,
+                                  caplog: pytest.LogCaptureFixture) -> None:
+    key, written = entry
+    path = cache.root / f"{key}.json"
+    (tmp_path / "theirs.json").write_text(json.dumps(written))
+    path.unlink()
+    path.symlink_to(tmp_path / "theirs.json")
+    assert rejected(cache, key, caplog)
+    assert (tmp_path / "theirs.json").exists()
+
+
+HAND_WRITTEN = {
+    "not JSON": lambda e: "{not json",
+    "not an object": lambda e: list(e),  # its field names, in a list
+    "no key": lambda e: {k: v for k, v in e.items() if k != "key"},
+    "a field more": lambda e: {**e, "served_by": "a chart"},
+    "another version": lambda e: {**e, "version": 1},
+    "a backend not text": lambda e: {**e, "backend": 5},
+    "a provenance not a dict": lambda e: {**e, "provenance": ["x"]},
+    "a time not a number": lambda e: {**e, "created": "now"},
+    "an image without its size": lambda e: {**e, "image": {
+        k: v for k, v in e["image"].items() if k != "width"}},
+    "an image with another size": lambda e: {**e, "image": {**e["image"], "width": 1}},
+    "a sha256 that is not one": lambda e: {**e, "image": {**e["image"], "sha256": "../x"}},
+}
+
+
+@pytest.mark.parametrize("damage", list(HAND_WRITTEN))
+def test_a_hand_written_entry_is_a_miss(
+    cache: ToolCache, entry: tuple[str, dict], damage: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    key, written = entry
+    forged = HAND_WRITTEN[damage](written)
+    text = forged if isinstance(forged, str) else json.dumps(forged)
+    (cache.root / f"{key}.json").write_text(text)
+    assert rejected(cache, key, caplog)
+
+
+def test_a_failed_entry_write_leaves_no_temporary_file(
+    cache: ToolCache, entry: tuple[str, dict], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key, written = entry
+
+    def refuse(src: str, dst: str) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(llmi.artifacts.os, "replace", refuse)
+    assert cache.put(key, written["image"], "matplotlib", {}) is False
+    assert sorted(p.name for p in cache.root.iterdir()) == [f"{key}.json"]
 
 
 # --- keys ------------------------------------------------------------------------------
