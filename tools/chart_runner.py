@@ -16,6 +16,7 @@ status 1); stdout is not used, so the code may print what it likes.
 from __future__ import annotations
 
 import ctypes
+import errno
 import gc
 import io
 import json
@@ -52,6 +53,7 @@ TRACEBACK_LINES = 20
 TRACEBACK_CHARS = 4000
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_PDEATHSIG = 1
+CLONE_THREAD = 0x10000
 KILL_ROUNDS = 40
 CJK_FONT_HINTS = (
     "Noto Sans CJK", "Source Han Sans", "Noto Serif CJK", "Source Han Serif",
@@ -68,6 +70,8 @@ JOB_ENDED = b"exit"
 """``exit S``: the job's process ended with status S, negative for a signal (as in
 ``subprocess``). The zygote keeps the process unreaped until the job's socket is
 closed, so its pid names no other process while the caller may still signal it."""
+JOB_END = b"end"
+"""From llmi on a job's socket: end the job now. A jailed job's pid is not llmi's to kill."""
 JOB_FAILED = b"error"
 """``error MESSAGE``: the zygote could not fork."""
 SPARE_READY = b"spare"
@@ -85,7 +89,8 @@ def main(job_dir: Path) -> int:
     job = read_job(job_dir)
     set_limits(job["memory_mb"], job["cpu_s"])
     become_subreaper()
-    die_with_parent(job["parent"])
+    if job["parent"]:
+        die_with_parent(job["parent"])
     return run_job(job_dir, job)
 
 
@@ -100,6 +105,8 @@ def run_job(job_dir: Path, job: dict[str, Any], fallbacks: list[str] | None = No
     # stdout goes, nowhere, so the code cannot fill the disk through it.
     sys.argv = [FILENAME]
     sys.stderr = sys.stdout
+    if job.get("jailed"):
+        forbid_processes()
     try:
         png = draw(job["code"], fallbacks)
     except MemoryError as error:
@@ -129,6 +136,26 @@ def set_limits(memory_mb: int, cpu_s: int) -> None:
     lower_limit(resource.RLIMIT_NPROC, tasks_of_user() + SPARE_TASKS)
     # Past the file size limit a write then raises an OSError instead of killing the process.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+def forbid_processes() -> None:
+    """From here on this process starts no process and signals none but itself, which
+    holds for root too, where RLIMIT_NPROC does not (a seccomp filter: threads stay
+    allowed, as numpy and matplotlib use them)."""
+    import pyseccomp as seccomp
+
+    denied = seccomp.ERRNO(errno.EPERM)
+    rules = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
+    for name in ("fork", "vfork", "ptrace", "process_vm_readv", "process_vm_writev",
+                 "pidfd_send_signal", "unshare", "setns", "mount", "keyctl", "bpf"):
+        rules.add_rule(denied, name)
+    rules.add_rule(denied, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, CLONE_THREAD, 0))
+    # clone3 passes its flags in memory, which a filter cannot read: libc falls back to clone.
+    rules.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
+    me = os.getpid()
+    for name in ("kill", "tkill", "tgkill"):
+        rules.add_rule(denied, name, seccomp.Arg(0, seccomp.NE, me))
+    rules.load()
 
 
 def lower_limit(kind: int, soft: int, hard: int | None = None) -> None:
@@ -643,6 +670,8 @@ class Zygote:
             more = b""
         if not more:
             self.finish(pid)
+        elif more == JOB_END and job.status is None:
+            end_job(pid, running=True)  # SIGCHLD follows, and report_ended says so
 
     def finish(self, pid: int) -> None:
         """The job's caller is done or gone: kill what is left of the job, reap it."""
