@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import uuid
 from collections.abc import Sequence
@@ -28,7 +29,7 @@ from llmi.checkpoints import (
     settings_of,
     thread_config,
 )
-from llmi.context import Context
+from llmi.context import Context, env_name
 from llmi.demo import LABEL, PROMPT, RecordedModel
 from llmi.evaluation.datasets import DatasetError, load_items
 from llmi.evaluation.runner import Evaluation
@@ -209,7 +210,10 @@ def _require_model(ctx: Context) -> None:
 
 def _demo(args: argparse.Namespace, console: Console) -> int:
     console.print(f"[bold yellow]{LABEL}[/]")
-    ctx = Context(out_dir=args.out)
+    # The recorded chart code is llmi's own: jailed where a jail can be had, else run with
+    # process limits, so that the first run shows its charts on any machine.
+    sandbox = os.environ.get(env_name("code_sandbox")) or "process"
+    ctx = Context(out_dir=args.out, code_sandbox=sandbox)
     return _run({"prompt": PROMPT}, ctx, console, model=RecordedModel())
 
 
