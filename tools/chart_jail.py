@@ -9,8 +9,8 @@ Flatpak, and needs no privileges where the kernel allows user namespaces:
 - user, PID, network, IPC, UTS (and, where possible, cgroup) namespaces: no network but
   a loopback of its own, no sight of any process outside the jail, no capabilities;
 - a read-only view of the system folders, the Python installation, its packages and the
-  fonts; a private ``/tmp``; the only writable folders are the ones llmi names (the
-  job's); HOME, the cache, the artifact store and the checkpoints are not there;
+  fonts; a private ``/tmp`` of ``TMP_BYTES``; the only writable folders are the ones llmi
+  names (the job's); HOME, the cache, the artifact store and the checkpoints are not there;
 - an environment from ``ALLOWED_ENV`` only; a new session (no controlling terminal);
 - the jail dies with llmi (``--die-with-parent``).
 
@@ -50,6 +50,8 @@ SYSTEM_FOLDERS = (
 )
 """Mounted read-only where they exist: the interpreter's libraries and the fonts."""
 PROBE_TIMEOUT_S = 10.0
+TMP_BYTES = 64 * 2**20
+"""Size of the jail's private /tmp, which lives in memory."""
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +108,7 @@ def jailed(argv: Sequence[str], *, writable: Iterable[Path], env: Mapping[str, s
     command += ["--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", str(cwd)]
     for folder in _readable():
         command += ["--ro-bind", folder, folder]
-    command += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    command += ["--proc", "/proc", "--dev", "/dev", "--size", str(TMP_BYTES), "--tmpfs", "/tmp"]
     for folder in writable:
         command += ["--bind", str(folder), str(folder)]
     return [*command, "--chdir", str(cwd), "--", *argv]
