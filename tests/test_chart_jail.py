@@ -482,6 +482,34 @@ def test_chart_cannot_start_processes(pool: bool) -> None:
     assert probe(code, pool=pool, sandbox="off")["fork"] == "started"
 
 
+OTHER_ABI_FORK = """
+    import ctypes, mmap
+    if {abi!r} == "x32":
+        forked = ctypes.CDLL(None).syscall(0x40000000 | 57)
+    else:  # int 0x80 with eax = 2: fork in the i386 table
+        code = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+        code.write(bytes([0xB8, 2, 0, 0, 0, 0xCD, 0x80, 0xC3]))
+        forked = ctypes.CFUNCTYPE(ctypes.c_long)(
+            ctypes.addressof(ctypes.c_char.from_buffer(code)))()
+    if forked == 0:
+        os._exit(0)
+    report("forked" if forked > 0 else "refused")
+"""
+
+
+@jailed
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the x32 and i386 ABIs of x86_64")
+@pytest.mark.parametrize("abi", ["x32", "i386"])
+def test_chart_cannot_fork_through_another_syscall_abi(pool: bool, abi: str) -> None:
+    """A filter written for x86_64's syscall numbers must not let the same process fork
+    with the numbers of x86_64's other ABIs."""
+    with pytest.raises(ToolError) as raised:
+        run_chart(PRELUDE + textwrap.dedent(OTHER_ABI_FORK.format(abi=abi)),
+                  timeout_s=TIMEOUT_S, memory_mb=2048, pool=pool, sandbox="strict")
+    assert "REPORT \"forked\"" not in str(raised.value)
+    assert "Traceback" not in str(raised.value) or "REPORT" in str(raised.value)
+
+
 @jailed
 def test_fork_bomb_fails_at_once(pool: bool) -> None:
     """Run only where a single fork is refused already: as root, no process limit would
