@@ -707,5 +707,6 @@ def test_an_invalid_bwrap_path_makes_the_jail_unavailable(
     assert "LLMI_CODE_SANDBOX" in str(raised.value)
 
 
-def test_strict_is_the_default() -> None:
+def test_strict_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(chart_jail.SANDBOX_ENV, raising=False)  # conftest sets it
     assert Context().code_sandbox == "strict"
