@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import uuid
 from collections.abc import Sequence
@@ -29,7 +28,7 @@ from llmi.checkpoints import (
     settings_of,
     thread_config,
 )
-from llmi.context import Context, env_name
+from llmi.context import Context
 from llmi.demo import LABEL, PROMPT, RecordedModel
 from llmi.evaluation.datasets import DatasetError, load_items
 from llmi.evaluation.runner import Evaluation
@@ -212,8 +211,7 @@ def _demo(args: argparse.Namespace, console: Console) -> int:
     console.print(f"[bold yellow]{LABEL}[/]")
     # The recorded chart code is llmi's own: jailed where a jail can be had, else run with
     # process limits, so that the first run shows its charts on any machine.
-    sandbox = os.environ.get(env_name("code_sandbox")) or "process"
-    ctx = Context(out_dir=args.out, code_sandbox=sandbox)
+    ctx = Context(out_dir=args.out, code_sandbox="process")
     return _run({"prompt": PROMPT}, ctx, console, model=RecordedModel())
 
 

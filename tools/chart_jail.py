@@ -9,8 +9,9 @@ Flatpak, and needs no privileges where the kernel allows user namespaces:
 - user, PID, network, IPC, UTS (and, where possible, cgroup) namespaces: no network but
   a loopback of its own, no sight of any process outside the jail, no capabilities;
 - a read-only view of the system folders, the Python installation, its packages and the
-  fonts; a private ``/tmp`` of ``TMP_BYTES``; the only writable folders are the ones llmi
-  names (the job's); HOME, the cache, the artifact store and the checkpoints are not there;
+  fonts; the only writable folders are the ones llmi names (the job's, which are HOME
+  and TMPDIR too); the real HOME, the cache, the artifact store and the checkpoints are
+  not there;
 - an environment from ``ALLOWED_ENV`` only; a new session (no controlling terminal);
 - the jail dies with llmi (``--die-with-parent``).
 
@@ -18,7 +19,7 @@ Inside, the chart process denies itself new processes and signals to others with
 seccomp filter (``chart_runner.forbid_processes``), so process limits hold for root too.
 ``LLMI_CODE_SANDBOX`` says what happens where no jail can be had: ``strict`` refuses
 chart code, ``process`` runs it with the process limits alone, ``off`` is for trusted
-code. ``LLMI_BWRAP`` names the bwrap binary when it is not on PATH.
+code. ``LLMI_BWRAP`` (``Context.bwrap``) names the bwrap binary when it is not on PATH.
 """
 
 from __future__ import annotations
@@ -27,15 +28,19 @@ import functools
 import logging
 import os
 import shutil
+import site
+import stat
 import subprocess
 import sys
+import sysconfig
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from llmi.context import env_name
 from llmi.tools.base import ToolError
 
-BWRAP_ENV = "LLMI_BWRAP"
-SANDBOX_ENV = "LLMI_CODE_SANDBOX"
+BWRAP_ENV = env_name("bwrap")
+SANDBOX_ENV = env_name("code_sandbox")
 MODES = ("strict", "process", "off")
 ALLOWED_ENV = (
     "MPLBACKEND", "MPLCONFIGDIR", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
@@ -50,8 +55,6 @@ SYSTEM_FOLDERS = (
 )
 """Mounted read-only where they exist: the interpreter's libraries and the fonts."""
 PROBE_TIMEOUT_S = 10.0
-TMP_BYTES = 64 * 2**20
-"""Size of the jail's private /tmp, which lives in memory."""
 
 log = logging.getLogger(__name__)
 
@@ -64,54 +67,76 @@ def sandbox_mode(value: str) -> str:
     return mode
 
 
-def jail_available() -> bool:
-    return not jail_problem()
+def jail_available(bwrap: str = "") -> bool:
+    return not jail_problem(bwrap)
 
 
-def jail_problem() -> str:
-    """Why no jail can be had here; empty when it can."""
-    binary = bwrap_binary()
+def jail_problem(bwrap: str = "") -> str:
+    """Why no jail can be had here with the ``bwrap`` binary named (empty: the one on
+    PATH); empty when one can."""
+    binary = bwrap_binary(bwrap)
     if binary is None:
         return ("bubblewrap is not installed (apt-get install bubblewrap, dnf install "
                 f"bubblewrap), or set {BWRAP_ENV} to its bwrap binary")
     return _probe(binary)
 
 
-def require_jail(mode: str) -> bool:
-    """Whether this chart runs jailed under ``mode``; raises ToolError where ``strict``
-    asks for a jail that cannot be had, and says once that ``process`` runs without."""
+def require_jail(mode: str, bwrap: str = "") -> str | None:
+    """The bwrap binary this chart runs under with ``mode``, or None for no jail;
+    raises ToolError where ``strict`` asks for a jail that cannot be had, and says once
+    that ``process`` runs without."""
     if mode == "off":
-        return False
-    problem = jail_problem()
+        return None
+    problem = jail_problem(bwrap)
     if not problem:
-        return True
+        return bwrap_binary(bwrap)
     if mode == "strict":
         raise ToolError(f"chart code is refused: it runs only in a jail, and {problem}. "
                         f"{SANDBOX_ENV}=process runs it with process limits alone",
                         kind="config")
     _warn_once(problem)
-    return False
+    return None
 
 
-def bwrap_binary() -> str | None:
-    named = os.environ.get(BWRAP_ENV, "").strip()
-    return named or shutil.which("bwrap")
+def bwrap_binary(bwrap: str = "") -> str | None:
+    return bwrap.strip() or shutil.which("bwrap")
 
 
-def jailed(argv: Sequence[str], *, writable: Iterable[Path], env: Mapping[str, str],
-           cwd: Path) -> list[str]:
-    """``argv`` as a command that runs it in a jail, with ``writable`` folders (the
-    job's) and ``cwd`` as its working folder."""
-    command = [bwrap_binary() or "bwrap", *_namespaces(), "--clearenv"]
+def jailed(bwrap: str, argv: Sequence[str], *, writable: Iterable[Path],
+           env: Mapping[str, str], cwd: Path) -> list[str]:
+    """``argv`` as a command that runs it in a jail of ``bwrap``, with ``writable``
+    folders (the job's) and ``cwd`` as its working folder."""
+    command = [bwrap, *_namespaces(), "--clearenv"]
     for name, value in sorted(env.items()):
         command += ["--setenv", name, value]
-    command += ["--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", str(cwd)]
+    # HOME and temporary files in the working folder: the rest of the view is read-only.
+    command += ["--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", str(cwd),
+                "--setenv", "TMPDIR", str(cwd)]
     for folder in _readable():
         command += ["--ro-bind", folder, folder]
-    command += ["--proc", "/proc", "--dev", "/dev", "--size", str(TMP_BYTES), "--tmpfs", "/tmp"]
+    command += ["--proc", "/proc", "--dev", "/dev"]
     for folder in writable:
         command += ["--bind", str(folder), str(folder)]
-    return [*command, "--chdir", str(cwd), "--", *argv]
+    # The root bwrap builds is a writable tmpfs: only the folders above stay writable.
+    return [*command, "--remount-ro", "/", "--chdir", str(cwd), "--", *argv]
+
+
+def read_result(folder: int, name: str, limit: int | None = None) -> bytes | None:
+    """The bytes of ``name`` in the job folder open as ``folder`` (a descriptor taken
+    before the chart ran, so a folder renamed or replaced by a link is not followed),
+    or None when there is no such regular file: the jail can write there, so a link or a
+    pipe left in its place is never read. ``limit`` keeps only the last bytes."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=folder)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as file:
+        size = os.fstat(fd)
+        if not stat.S_ISREG(size.st_mode):
+            return None
+        if limit is not None and size.st_size > limit:
+            file.seek(size.st_size - limit)
+        return file.read()
 
 
 def allowed_env(env: Mapping[str, str]) -> dict[str, str]:
@@ -123,6 +148,9 @@ def _namespaces() -> list[str]:
         "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc",
         "--unshare-uts", "--unshare-cgroup-try", "--uid", "65534", "--gid", "65534",
         "--hostname", "chart", "--cap-drop", "ALL", "--die-with-parent", "--new-session",
+        # The command itself is the PID namespace's init: no bwrap process inside whose
+        # memory a chart could open.
+        "--as-pid-1",
     ]
 
 
@@ -130,10 +158,13 @@ def _namespaces() -> list[str]:
 def _readable() -> tuple[str, ...]:
     """System folders, the interpreter, its packages, and this folder (the runner)."""
     found = [folder for folder in SYSTEM_FOLDERS if os.path.lexists(folder)]
+    # Not sys.path: its first entry is the folder of the script llmi was started from,
+    # which may be HOME.
     python = [sys.base_prefix, sys.prefix, str(Path(sys.executable).resolve().parent),
-              str(Path(__file__).resolve().parent),
-              *(entry for entry in sys.path if entry and os.path.isdir(entry))]
-    for folder in python:
+              str(Path(__file__).resolve().parent), *site.getsitepackages(),
+              *(sysconfig.get_path(name) for name in ("stdlib", "platstdlib", "purelib",
+                                                      "platlib"))]
+    for folder in filter(os.path.isdir, python):
         real = os.path.realpath(folder)
         if not any(real == kept or real.startswith(kept.rstrip("/") + "/") for kept in found):
             found.append(real)
@@ -143,8 +174,8 @@ def _readable() -> tuple[str, ...]:
 @functools.cache
 def _probe(binary: str) -> str:
     """Start a jail once to see whether this kernel and binary allow one."""
-    command = jailed([sys.executable, "-I", "-c", "pass"], writable=[], env={},
-                     cwd=Path("/tmp"))
+    command = jailed(binary, [sys.executable, "-I", "-c", "pass"], writable=[], env={},
+                     cwd=Path("/"))
     try:
         done = subprocess.run(command, capture_output=True, timeout=PROBE_TIMEOUT_S,
                               stdin=subprocess.DEVNULL, check=False)

@@ -78,9 +78,9 @@ class _ZygoteLost(Exception):
 class Zygote:
     """One zygote process, as llmi sees it."""
 
-    def __init__(self, env: dict[str, str], *, jailed: bool = False) -> None:
-        self.key = startup_key(env, jailed)
-        self.jailed = jailed
+    def __init__(self, env: dict[str, str], *, bwrap: str | None = None) -> None:
+        self.key = startup_key(env, bwrap)
+        self.jailed = bwrap is not None
         self.folder = Path(tempfile.mkdtemp(prefix="llmi-chart-zygote-"))
         self.started = time.monotonic()
         self.ready = False
@@ -95,9 +95,9 @@ class Zygote:
             sys.executable, "-I", "-X", "utf8", str(RUNNER), "--zygote", str(theirs.fileno()),
             str(self.folder),
         ]
-        if jailed:
+        if bwrap:
             # Its children draw in job folders under the jobs root, bound at the same path.
-            command = chart_jail.jailed(command, writable=[self.folder, jobs_root()],
+            command = chart_jail.jailed(bwrap, command, writable=[self.folder, jobs_root()],
                                         env=jailed_config(env, self.folder), cwd=self.folder)
         try:
             with open(self.folder / "stderr.txt", "wb") as log:
@@ -207,9 +207,14 @@ class Zygote:
         self.process.kill()
 
     def log_tail(self) -> str:
-        with suppress(OSError), open(self.folder / "stderr.txt", "rb") as log:
-            log.seek(max(0, log.seek(0, os.SEEK_END) - LOG_TAIL_CHARS))
-            return log.read().decode("utf-8", errors="replace").strip()
+        # A jailed zygote's charts can write its folder: the log is read as a regular file.
+        with suppress(OSError):
+            folder = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            try:
+                tail = chart_jail.read_result(folder, "stderr.txt", limit=LOG_TAIL_CHARS)
+            finally:
+                os.close(folder)
+            return (tail or b"").decode("utf-8", errors="replace").strip()
         return ""
 
     def retire(self) -> None:
@@ -341,17 +346,17 @@ class ChartPool:
         self._closed = False
 
     def run(self, job_dir: Path, env: dict[str, str], timeout_s: float, *,
-            jailed: bool = False) -> int:
+            bwrap: str | None = None) -> int:
         """Run the job written in ``job_dir`` (``job.json``: code, limits, working
-        folder, environment) within ``timeout_s`` seconds, in a zygote that runs in a
-        jail when ``jailed``; returns its exit status.
+        folder, environment) within ``timeout_s`` seconds, in a zygote jailed by the
+        ``bwrap`` binary unless it is None; returns its exit status.
 
         Raises ToolError when it timed out (its processes are killed by then),
         PoolUnavailable when no zygote could take it.
         """
         deadline = time.monotonic() + timeout_s
         for _ in range(2):
-            zygote = self._zygote_for(env, jailed)
+            zygote = self._zygote_for(env, bwrap)
             try:
                 zygote.wait_ready(deadline)
                 return zygote.run_job(job_dir, deadline, timeout_s)
@@ -370,13 +375,13 @@ class ChartPool:
         with self._lock:
             return self._zygote.pid if self._zygote and self._zygote.alive() else None
 
-    def _zygote_for(self, env: dict[str, str], jailed: bool) -> Zygote:
+    def _zygote_for(self, env: dict[str, str], bwrap: str | None) -> Zygote:
         with self._lock:
             if self._closed:
                 raise PoolUnavailable("the chart pool is closed")
             self._retired = [z for z in self._retired if not z.reaped()]
             current = self._zygote
-            if current is not None and (not current.alive() or current.key != startup_key(env, jailed)):
+            if current is not None and (not current.alive() or current.key != startup_key(env, bwrap)):
                 current.retire()
                 self._retired.append(current)
                 self._zygote = current = None
@@ -384,7 +389,7 @@ class ChartPool:
                 if time.monotonic() < self._cool_until:
                     raise PoolUnavailable("the chart zygote failed to start a moment ago")
                 try:
-                    current = self._zygote = Zygote(env, jailed=jailed)
+                    current = self._zygote = Zygote(env, bwrap=bwrap)
                 except OSError as error:
                     self._cool_until = time.monotonic() + COOL_DOWN_S
                     raise PoolUnavailable(f"could not start the chart zygote: {error}") from None
@@ -402,8 +407,8 @@ class ChartPool:
             zygote.stop()
 
 
-def startup_key(env: dict[str, str], jailed: bool) -> tuple[str | bool | None, ...]:
-    return (*(env.get(name) for name in STARTUP_VARIABLES), jailed)
+def startup_key(env: dict[str, str], bwrap: str | None) -> tuple[str | None, ...]:
+    return (*(env.get(name) for name in STARTUP_VARIABLES), bwrap)
 
 
 @functools.cache
@@ -411,8 +416,16 @@ def jobs_root() -> Path:
     """This process's folder of chart jobs: a jailed zygote sees it and nothing else of
     llmi's. Removed at exit."""
     root = Path(tempfile.mkdtemp(prefix="llmi-charts-"))
-    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    # Not listable: a jailed chart finds its own job folder, never another's.
+    root.chmod(0o300)
+    atexit.register(_remove_jobs_root, root)
     return root
+
+
+def _remove_jobs_root(root: Path) -> None:
+    with suppress(OSError):
+        root.chmod(0o700)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def jailed_config(env: dict[str, str], folder: Path) -> dict[str, str]:

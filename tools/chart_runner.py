@@ -53,6 +53,7 @@ TRACEBACK_LINES = 20
 TRACEBACK_CHARS = 4000
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
 CLONE_THREAD = 0x10000
 KILL_ROUNDS = 40
 CJK_FONT_HINTS = (
@@ -87,6 +88,11 @@ class ChartError(Exception):
 def main(job_dir: Path) -> int:
     """Draw the chart of ``job_dir`` in this fresh interpreter."""
     job = read_job(job_dir)
+    undumpable()
+    if os.getpid() == 1:
+        # The init of its jail's PID namespace ignores signals it has no handler for, the
+        # CPU limit's SIGXCPU too: end as that signal would, 128 + it, as bwrap reports.
+        signal.signal(signal.SIGXCPU, lambda *_: os._exit(128 + signal.SIGXCPU))
     set_limits(job["memory_mb"], job["cpu_s"])
     become_subreaper()
     if job["parent"]:
@@ -146,14 +152,16 @@ def forbid_processes() -> None:
 
     denied = seccomp.ERRNO(errno.EPERM)
     rules = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
+    # chmod too: a jailed job must not make the jobs folder listable.
     for name in ("fork", "vfork", "ptrace", "process_vm_readv", "process_vm_writev",
-                 "pidfd_send_signal", "unshare", "setns", "mount", "keyctl", "bpf"):
+                 "pidfd_send_signal", "unshare", "setns", "mount", "keyctl", "bpf", "chmod",
+                 "fchmod", "fchmodat"):
         rules.add_rule(denied, name)
     rules.add_rule(denied, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, CLONE_THREAD, 0))
     # clone3 passes its flags in memory, which a filter cannot read: libc falls back to clone.
     rules.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
     me = os.getpid()
-    for name in ("kill", "tkill", "tgkill"):
+    for name in ("kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo"):
         rules.add_rule(denied, name, seccomp.Arg(0, seccomp.NE, me))
     rules.load()
 
@@ -173,6 +181,14 @@ def tasks_of_user() -> int:
         for p in psutil.process_iter(["uids", "num_threads"])
         if p.info["uids"] and p.info["uids"].real == uid
     )
+
+
+def undumpable() -> None:
+    """No process of the same user may open this one's memory or descriptors through
+    /proc, and the processes forked from it inherit that: jailed charts of one zygote
+    cannot reach the zygote or each other."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
 def become_subreaper() -> None:
@@ -751,6 +767,7 @@ def zygote_main(control_fd: int, folder: Path) -> int:
     working folder and log, which llmi reads when the zygote fails to start)."""
     control = socket.socket(fileno=control_fd)
     control.set_inheritable(False)
+    undumpable()
     Zygote(control, warm_up()).serve()
     shutil.rmtree(folder, ignore_errors=True)
     return 0
