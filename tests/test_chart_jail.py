@@ -722,3 +722,13 @@ def test_an_invalid_bwrap_path_makes_the_jail_unavailable(
 def test_strict_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(chart_jail.SANDBOX_ENV, raising=False)  # conftest sets it
     assert Context().code_sandbox == "strict"
+
+
+def test_charts_started_at_once_share_one_jobs_folder() -> None:
+    """A jailed zygote sees only the jobs folder it was started with: two threads asking
+    for it at once must get the same one."""
+    chart_pool.close_shared_pool()
+    chart_pool._make_jobs_root.cache_clear()
+    with ThreadPoolExecutor(8) as threads:
+        roots = set(threads.map(lambda _: chart_pool.jobs_root(), range(32)))
+    assert len(roots) == 1

@@ -411,10 +411,18 @@ def startup_key(env: dict[str, str], bwrap: str | None) -> tuple[str | None, ...
     return (*(env.get(name) for name in STARTUP_VARIABLES), bwrap)
 
 
-@functools.cache
 def jobs_root() -> Path:
     """This process's folder of chart jobs: a jailed zygote sees it and nothing else of
-    llmi's. Removed at exit."""
+    llmi's. Made once, whichever thread asks first; removed at exit."""
+    with _jobs_root_lock:
+        return _make_jobs_root()
+
+
+_jobs_root_lock = threading.Lock()
+
+
+@functools.cache
+def _make_jobs_root() -> Path:
     root = Path(tempfile.mkdtemp(prefix="llmi-charts-"))
     # Not listable: a jailed chart finds its own job folder, never another's.
     root.chmod(0o300)
