@@ -6,6 +6,11 @@ at once from threads, as dispatch runs its slots (cold and warm rounds alternate
 wall time per round, the ratios, and what starting the zygote cost the first warm
 chart. Target: a warm p50 one at a time under 0.15 s.
 
+The jail (``LLMI_CODE_SANDBOX=strict``, the default, which the rows above use) is
+measured against no jail (``off``) on warm charts one at a time, in alternating blocks
+(a switch starts another zygote, whose first chart is left out). Target: the jailed p50
+within 1.25x of the unjailed one.
+
 For scale it also times the draw alone: the chart drawn and rendered as the runner
 renders it, in this process, without a process or limits, caches warm. Warm minus
 that is what isolation costs; the draw itself varies with the machine's load.
@@ -25,14 +30,27 @@ NAME = "chart_executor"
 SIMPLE = "plt.plot([1, 2, 3])"
 AT_ONCE = 8
 TARGET_WARM_P50_S = 0.15
+TARGET_JAIL_RATIO = 1.25
+JAIL_BLOCKS = 4
 Seconds = dict[str, list[float]]
 """Seconds measured, cold and warm."""
 
 
-def timed_chart(code: str, pool: bool) -> float:
+def timed_chart(code: str, pool: bool, sandbox: str = "strict") -> float:
     started = time.perf_counter()
-    run_chart(code, timeout_s=60, memory_mb=2048, pool=pool)
+    run_chart(code, timeout_s=60, memory_mb=2048, pool=pool, sandbox=sandbox)
     return time.perf_counter() - started
+
+
+def jailed_and_not(code: str, charts: int) -> dict[str, list[float]]:
+    """Warm seconds per chart with the jail and without, in alternating blocks."""
+    seconds: dict[str, list[float]] = {"strict": [], "off": []}
+    for block in range(JAIL_BLOCKS):
+        sandbox = ("strict", "off")[block % 2]
+        timed_chart(code, pool=True, sandbox=sandbox)  # starts this sandbox's zygote
+        seconds[sandbox] += [timed_chart(code, pool=True, sandbox=sandbox)
+                             for _ in range(charts)]
+    return seconds
 
 
 def draws_alone(code: str, charts: int) -> list[float]:
@@ -99,11 +117,16 @@ def run(quick: bool) -> Report:
                              {k: p50(v) for k, v in walls.items()})):
         report.row(label, seconds(measured["cold"]), seconds(measured["warm"]),
                    ratio(measured["cold"] / measured["warm"]))
+    jail = {k: p50(v) for k, v in jailed_and_not(SIMPLE, charts).items()}
     warm = p50(one["warm"])
     report.notes += [
+        f"Warm, one at a time, p50 in the jail {seconds(jail['strict'])}, without it "
+        f"{seconds(jail['off'])}: {ratio(jail['strict'] / jail['off'])}.",
         f"First warm chart, starting the zygote: {seconds(zygote_start)}.",
         f"The draw alone (this process, no isolation, caches warm): p50 {seconds(alone)}, so "
         f"isolation costs the warm chart {seconds(warm - alone)} at p50.",
     ]
     report.target(f"warm p50 one at a time under {TARGET_WARM_P50_S} s", warm < TARGET_WARM_P50_S)
+    report.target(f"jailed warm p50 within {TARGET_JAIL_RATIO}x of the unjailed",
+                  jail["strict"] <= TARGET_JAIL_RATIO * jail["off"])
     return report

@@ -209,7 +209,9 @@ def _require_model(ctx: Context) -> None:
 
 def _demo(args: argparse.Namespace, console: Console) -> int:
     console.print(f"[bold yellow]{LABEL}[/]")
-    ctx = Context(out_dir=args.out)
+    # The recorded chart code is llmi's own: jailed where a jail can be had, else run with
+    # process limits, so that the first run shows its charts on any machine.
+    ctx = Context(out_dir=args.out, code_sandbox="process")
     return _run({"prompt": PROMPT}, ctx, console, model=RecordedModel())
 
 

@@ -89,6 +89,11 @@ class Context:
     """Image requests that run at the same time."""
     code_timeout: float | None = _env("LLMI_CODE_TIMEOUT", 20.0)
     code_memory_mb: int | None = _env("LLMI_CODE_MEMORY_MB", 2048)
+    code_sandbox: str | None = _env("LLMI_CODE_SANDBOX", "strict")
+    """``strict``: chart code runs only in a jail of its own namespaces (bubblewrap);
+    ``process``: process limits alone where no jail can be had; ``off``: trusted code."""
+    bwrap: str | None = _env("LLMI_BWRAP", "")
+    """The bubblewrap binary of the chart jail; empty takes ``bwrap`` on PATH."""
     code_pool: bool | None = _env("LLMI_CODE_POOL", True)
     """Fork each chart's process from a warm one with the libraries imported; 0 starts a
     fresh interpreter per chart."""

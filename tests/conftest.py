@@ -19,6 +19,9 @@ ENV_NAMES = sorted({f.metadata["env"] for f in fields(Context)})
 def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in ENV_NAMES:
         monkeypatch.delenv(name, raising=False)
+    # Charts run jailed where this machine allows a jail, else with process limits alone;
+    # tests/test_chart_jail.py asks for the jail itself.
+    monkeypatch.setenv("LLMI_CODE_SANDBOX", "process")
     monkeypatch.setenv("LLMI_ARTIFACTS", str(tmp_path / "artifacts"))
 
 

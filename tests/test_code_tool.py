@@ -2,6 +2,8 @@
 
 The behaviour tests run twice: with the warm pool (a child forked from a zygote per
 chart) and with a fresh interpreter per chart. Tests of the pool itself follow them.
+They test the process layer that the jail wraps, so they run with
+``LLMI_CODE_SANDBOX=off``; tests/test_chart_jail.py tests the jail.
 """
 
 from __future__ import annotations
@@ -37,7 +39,13 @@ from llmi.tools.chart_runner import cjk_font_names, restore_font_fallbacks
 from llmi.tools.code import code as code_tool
 from llmi.tools.code import run_chart
 
+SANDBOX = "off"
 slow = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _process_sandbox(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLMI_CODE_SANDBOX", SANDBOX)
 executors = pytest.mark.usefixtures("executor")
 """Runs the test with the warm pool and with a fresh interpreter per chart."""
 
@@ -65,7 +73,7 @@ def warm(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def chart(code: str, *, timeout_s: float = 20.0, memory_mb: int = 2048,
           pool: bool | None = None) -> Image.Image:
-    png = run_chart(code, timeout_s=timeout_s, memory_mb=memory_mb, pool=pool)
+    png = run_chart(code, timeout_s=timeout_s, memory_mb=memory_mb, pool=pool, sandbox=SANDBOX)
     image = Image.open(io.BytesIO(png))
     image.load()
     assert image.format == "PNG"
@@ -75,7 +83,7 @@ def chart(code: str, *, timeout_s: float = 20.0, memory_mb: int = 2048,
 def failure(code: str, *, timeout_s: float = 20.0, memory_mb: int = 2048,
             pool: bool | None = None) -> str:
     with pytest.raises(ToolError) as raised:
-        run_chart(code, timeout_s=timeout_s, memory_mb=memory_mb, pool=pool)
+        run_chart(code, timeout_s=timeout_s, memory_mb=memory_mb, pool=pool, sandbox=SANDBOX)
     return str(raised.value)
 
 
@@ -384,7 +392,8 @@ def test_no_process_outlives_an_exception_in_the_caller(
 
         monkeypatch.setattr(chart_pool.ForkedJob, "wait", interrupted_job_wait)
     with pytest.raises(CallerFailed):
-        run_chart(spawn_sleepers(*markers) + "time.sleep(100)\n", timeout_s=15, memory_mb=2048)
+        run_chart(spawn_sleepers(*markers) + "time.sleep(100)\n", timeout_s=15, memory_mb=2048,
+                  sandbox=SANDBOX)
     assert running_with(*markers) == []
 
 
@@ -635,14 +644,15 @@ import psutil
 from llmi.tools.chart_pool import shared_pool
 from llmi.tools.code import run_chart
 
-run_chart("plt.plot([1, 2])", timeout_s=60, memory_mb=2048, pool=True)
+run_chart("plt.plot([1, 2])", timeout_s=60, memory_mb=2048, pool=True, sandbox="off")
 zygote = shared_pool().zygote_pid()
 print(zygote, *(child.pid for child in psutil.Process(zygote).children()), flush=True)
 if sys.argv[1] == "exits":
     sys.exit(0)
 code = sys.argv[2]
 threading.Thread(target=run_chart, args=(code,),
-                 kwargs={"timeout_s": 60, "memory_mb": 2048, "pool": True}, daemon=True).start()
+                 kwargs={"timeout_s": 60, "memory_mb": 2048, "pool": True, "sandbox": "off"},
+                 daemon=True).start()
 markers = set(sys.argv[3:])
 while not markers <= {a for p in psutil.process_iter(["cmdline"]) for a in p.info["cmdline"] or []}:
     time.sleep(0.05)

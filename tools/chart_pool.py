@@ -27,6 +27,7 @@ Linux only: it needs ``fork``, ``waitid``, ``SOCK_SEQPACKET`` and ``prctl``.
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import select
 import shutil
@@ -39,8 +40,9 @@ import time
 from contextlib import suppress
 from pathlib import Path
 
+from llmi.tools import chart_jail
 from llmi.tools.base import ToolError
-from llmi.tools.chart_runner import JOB_ENDED, JOB_FAILED, JOB_STARTED, READY, end_job
+from llmi.tools.chart_runner import JOB_END, JOB_ENDED, JOB_FAILED, JOB_STARTED, READY, end_job
 
 RUNNER = Path(__file__).with_name("chart_runner.py")
 SUPPORTED = sys.platform.startswith("linux")
@@ -76,8 +78,9 @@ class _ZygoteLost(Exception):
 class Zygote:
     """One zygote process, as llmi sees it."""
 
-    def __init__(self, env: dict[str, str]) -> None:
-        self.key = startup_key(env)
+    def __init__(self, env: dict[str, str], *, bwrap: str | None = None) -> None:
+        self.key = startup_key(env, bwrap)
+        self.jailed = bwrap is not None
         self.folder = Path(tempfile.mkdtemp(prefix="llmi-chart-zygote-"))
         self.started = time.monotonic()
         self.ready = False
@@ -92,6 +95,11 @@ class Zygote:
             sys.executable, "-I", "-X", "utf8", str(RUNNER), "--zygote", str(theirs.fileno()),
             str(self.folder),
         ]
+        if bwrap:
+            # Its children draw in job folders under the jobs root, bound at the same path.
+            command = chart_jail.jailed(bwrap, command, writable=[self.folder, jobs_root()],
+                                        env=jailed_config(env, self.folder), cwd=self.folder,
+                                        die_with_parent=False)
         try:
             with open(self.folder / "stderr.txt", "wb") as log:
                 # Not a death signal: it is bound to the thread that forks, and this may
@@ -200,9 +208,14 @@ class Zygote:
         self.process.kill()
 
     def log_tail(self) -> str:
-        with suppress(OSError), open(self.folder / "stderr.txt", "rb") as log:
-            log.seek(max(0, log.seek(0, os.SEEK_END) - LOG_TAIL_CHARS))
-            return log.read().decode("utf-8", errors="replace").strip()
+        # A jailed zygote's charts can write its folder: the log is read as a regular file.
+        with suppress(OSError):
+            folder = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            try:
+                tail = chart_jail.read_result(folder, "stderr.txt", limit=LOG_TAIL_CHARS)
+            finally:
+                os.close(folder)
+            return (tail or b"").decode("utf-8", errors="replace").strip()
         return ""
 
     def retire(self) -> None:
@@ -282,7 +295,9 @@ class ForkedJob:
         """Kill the job's processes unless they ended; wait until the zygote saw the
         job's first process end, so that nothing of the job runs on after this."""
         try:
-            if self.pid:
+            if self.zygote.jailed:
+                self._end_in_jail()
+            elif self.pid:
                 # While the zygote lives it holds the process unreaped until this socket
                 # closes, so the pid is still the job's. A zygote that died took the
                 # process with it (PR_SET_PDEATHSIG); its process group may live on.
@@ -293,6 +308,19 @@ class ForkedJob:
                         self.wait(time.monotonic() + CONFIRM_KILL_S)
         finally:
             self.channel.close()
+
+    def _end_in_jail(self) -> None:
+        """The pid is the job's in the jail's PID namespace, not llmi's: the zygote ends
+        the job. A zygote that does not confirm it in time is killed, and its jail with
+        it."""
+        if self.status is not None or self.zygote_lost or not self.pid:
+            return
+        with suppress(OSError):
+            self.channel.send(JOB_END)
+        try:
+            self.wait(time.monotonic() + CONFIRM_KILL_S)
+        except (TimeoutError, ToolError):
+            self.zygote._fail("the chart zygote did not end a job in time")
 
     def _receive(self, deadline: float) -> tuple[bytes, str]:
         self.channel.settimeout(max(0.0, deadline - time.monotonic()))
@@ -318,16 +346,18 @@ class ChartPool:
         self._owner = os.getpid()
         self._closed = False
 
-    def run(self, job_dir: Path, env: dict[str, str], timeout_s: float) -> int:
+    def run(self, job_dir: Path, env: dict[str, str], timeout_s: float, *,
+            bwrap: str | None = None) -> int:
         """Run the job written in ``job_dir`` (``job.json``: code, limits, working
-        folder, environment) within ``timeout_s`` seconds; returns its exit status.
+        folder, environment) within ``timeout_s`` seconds, in a zygote jailed by the
+        ``bwrap`` binary unless it is None; returns its exit status.
 
         Raises ToolError when it timed out (its processes are killed by then),
         PoolUnavailable when no zygote could take it.
         """
         deadline = time.monotonic() + timeout_s
         for _ in range(2):
-            zygote = self._zygote_for(env)
+            zygote = self._zygote_for(env, bwrap)
             try:
                 zygote.wait_ready(deadline)
                 return zygote.run_job(job_dir, deadline, timeout_s)
@@ -346,13 +376,13 @@ class ChartPool:
         with self._lock:
             return self._zygote.pid if self._zygote and self._zygote.alive() else None
 
-    def _zygote_for(self, env: dict[str, str]) -> Zygote:
+    def _zygote_for(self, env: dict[str, str], bwrap: str | None) -> Zygote:
         with self._lock:
             if self._closed:
                 raise PoolUnavailable("the chart pool is closed")
             self._retired = [z for z in self._retired if not z.reaped()]
             current = self._zygote
-            if current is not None and (not current.alive() or current.key != startup_key(env)):
+            if current is not None and (not current.alive() or current.key != startup_key(env, bwrap)):
                 current.retire()
                 self._retired.append(current)
                 self._zygote = current = None
@@ -360,7 +390,7 @@ class ChartPool:
                 if time.monotonic() < self._cool_until:
                     raise PoolUnavailable("the chart zygote failed to start a moment ago")
                 try:
-                    current = self._zygote = Zygote(env)
+                    current = self._zygote = Zygote(env, bwrap=bwrap)
                 except OSError as error:
                     self._cool_until = time.monotonic() + COOL_DOWN_S
                     raise PoolUnavailable(f"could not start the chart zygote: {error}") from None
@@ -378,8 +408,49 @@ class ChartPool:
             zygote.stop()
 
 
-def startup_key(env: dict[str, str]) -> tuple[str | None, ...]:
-    return tuple(env.get(name) for name in STARTUP_VARIABLES)
+def startup_key(env: dict[str, str], bwrap: str | None) -> tuple[str | None, ...]:
+    return (*(env.get(name) for name in STARTUP_VARIABLES), bwrap)
+
+
+def jobs_root() -> Path:
+    """This process's folder of chart jobs: a jailed zygote sees it and nothing else of
+    llmi's. Made once, whichever thread asks first; removed at exit."""
+    with _jobs_root_lock:
+        return _make_jobs_root()
+
+
+_jobs_root_lock = threading.Lock()
+
+
+@functools.cache
+def _make_jobs_root() -> Path:
+    root = Path(tempfile.mkdtemp(prefix="llmi-charts-"))
+    # Not listable: a jailed chart finds its own job folder, never another's.
+    root.chmod(0o300)
+    atexit.register(_remove_jobs_root, root)
+    return root
+
+
+def _remove_jobs_root(root: Path) -> None:
+    with suppress(OSError):
+        root.chmod(0o700)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def jailed_config(env: dict[str, str], folder: Path) -> dict[str, str]:
+    """``env`` with matplotlib's config folder moved into ``folder``, a writable one of the
+    jail: matplotlib ignores a read-only one and rebuilds its font cache. The cache is
+    built outside the jail once, by an interpreter that runs no chart code, and copied."""
+    built = Path(env["MPLCONFIGDIR"])
+    if not any(built.glob("fontlist-*.json")):
+        subprocess.run([sys.executable, "-I", "-c", "import matplotlib.font_manager"],
+                       env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                       timeout=START_LIMIT_S, check=False)
+    config = folder / "matplotlib"
+    config.mkdir(exist_ok=True)
+    for cache in built.glob("fontlist-*.json"):
+        shutil.copyfile(cache, config / cache.name)
+    return env | {"MPLCONFIGDIR": str(config)}
 
 
 _shared: ChartPool | None = None

@@ -16,6 +16,7 @@ status 1); stdout is not used, so the code may print what it likes.
 from __future__ import annotations
 
 import ctypes
+import errno
 import gc
 import io
 import json
@@ -52,6 +53,8 @@ TRACEBACK_LINES = 20
 TRACEBACK_CHARS = 4000
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+CLONE_THREAD = 0x10000
 KILL_ROUNDS = 40
 CJK_FONT_HINTS = (
     "Noto Sans CJK", "Source Han Sans", "Noto Serif CJK", "Source Han Serif",
@@ -68,6 +71,8 @@ JOB_ENDED = b"exit"
 """``exit S``: the job's process ended with status S, negative for a signal (as in
 ``subprocess``). The zygote keeps the process unreaped until the job's socket is
 closed, so its pid names no other process while the caller may still signal it."""
+JOB_END = b"end"
+"""From llmi on a job's socket: end the job now. A jailed job's pid is not llmi's to kill."""
 JOB_FAILED = b"error"
 """``error MESSAGE``: the zygote could not fork."""
 SPARE_READY = b"spare"
@@ -83,9 +88,15 @@ class ChartError(Exception):
 def main(job_dir: Path) -> int:
     """Draw the chart of ``job_dir`` in this fresh interpreter."""
     job = read_job(job_dir)
+    undumpable()
+    if os.getpid() == 1:
+        # The init of its jail's PID namespace ignores signals it has no handler for, the
+        # CPU limit's SIGXCPU too: end as that signal would, 128 + it, as bwrap reports.
+        signal.signal(signal.SIGXCPU, lambda *_: os._exit(128 + signal.SIGXCPU))
     set_limits(job["memory_mb"], job["cpu_s"])
     become_subreaper()
-    die_with_parent(job["parent"])
+    if job["parent"]:
+        die_with_parent(job["parent"])
     return run_job(job_dir, job)
 
 
@@ -100,6 +111,8 @@ def run_job(job_dir: Path, job: dict[str, Any], fallbacks: list[str] | None = No
     # stdout goes, nowhere, so the code cannot fill the disk through it.
     sys.argv = [FILENAME]
     sys.stderr = sys.stdout
+    if job.get("jailed"):
+        forbid_processes()
     try:
         png = draw(job["code"], fallbacks)
     except MemoryError as error:
@@ -131,6 +144,28 @@ def set_limits(memory_mb: int, cpu_s: int) -> None:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
 
+def forbid_processes() -> None:
+    """From here on this process starts no process and signals none but itself, which
+    holds for root too, where RLIMIT_NPROC does not (a seccomp filter: threads stay
+    allowed, as numpy and matplotlib use them)."""
+    import pyseccomp as seccomp
+
+    denied = seccomp.ERRNO(errno.EPERM)
+    rules = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
+    # chmod too: a jailed job must not make the jobs folder listable.
+    for name in ("fork", "vfork", "ptrace", "process_vm_readv", "process_vm_writev",
+                 "pidfd_send_signal", "unshare", "setns", "mount", "keyctl", "bpf", "chmod",
+                 "fchmod", "fchmodat"):
+        rules.add_rule(denied, name)
+    rules.add_rule(denied, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, CLONE_THREAD, 0))
+    # clone3 passes its flags in memory, which a filter cannot read: libc falls back to clone.
+    rules.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
+    me = os.getpid()
+    for name in ("kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo"):
+        rules.add_rule(denied, name, seccomp.Arg(0, seccomp.NE, me))
+    rules.load()
+
+
 def lower_limit(kind: int, soft: int, hard: int | None = None) -> None:
     ceiling = resource.getrlimit(kind)[1]
     hard = soft if hard is None else hard
@@ -146,6 +181,14 @@ def tasks_of_user() -> int:
         for p in psutil.process_iter(["uids", "num_threads"])
         if p.info["uids"] and p.info["uids"].real == uid
     )
+
+
+def undumpable() -> None:
+    """No process of the same user may open this one's memory or descriptors through
+    /proc, and the processes forked from it inherit that: jailed charts of one zygote
+    cannot reach the zygote or each other."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
 def become_subreaper() -> None:
@@ -643,6 +686,8 @@ class Zygote:
             more = b""
         if not more:
             self.finish(pid)
+        elif more == JOB_END and job.status is None:
+            end_job(pid, running=True)  # SIGCHLD follows, and report_ended says so
 
     def finish(self, pid: int) -> None:
         """The job's caller is done or gone: kill what is left of the job, reap it."""
@@ -722,6 +767,7 @@ def zygote_main(control_fd: int, folder: Path) -> int:
     working folder and log, which llmi reads when the zygote fails to start)."""
     control = socket.socket(fileno=control_fd)
     control.set_inheritable(False)
+    undumpable()
     Zygote(control, warm_up()).serve()
     shutil.rmtree(folder, ignore_errors=True)
     return 0

@@ -24,7 +24,7 @@ from contextlib import suppress
 from pathlib import Path
 
 from llmi.context import default_cache_dir
-from llmi.tools import chart_pool
+from llmi.tools import chart_jail, chart_pool
 from llmi.tools.base import ToolCall, ToolError, ToolOutput
 from llmi.tools.chart_runner import end_job
 
@@ -36,6 +36,7 @@ CREDENTIALS_IN_URL = re.compile(r"://[^/@\s]+:[^/@\s]*@")
 CPU_SPARE_S = 2
 """The CPU limit is this much over the wall-time limit, which should strike first."""
 STDERR_TAIL_CHARS = 2000
+SIGNALLED = 128
 OPENING_FENCE = re.compile(r"\A\s*```(?:[\w+-]*[ \t]*\n)?")
 CLOSING_FENCE = re.compile(r"\n?[ \t]*```\s*\Z")
 """A Markdown fence a model wraps its code in although told not to; LLM-I drops it too."""
@@ -59,6 +60,8 @@ class CodeTool:
             timeout_s=min(call.context.code_timeout, call.deadline_s),
             memory_mb=call.context.code_memory_mb,
             pool=call.context.code_pool,
+            sandbox=call.context.code_sandbox,
+            bwrap=call.context.bwrap,
         )
         return ToolOutput(data=png, backend="matplotlib", provenance={"code": chart_code})
 
@@ -71,43 +74,62 @@ def unfenced(code: str) -> str:
     return CLOSING_FENCE.sub("", OPENING_FENCE.sub("", code))
 
 
-def run_chart(code: str, *, timeout_s: float, memory_mb: int, pool: bool | None = None) -> bytes:
+def run_chart(code: str, *, timeout_s: float, memory_mb: int, pool: bool | None = None,
+              sandbox: str = "strict", bwrap: str = "") -> bytes:
     """Run matplotlib ``code`` in a separate process; returns the chart as PNG.
 
     ``pool`` says whether to fork that process from the warm zygote (the default,
     ``POOL``) or to start a fresh interpreter; where no zygote can be had the chart
-    runs in a fresh interpreter anyway. Raises ToolError with the last lines of the
+    runs in a fresh interpreter anyway. ``sandbox`` is ``LLMI_CODE_SANDBOX``: on both
+    paths the process runs in a jail (``chart_jail``, of the ``bwrap`` binary named, or the
+    one on PATH) unless it is ``off``, or ``process`` where no jail can be had. The job's
+    results are read through a descriptor of its folder taken before the chart ran, and
+    only as regular files: the chart can write there. Raises ToolError with the last lines of the
     traceback, or saying that the code timed out, ran out of memory or drew nothing.
     """
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="llmi-chart-", ignore_cleanup_errors=True) as tmp:
+    jail = chart_jail.require_jail(chart_jail.sandbox_mode(sandbox), bwrap)
+    with tempfile.TemporaryDirectory(prefix="llmi-chart-", dir=chart_pool.jobs_root(),
+                                     ignore_cleanup_errors=True) as tmp:
         job_dir, work_dir = Path(tmp, "job"), Path(tmp, "work")
         job_dir.mkdir()
         work_dir.mkdir()
         cpu_s = math.ceil(timeout_s) + CPU_SPARE_S
-        env = _child_env()
+        env = _child_env(jail is not None)
+        if jail:  # a job of a warm zygote takes these from its job, not from the zygote
+            env |= {"HOME": str(work_dir), "TMPDIR": str(work_dir)}
         job = {
-            "code": code, "memory_mb": memory_mb, "cpu_s": cpu_s,
-            "work_dir": str(work_dir), "env": env, "parent": os.getpid(),
+            "code": code, "memory_mb": memory_mb, "cpu_s": cpu_s, "work_dir": str(work_dir),
+            "env": env, "jailed": jail is not None,
+            # A jailed process cannot see llmi's pid; bwrap ends the jail with llmi.
+            "parent": 0 if jail else os.getpid(),
         }
         (job_dir / "job.json").write_text(json.dumps(job), encoding="utf-8")
         (job_dir / "stderr.txt").touch()
-        status = None
-        if (POOL if pool is None else pool) and chart_pool.SUPPORTED:
-            with suppress(chart_pool.PoolUnavailable):
-                status = chart_pool.shared_pool().run(job_dir, env, timeout_s)
-        if status is None:
-            left_s = timeout_s - (time.monotonic() - started)
-            status = _run_runner(job_dir, work_dir, env, timeout_s, left_s)
-        return _result(job_dir, status, cpu_s)
+        folder = os.open(job_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            status = None
+            if (POOL if pool is None else pool) and chart_pool.SUPPORTED:
+                with suppress(chart_pool.PoolUnavailable):
+                    status = chart_pool.shared_pool().run(job_dir, env, timeout_s, bwrap=jail)
+            if status is None:
+                left_s = timeout_s - (time.monotonic() - started)
+                status = _run_runner(job_dir, work_dir, env, timeout_s, left_s, bwrap=jail)
+            return _result(folder, status, cpu_s)
+        finally:
+            os.close(folder)
 
 
 def _run_runner(
-    job_dir: Path, work_dir: Path, env: dict[str, str], timeout_s: float, left_s: float
+    job_dir: Path, work_dir: Path, env: dict[str, str], timeout_s: float, left_s: float,
+    *, bwrap: str | None,
 ) -> int:
-    """Run the runner on the job in a fresh interpreter, for at most ``left_s`` of
-    the job's ``timeout_s``; returns its exit status."""
+    """Run the runner on the job in a fresh interpreter, jailed by ``bwrap`` unless it is
+    None, for at most ``left_s`` of the job's ``timeout_s``; returns its exit status."""
     command = [sys.executable, "-I", "-X", "utf8", str(RUNNER), str(job_dir)]
+    if bwrap:
+        command = chart_jail.jailed(bwrap, command, writable=[job_dir.parent], cwd=work_dir,
+                                    env=chart_pool.jailed_config(env, job_dir.parent))
     with open(job_dir / "stderr.txt", "wb") as stderr:
         try:
             runner = subprocess.Popen(
@@ -117,14 +139,16 @@ def _run_runner(
         except OSError as error:
             raise ToolError(f"could not start the chart process: {error}") from error
     try:
-        return runner.wait(timeout=max(0.0, left_s))
+        status = runner.wait(timeout=max(0.0, left_s))
     except subprocess.TimeoutExpired:
         raise ToolError(f"timed out after {timeout_s:g} s") from None
     finally:
         _end(runner)
+    # bwrap exits with 128 + the signal that ended the runner, as a shell does.
+    return -(status - SIGNALLED) if bwrap and status > SIGNALLED else status
 
 
-def _child_env() -> dict[str, str]:
+def _child_env(jail: bool) -> dict[str, str]:
     env = {
         name: value for name, value in os.environ.items()
         if not any(marker in name.upper() for marker in SECRET_MARKERS)
@@ -137,7 +161,8 @@ def _child_env() -> dict[str, str]:
     threads["JE_ARROW_MALLOC_CONF"] = "background_thread:false"
     # A persistent config folder, so matplotlib builds its font cache once.
     config = str(default_cache_dir() / "matplotlib")
-    return env | threads | {"MPLBACKEND": "Agg", "MPLCONFIGDIR": config}
+    env = env | threads | {"MPLBACKEND": "Agg", "MPLCONFIGDIR": config}
+    return chart_jail.allowed_env(env) if jail else env
 
 
 def _end(runner: subprocess.Popen[bytes]) -> None:
@@ -147,13 +172,14 @@ def _end(runner: subprocess.Popen[bytes]) -> None:
     runner.wait()
 
 
-def _result(job_dir: Path, status: int, cpu_s: int) -> bytes:
-    chart, error = job_dir / "chart.png", job_dir / "error.txt"
-    if status == 0 and chart.is_file():
-        return chart.read_bytes()
-    if error.is_file():
-        raise ToolError(error.read_text(encoding="utf-8", errors="replace"))
-    raise ToolError(_crash_report(status, cpu_s, _stderr_tail(job_dir)))
+def _result(folder: int, status: int, cpu_s: int) -> bytes:
+    chart = chart_jail.read_result(folder, "chart.png") if status == 0 else None
+    if chart is not None:
+        return chart
+    error = chart_jail.read_result(folder, "error.txt")
+    if error is not None:
+        raise ToolError(error.decode("utf-8", errors="replace"))
+    raise ToolError(_crash_report(status, cpu_s, _stderr_tail(folder)))
 
 
 def _crash_report(status: int, cpu_s: int, stderr: str) -> str:
@@ -166,7 +192,6 @@ def _crash_report(status: int, cpu_s: int, stderr: str) -> str:
     return f"{report}\n{stderr}" if stderr else report
 
 
-def _stderr_tail(job_dir: Path) -> str:
-    with open(job_dir / "stderr.txt", "rb") as stderr:
-        stderr.seek(max(0, stderr.seek(0, os.SEEK_END) - STDERR_TAIL_CHARS))
-        return stderr.read().decode("utf-8", errors="replace").strip()
+def _stderr_tail(folder: int) -> str:
+    tail = chart_jail.read_result(folder, "stderr.txt", limit=STDERR_TAIL_CHARS) or b""
+    return tail.decode("utf-8", errors="replace").strip()
