@@ -20,6 +20,7 @@ import errno
 import hashlib
 import io
 import logging
+import math
 import os
 import re
 import stat
@@ -72,6 +73,17 @@ JPEG_QUALITY = 90
 
 # Pixel cap checked from the header before anything decodes the image.
 MAX_PIXELS = 64_000_000
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_TEXT_CHUNKS = frozenset({b"tEXt", b"zTXt", b"iTXt"})
+# Keywords of text chunks that Pillow files under the info keys its getexif reads an
+# orientation from ("exif", "Raw profile type exif", "XML:com.adobe.xmp", "xmp").
+_PNG_ORIENTATION_KEYWORDS = frozenset(
+    {b"exif", b"Raw profile type exif", b"XML:com.adobe.xmp", b"xmp"}
+)
+_PNG_KEYWORD_BYTES = 80  # a keyword is 1 to 79 bytes, then a NUL
+# EXIF orientations that turn the image a quarter: its width and height swap.
+_TURNING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 
 # O_NONBLOCK: opening a FIFO planted under a stored name returns at once instead of waiting.
 _READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
@@ -129,16 +141,37 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def inspect_image(data: bytes) -> tuple[str, int, int]:
-    """Return (mime, width, height) from the image header; raise NotAnImage."""
+def inspect_image(data: bytes, *, decode: bool = False) -> tuple[str, int, int]:
+    """Return (mime, width, height) from the image header; raise NotAnImage.
+
+    With ``decode`` the pixels are decoded as well, so that data cut short or broken past
+    its header (a truncated PNG or JPEG, whose header alone reads fine) raises NotAnImage
+    too. The pixel cap is checked from the header before anything decodes.
+    """
     try:
         with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as img:
             width, height = img.size
             mime = _MIME[img.format or ""]
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            _check_pixels(width, height)
+            if decode:
+                img.load()
+    except NotAnImage:
+        raise
+    except Exception as exc:  # Pillow raises many exception types on malformed input
         raise _unreadable(exc) from None
-    _check_pixels(width, height)
     return mime, width, height
+
+
+def shown_size(data: bytes) -> tuple[int, int]:
+    """(width, height) of the image as it is shown: turned by its EXIF orientation, as the
+    store keeps it. Raises NotAnImage."""
+    try:
+        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as img:
+            width, height = img.size
+            turned = _orientation(img, data) in _TURNING_ORIENTATIONS
+    except Exception as exc:  # Pillow raises many exception types on malformed input
+        raise _unreadable(exc) from None
+    return (height, width) if turned else (width, height)
 
 
 def _unreadable(exc: Exception) -> NotAnImage:
@@ -152,7 +185,7 @@ def _check_pixels(width: int, height: int) -> None:
         raise NotAnImage(f"image too large: {width}x{height} pixels")
 
 
-def normalise_image(data: bytes) -> bytes:
+def normalise_image(data: bytes, *, max_pixels: int = 0) -> bytes:
     """The image as the store keeps it: a still, upright, 8-bit PNG or JPEG.
 
     ``data`` comes back unchanged when it already is one (a JPEG is not re-encoded for
@@ -160,28 +193,61 @@ def normalise_image(data: bytes) -> bytes:
     to RGB, RGBA or L (CMYK through its ICC profile, 16 bits scaled to 8, palette or grey
     with transparency to RGBA) and saved as PNG, or as JPEG when the source was lossy and
     has no alpha, so a photo stays photo-sized and a lossless image loses nothing.
-    The pixel cap is checked from the header first. Raises NotAnImage.
+    With ``max_pixels``, an image of more pixels is also scaled down to at most that many,
+    its aspect ratio kept. The pixel cap is checked from the header first. Raises NotAnImage.
     """
     try:
         with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as img:
             _check_pixels(*img.size)
-            if _is_stored_form(img):
+            oversized = 0 < max_pixels < img.width * img.height
+            if not oversized and _is_stored_form(img, data):
                 return data
-            return _reencoded(img, lossy=_is_lossy(img, data))
+            return _reencoded(img, lossy=_is_lossy(img, data), max_pixels=max_pixels)
     except NotAnImage:
         raise
     except Exception as exc:  # Pillow raises many exception types on malformed input
         raise _unreadable(exc) from None
 
 
-def _is_stored_form(img: Image.Image) -> bool:
+def _is_stored_form(img: Image.Image, data: bytes) -> bool:
     return (
         img.format in STORED_FORMATS
         and img.mode in _STORED_MODES
         and "transparency" not in img.info
         and not _is_animation(img)
-        and img.getexif().get(ExifTags.Base.Orientation, 1) == 1
+        and _orientation(img, data) == 1
     )
+
+
+def _orientation(img: Image.Image, data: bytes) -> object:
+    """The image's EXIF orientation, 1 (upright) when it has none.
+
+    Pillow's ``getexif`` decodes a whole PNG first, as its EXIF may follow the pixels; a
+    PNG with no chunk that ``getexif`` reads is known to be upright without that.
+    """
+    if img.format == "PNG" and not _png_may_orient(data):
+        return 1
+    return img.getexif().get(ExifTags.Base.Orientation, 1)
+
+
+def _png_may_orient(data: bytes) -> bool:
+    """Whether the PNG has a chunk Pillow reads an orientation from: ``eXIf``, or a text
+    chunk (``tEXt``, ``zTXt``, ``iTXt``) whose keyword Pillow files under the ``info`` keys
+    ``getexif`` reads. True also when the chunks cannot be walked to ``IEND``."""
+    pos = len(_PNG_SIGNATURE)
+    while pos + 8 <= len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind = data[pos + 4 : pos + 8]
+        if kind == b"IEND":
+            return False
+        if kind == b"eXIf":
+            return True
+        if kind in _PNG_TEXT_CHUNKS:
+            keyword = data[pos + 8 : pos + 8 + min(length, _PNG_KEYWORD_BYTES)].split(b"\0", 1)[0]
+            if keyword in _PNG_ORIENTATION_KEYWORDS:
+                return True
+        pos += 12 + length  # length, type, data, CRC
+    return True
 
 
 def _is_animation(img: Image.Image) -> bool:
@@ -210,12 +276,14 @@ def _webp_first_image_chunk(data: bytes) -> bytes | None:
     return None
 
 
-def _reencoded(img: Image.Image, *, lossy: bool) -> bytes:
+def _reencoded(img: Image.Image, *, lossy: bool, max_pixels: int = 0) -> bytes:
     frame = ImageOps.exif_transpose(img)  # a copy of the first frame, upright
     icc = frame.info.get("icc_profile")
     if frame.mode == "CMYK":
         frame, icc = _cmyk_to_rgb(frame, icc), None
     frame = _web_mode(frame)
+    if 0 < max_pixels < frame.width * frame.height:
+        frame = _scaled_down(frame, max_pixels)
     options = {"exif": frame.info.get("exif", b""), "icc_profile": icc}
     out = io.BytesIO()
     if lossy and frame.mode in ("L", "RGB"):
@@ -223,6 +291,16 @@ def _reencoded(img: Image.Image, *, lossy: bool) -> bytes:
     else:
         frame.save(out, "PNG", **options)
     return out.getvalue()
+
+
+def _scaled_down(frame: Image.Image, max_pixels: int) -> Image.Image:
+    """The frame at most ``max_pixels`` large, its aspect ratio kept (to a pixel)."""
+    scale = math.sqrt(max_pixels / (frame.width * frame.height))
+    size = (max(1, math.floor(frame.width * scale)), max(1, math.floor(frame.height * scale)))
+    if frame.mode in ("1", "P"):  # would resize by nearest neighbour
+        frame = frame.convert("L" if frame.mode == "1" else "RGB")
+    # reducing_gap: a quick integer reduce() first, then Lanczos for the rest.
+    return frame.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
 
 
 def _cmyk_to_rgb(frame: Image.Image, icc: bytes | None) -> Image.Image:
@@ -258,13 +336,13 @@ class ArtifactStore:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser().resolve()
 
-    def put(self, data: bytes) -> ImageRef:
+    def put(self, data: bytes, *, max_pixels: int = 0) -> ImageRef:
         """Store the image normalised (see ``normalise_image``); raises NotAnImage."""
-        return self.put_normalised(data)[0]
+        return self.put_normalised(data, max_pixels=max_pixels)[0]
 
-    def put_normalised(self, data: bytes) -> tuple[ImageRef, bytes]:
+    def put_normalised(self, data: bytes, *, max_pixels: int = 0) -> tuple[ImageRef, bytes]:
         """Store the image normalised; its ref and the bytes as stored."""
-        data = normalise_image(data)
+        data = normalise_image(data, max_pixels=max_pixels)
         return self._keep(data), data
 
     def _keep(self, data: bytes) -> ImageRef:

@@ -1,17 +1,29 @@
-"""The artifact store serves only files whose bytes hash to their names, and writes atomically."""
+"""The artifact store serves only files whose bytes hash to their names, and writes atomically;
+images are checked whole where asked, scaled down to a cap, and turned upright."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
+import zlib
 from pathlib import Path
 
 import pytest
+from PIL import ExifTags, Image, PngImagePlugin
 
 import llmi.artifacts
-from llmi.artifacts import ArtifactStore, CorruptArtifact
+from llmi.artifacts import (
+    ArtifactStore,
+    CorruptArtifact,
+    NotAnImage,
+    inspect_image,
+    normalise_image,
+    shown_size,
+)
 
 from helpers import gradient_png
+from image_kinds import BLUE, HEIGHT, LOSSY_TOLERANCE, RED, WIDTH, encode, halves
 
 
 @pytest.fixture
@@ -118,3 +130,113 @@ def test_a_failed_write_leaves_no_temporary_file(
     with pytest.raises(OSError, match="disk full"):
         store.put(gradient_png(1))
     assert [p for p in store.root.rglob("*") if p.is_file()] == []
+
+
+# --- whole-image checks, downscaling, orientation --------------------------------------
+
+
+def _cut(data: bytes) -> bytes:
+    return data[: len(data) // 2]
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_decoding_finds_a_truncated_image_that_its_header_hides(fmt: str) -> None:
+    whole = encode(halves("RGB", RED, BLUE), fmt)
+    assert inspect_image(_cut(whole)) == (f"image/{fmt.lower()}", WIDTH, HEIGHT)
+    assert inspect_image(whole, decode=True) == (f"image/{fmt.lower()}", WIDTH, HEIGHT)
+    with pytest.raises(NotAnImage, match="truncated"):
+        inspect_image(_cut(whole), decode=True)
+
+
+def test_a_large_image_is_scaled_down_to_the_cap_its_aspect_kept() -> None:
+    photo = encode(halves("RGB", RED, BLUE, size=(3000, 2000)), "JPEG")
+    stored = normalise_image(photo, max_pixels=1_000_000)
+    with Image.open(io.BytesIO(stored)) as img:
+        assert img.format == "JPEG"  # lossy stays lossy
+        assert img.width * img.height <= 1_000_000
+        assert (img.width, img.height) == (1224, 816)
+    # Within the cap, or with none, it is kept as it came.
+    assert normalise_image(photo, max_pixels=6_000_000) is photo
+    assert normalise_image(photo) is photo
+
+
+def test_a_turned_photo_is_scaled_upright() -> None:
+    turned = encode(halves("RGB", RED, BLUE).transpose(Image.Transpose.ROTATE_90), "JPEG",
+                    exif=_exif(6))
+    assert inspect_image(turned)[1:] == (HEIGHT, WIDTH)
+    assert shown_size(turned) == (WIDTH, HEIGHT)
+    stored = normalise_image(turned, max_pixels=WIDTH * HEIGHT // 4)
+    with Image.open(io.BytesIO(stored)) as img:
+        assert img.size == (WIDTH // 2, HEIGHT // 2)
+        assert _near(img.convert("RGB").getpixel((75, 10)), RED)
+        assert _near(img.convert("RGB").getpixel((75, 190)), BLUE)
+
+
+def test_a_palette_image_is_scaled_smoothly_not_by_nearest_neighbour() -> None:
+    stripes = Image.new("P", (400, 400))
+    stripes.putpalette([0, 0, 0, 255, 255, 255])
+    stripes.putdata([x % 2 for _ in range(400) for x in range(400)])
+    stored = normalise_image(encode(stripes, "PNG"), max_pixels=200 * 200)
+    with Image.open(io.BytesIO(stored)) as img:
+        assert img.format == "PNG" and img.size == (200, 200)
+        grey = img.convert("L").getpixel((100, 100))
+    assert 100 < grey < 155  # one-pixel stripes average to grey
+
+
+def _exif(orientation: int) -> Image.Exif:
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = orientation
+    return exif
+
+
+def _near(seen: object, rgb: tuple[int, int, int]) -> bool:
+    return all(abs(a - b) <= LOSSY_TOLERANCE for a, b in zip(seen, rgb))  # type: ignore[call-overload]
+
+
+def _chunk_before_end(png: bytes, kind: bytes, body: bytes) -> bytes:
+    """The PNG with one more chunk after its pixels, just before ``IEND``."""
+    chunk = len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+    assert png[-12:-8] == b"\0\0\0\0" and png[-8:-4] == b"IEND"
+    return png[:-12] + chunk + png[-12:]
+
+
+_TURNED_PNG = encode(halves("RGB", RED, BLUE).transpose(Image.Transpose.ROTATE_90), "PNG")
+_EXIF_6 = _exif(6).tobytes()  # "Exif\0\0" and the TIFF structure
+_XMP_6 = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:Description tiff:Orientation="6"/></x:xmpmeta>'
+
+
+@pytest.mark.parametrize("kind, body", [
+    (b"eXIf", _EXIF_6[6:]),
+    (b"tEXt", b"Raw profile type exif\0\nexif\n" + f"{len(_EXIF_6):8}\n".encode()
+     + _EXIF_6.hex().encode() + b"\n"),
+    (b"zTXt", b"Raw profile type exif\0\0" + zlib.compress(
+        b"\nexif\n" + f"{len(_EXIF_6):8}\n".encode() + _EXIF_6.hex().encode() + b"\n")),
+    (b"iTXt", b"XML:com.adobe.xmp\0\0\0\0\0" + _XMP_6),
+], ids=["eXIf", "raw-profile-tEXt", "raw-profile-zTXt", "xmp-iTXt"])
+def test_a_png_is_turned_by_an_orientation_written_after_its_pixels(kind: bytes, body: bytes) -> None:
+    turned = _chunk_before_end(_TURNED_PNG, kind, body)
+    assert shown_size(turned) == (WIDTH, HEIGHT)
+    with Image.open(io.BytesIO(normalise_image(turned))) as img:
+        assert img.size == (WIDTH, HEIGHT)
+        assert _near(img.convert("RGB").getpixel((150, 10)), RED)
+
+
+def test_a_png_without_orientation_chunks_is_stored_without_decoding_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As matplotlib writes charts: text chunks, none of them one getexif reads.
+    chart = _chunk_before_end(encode(halves("RGB", RED, BLUE), "PNG"), b"tEXt",
+                              b"Software\0Matplotlib version3.9")
+    decoded = []
+    real_load = PngImagePlugin.PngImageFile.load
+
+    def load(self: PngImagePlugin.PngImageFile) -> object:
+        decoded.append(self.size)
+        return real_load(self)
+
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", load)
+    assert normalise_image(chart) is chart
+    assert decoded == []
+    # One that may carry an orientation is read as Pillow reads it, pixels and all.
+    assert normalise_image(_chunk_before_end(chart, b"eXIf", _exif(1).tobytes()[6:]))
+    assert decoded == [(WIDTH, HEIGHT)]
