@@ -388,9 +388,20 @@ def render(figure: Figure) -> bytes:
 
 
 def describe(error: BaseException) -> str:
-    """The last lines of the error's traceback, without this script's frames."""
+    """The last lines of the error's traceback, without this script's frames.
+
+    The code's own frames read ``File "<chart>", line 3``; a library's name its file from
+    its import root, as an import does (``matplotlib/axes/_axes.py``), since the report
+    travels with the document and the folders of this machine say nothing to its reader.
+    """
     traceback.clear_frames(error.__traceback__)
     frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename != __file__]
+    roots = sorted((os.path.join(entry, "") for entry in sys.path if os.path.isabs(entry)),
+                   key=len, reverse=True)
+    for frame in frames:
+        _ = frame.line  # read while the file can still be found by its path
+        root = next((root for root in roots if frame.filename.startswith(root)), "")
+        frame.filename = frame.filename[len(root):]
     lines = ["Traceback (most recent call last):\n"] if frames else []
     lines += traceback.format_list(frames) + traceback.format_exception_only(error)
     text = "".join(lines)
