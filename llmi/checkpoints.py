@@ -87,7 +87,11 @@ def open_checkpointer(url: str | None) -> Iterator[BaseCheckpointSaver]:
     try:
         yield saver
     finally:
-        manager.__exit__(None, None, None)
+        # Under the saver's lock: a run's thread that outlived an interrupt may be writing
+        # this moment, and closing a connection in use crashes the sqlite3 module. Its
+        # next write raises sqlite3.ProgrammingError instead.
+        with saver.lock:
+            manager.__exit__(None, None, None)
 
 
 @contextmanager
@@ -121,7 +125,8 @@ def _postgres(url: str) -> Iterator[BaseCheckpointSaver]:
             ) from None
         yield saver
     finally:
-        manager.__exit__(None, None, None)
+        with saver.lock:  # as for SQLite above
+            manager.__exit__(None, None, None)
 
 
 def _with_timeout(url: str) -> str:

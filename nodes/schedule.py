@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
+from llmi import stopping
 from llmi.state import ImageRef, ImageRequest, ImageResult, failed_result
 
 RunOne = Callable[[ImageRequest, ImageRef | None], ImageResult]
@@ -28,7 +29,8 @@ class Scheduler:
 
     ``known`` maps image indices that already have an image (input images,
     slots finished in earlier rounds) to it; ``failed`` maps slots that failed in
-    earlier rounds to their results. ``run`` must not raise.
+    earlier rounds to their results. ``run`` raises only ``stopping.Stopped``, when a
+    stop is requested while requests run.
     """
 
     def __init__(
@@ -99,7 +101,11 @@ class Scheduler:
         return self._run(request, source)
 
     def _step(self) -> None:
-        done, _ = wait(self._running, timeout=self._next_deadline(), return_when=FIRST_COMPLETED)
+        timeout = min(self._next_deadline(), stopping.POLL_S)
+        done, _ = wait(self._running, timeout=timeout, return_when=FIRST_COMPLETED)
+        # Slots still running are abandoned as overrunning ones are; those that finished
+        # are in the tool cache for the resumed run.
+        stopping.raise_if_requested()
         for future in done:
             self._running.pop(future)
             self._settle(future.result())
@@ -113,7 +119,7 @@ class Scheduler:
                                             seconds=now - started, failure="timeout",
                                             infrastructure=True))
 
-    def _next_deadline(self) -> float | None:
+    def _next_deadline(self) -> float:
         with self._lock:
             starts = [self._started[r["slot"]] for r in self._running.values()
                       if r["slot"] in self._started]

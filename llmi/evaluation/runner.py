@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed, wait
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +20,7 @@ from langgraph.graph.state import CompiledStateGraph
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from llmi import stopping
 from llmi.artifacts import ArtifactStore
 from llmi.checkpoints import open_checkpointer, thread_config
 from llmi.context import Context
@@ -74,26 +75,50 @@ class Evaluation:
             console.print(f"[dim]{skipped} of {len(self.items)} items already done in "
                           f"{self.results.path}; running the other {len(pending)}[/]",
                           highlight=False)
+        stopping.clear()
         with open_checkpointer(str(self.out / CHECKPOINTS)) as saver, \
                 _progress(console, len(self.items), skipped) as advance:
             graph = self.graph(saver)
             pool = ThreadPoolExecutor(self.concurrency)
+            futures = [pool.submit(self.run_item, graph, i, item) for i, item in pending]
+            recorded: set[Future[ResultLine]] = set()
             try:
-                futures = [pool.submit(self.run_item, graph, i, item) for i, item in pending]
                 for future in as_completed(futures):
-                    line = future.result()
-                    self.results.append(line)
-                    advance(line)
+                    self._record(future, recorded, advance)
+            except KeyboardInterrupt:
+                self._stop(futures, recorded, advance)
+                raise
             finally:
-                # On Ctrl-C, items not started are dropped rather than awaited.
+                # Items not started are dropped rather than awaited.
                 pool.shutdown(wait=False, cancel_futures=True)
         return self.report(console)
+
+    def _record(self, future: Future[ResultLine], recorded: set[Future[ResultLine]],
+                advance: Callable[[ResultLine], None]) -> None:
+        line = future.result()
+        self.results.append(line)
+        recorded.add(future)
+        advance(line)
+
+    def _stop(self, futures: Sequence[Future[ResultLine]], recorded: set[Future[ResultLine]],
+              advance: Callable[[ResultLine], None]) -> None:
+        """Interrupted: ask the items in flight to stop, give them a moment, and record
+        those that finished; a stopped item resumes from its checkpoint next time."""
+        stopping.request()
+        for future in futures:
+            future.cancel()
+        done, _ = wait(futures, timeout=stopping.STOP_GRACE_S)
+        for future in done - recorded:
+            if not future.cancelled() and future.exception() is None:
+                self._record(future, recorded, advance)
 
     def run_item(self, graph: CompiledStateGraph, index: int, item: EvalItem) -> ResultLine:
         """Write the item's document (or finish an interrupted one), then score it."""
         started = time.monotonic()
         try:
             document = self._document(graph, item)
+        except stopping.Stopped:
+            raise
         except Exception as exc:  # noqa: BLE001 - one item's failure must not stop the others
             return _line(index, item, {}, {}, started, error=describe_error(exc))
         run = ItemRun(item=item, document=document, seconds=round(time.monotonic() - started, 3))
