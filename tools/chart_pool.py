@@ -51,7 +51,8 @@ STARTUP_VARIABLES = (
     "JE_ARROW_MALLOC_CONF",
 )
 """Read while the zygote imports; a job whose environment differs in one gets a new zygote.
-The rest of a job's environment is set in its child."""
+The rest of a job's environment is set in its child. ``MPLCONFIGDIR`` names the installed
+fonts (``chart_fonts``), so a font installed since the zygote started gets a new one."""
 START_LIMIT_S = 120.0
 """A zygote not ready this long after it started is given up (a first run may build
 matplotlib's font cache first)."""
@@ -440,7 +441,8 @@ def _remove_jobs_root(root: Path) -> None:
 def jailed_config(env: dict[str, str], folder: Path) -> dict[str, str]:
     """``env`` with matplotlib's config folder moved into ``folder``, a writable one of the
     jail: matplotlib ignores a read-only one and rebuilds its font cache. The cache is
-    built outside the jail once, by an interpreter that runs no chart code, and copied."""
+    built outside the jail once for each set of fonts the jail shows, by an interpreter that
+    runs no chart code and sees what a chart does (its HOME is the job's), and copied."""
     built = Path(env["MPLCONFIGDIR"])
     if not any(built.glob("fontlist-*.json")):
         subprocess.run([sys.executable, "-I", "-c", "import matplotlib.font_manager"],

@@ -24,7 +24,7 @@ from contextlib import suppress
 from pathlib import Path
 
 from llmi.context import default_cache_dir
-from llmi.tools import chart_jail, chart_pool
+from llmi.tools import chart_fonts, chart_jail, chart_pool
 from llmi.tools.base import ToolCall, ToolError, ToolOutput
 from llmi.tools.chart_runner import end_job
 
@@ -159,10 +159,14 @@ def _child_env(jail: bool) -> dict[str, str]:
     # No jemalloc background thread in pyarrow (which pandas imports): the zygote must
     # have one thread only when it forks.
     threads["JE_ARROW_MALLOC_CONF"] = "background_thread:false"
-    # A persistent config folder, so matplotlib builds its font cache once.
-    config = str(default_cache_dir() / "matplotlib")
-    env = env | threads | {"MPLBACKEND": "Agg", "MPLCONFIGDIR": config}
-    return chart_jail.allowed_env(env) if jail else env
+    env = env | threads | {"MPLBACKEND": "Agg"}
+    if jail:
+        # Its HOME is the job's folder: it finds the user's fonts through XDG_DATA_HOME.
+        env = chart_jail.allowed_env(env | chart_fonts.data_home(env))
+    # A persistent config folder, so matplotlib builds its font cache once for each set of
+    # fonts the chart can see; a font installed since gets a new one (``chart_fonts``).
+    config = chart_fonts.config_dir(default_cache_dir() / "matplotlib", env)
+    return env | {"MPLCONFIGDIR": str(config)}
 
 
 def _end(runner: subprocess.Popen[bytes]) -> None:
