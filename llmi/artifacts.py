@@ -11,7 +11,8 @@ regular file (a symbolic link is not followed) whose bytes hash to the sha256 it
 by, so a file that something else wrote or replaced in the folder (a tool process, a
 half-copied backup) is never handed out as the image of that sha256. ``get`` raises
 CorruptArtifact for such a file; ``find`` and ``put`` remove or replace it, with a warning.
-Writes go through a temporary file renamed into place, so no reader sees half an image.
+Writes go through a temporary file renamed into place, so no reader sees half an image,
+and a write that fails (a full disk) leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -23,9 +24,12 @@ import logging
 import math
 import os
 import re
+import secrets
 import stat
-import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import BinaryIO, NoReturn
 
 from PIL import ExifTags, Image, ImageCms, ImageOps, UnidentifiedImageError
 
@@ -127,18 +131,47 @@ def read_regular(path: Path) -> bytes:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in its folder renamed into place,
-    so no reader sees part of it; the temporary file does not outlive a failure."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` whole, or not at all (see ``atomic_file``)."""
+    with atomic_file(path, mode=mode) as file:
+        file.write(data)
+
+
+@contextmanager
+def atomic_file(path: Path, *, mode: int = 0o600) -> Iterator[BinaryIO]:
+    """A file open for writing that appears at ``path`` whole when the block ends, or not
+    at all.
+
+    It is written under a hidden temporary name in the same folder (made when missing) and
+    renamed into place, so no reader sees part of it; when the block or a write fails, the
+    temporary file is removed. The file gets ``mode`` less the umask: the store's files are
+    the user's alone by default. An error that names no file, or the temporary one (a full
+    disk, a refused write), is raised naming ``path``.
+    """
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        _raise_naming(exc, path, temporary)
     try:
         with os.fdopen(fd, "wb") as file:
-            file.write(data)
+            yield file
         os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+    except BaseException as exc:
+        with suppress(OSError):
+            temporary.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            _raise_naming(exc, path, temporary)
         raise
+
+
+def _raise_naming(exc: OSError, path: Path, temporary: Path) -> NoReturn:
+    """Raise ``exc``, or the same error naming ``path`` where it named no file or
+    ``temporary``."""
+    if exc.errno is None or exc.filename not in (None, str(temporary)):
+        raise exc
+    raise OSError(exc.errno, exc.strerror, str(path)) from exc  # the subclass of its errno
 
 
 def inspect_image(data: bytes, *, decode: bool = False) -> tuple[str, int, int]:

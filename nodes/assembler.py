@@ -1,7 +1,9 @@
 """The assembler node: writes the finished document into the output folder.
 
 The folder holds ``assets/`` (one image file per successful slot),
-``document.md``, a self-contained ``document.html`` and ``manifest.json``.
+``document.md``, a self-contained ``document.html`` and ``manifest.json``. Each file is
+written under a temporary name and renamed into place, so a run that fails while writing
+(a full disk) leaves no file cut short and no temporary file.
 A slot whose image cannot be had becomes a visible failure note; it never
 costs the rest of the document.
 """
@@ -17,12 +19,14 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from llmi.artifacts import ArtifactStore, extension, inspect_image
+from llmi.artifacts import ArtifactStore, atomic_file, extension, inspect_image, write_atomic
 from llmi.context import Context, context_of
 from llmi.events import emitter
 from llmi.nodes.render import Figure, html_document_parts, markdown_document
 from llmi.state import DocumentState, ImageRequest, ImageResult, Repair, Segment
 
+OUTPUT_MODE = 0o666
+"""The document's files are made as a plain ``open`` makes them: this, less the umask."""
 OK_TOKEN = "<image>"
 FAILED_TOKEN = "<fail_to_generate_image>"
 
@@ -213,9 +217,10 @@ def _json(data: dict[str, Any]) -> str:
 
 def _write(path: Path, content: str | bytes) -> None:
     data = content.encode("utf-8") if isinstance(content, str) else content
-    path.write_bytes(data)
+    write_atomic(path, data, mode=OUTPUT_MODE)
 
 
 def _write_parts(path: Path, parts: Iterable[str]) -> None:
-    with path.open("w", encoding="utf-8", newline="") as file:
-        file.writelines(parts)
+    with atomic_file(path, mode=OUTPUT_MODE) as file:
+        for part in parts:
+            file.write(part.encode("utf-8"))
