@@ -52,18 +52,18 @@ def listed(folder: Path, *, pool: bool, sandbox: str) -> list[tuple[str, int]]:
 
 
 def test_the_fingerprint_follows_the_font_files(tmp_path: Path) -> None:
-    fonts = tmp_path / "fonts"
-    (fonts / "sub").mkdir(parents=True)
+    fonts = tmp_path / "fonts"  # not there yet
     before = chart_fonts.fingerprint([fonts])
-    (fonts / "sub" / "README").write_text("not a font")
+    (fonts / "family" / "style").mkdir(parents=True)
+    (fonts / "family" / "README").write_text("not a font")
     assert chart_fonts.fingerprint([fonts]) == before
-    font = install_font(fonts / "sub")
+    font = install_font(fonts / "family" / "style")  # only this subfolder changes
     added = chart_fonts.fingerprint([fonts])
     assert added != before
     assert chart_fonts.fingerprint([fonts]) == added
-    font.write_bytes(font.read_bytes() + b"\0")  # replaced in place: same name, same folder
+    font.rename(font.with_name("Renamed.ttf"))
     assert chart_fonts.fingerprint([fonts]) not in {before, added}
-    font.unlink()
+    font.with_name("Renamed.ttf").unlink()
     assert chart_fonts.fingerprint([fonts]) == before
 
 

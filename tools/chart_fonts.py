@@ -4,7 +4,7 @@ matplotlib lists the installed fonts once, in ``fontlist-v<N>.json`` of its conf
 and builds that list again only when the file is missing or of another version: a font
 installed later would never be used. llmi gives each set of installed fonts a config
 folder of its own, named by a fingerprint of the font files matplotlib finds (their
-paths, sizes and modification times), so that a font added, removed or replaced makes a
+paths, sizes and modification times), so that a font added, removed or renamed makes a
 new folder, whose list matplotlib builds afresh. The zygote's key holds the config
 folder, so a new zygote starts that sees the new font.
 
@@ -65,20 +65,59 @@ def font_folders(env: Mapping[str, str]) -> list[Path]:
 
 def fingerprint(folders: Iterable[Path]) -> str:
     """A digest of the font files under ``folders``: their paths, sizes and modification
-    times, found as matplotlib finds them (``font_manager.list_fonts``)."""
-    files = []
+    times, found as matplotlib finds them (``font_manager.list_fonts``).
+
+    A folder's change time moves whenever a file in it is added, removed or renamed, and
+    cannot be set back; while no folder's has moved since the last scan, its digest
+    stands, and a call costs one ``stat`` per folder. A font file overwritten in place,
+    its folder unchanged, goes unseen until another change, as in fontconfig's own cache.
+    """
+    key = tuple(map(str, folders))
+    known = _scans.get(key)
+    if known is None or any(_change_time(folder) != time for folder, time in known[0].items()):
+        known = _scans[key] = _scan(key)  # threads that scan at once store the same
+    return known[1]
+
+
+_scans: dict[tuple[str, ...], tuple[dict[str, int], str]] = {}
+"""The last scan of each list of folders: every folder's change time, and the digest."""
+
+
+def _scan(folders: Iterable[str]) -> tuple[dict[str, int], str]:
+    times: dict[str, int] = {}
+    files: list[str] = []
     for folder in folders:
-        for parent, _, names in os.walk(folder):
-            for name in names:
-                if name.lower().endswith(FONT_SUFFIXES):
-                    path = os.path.join(parent, name)
-                    try:
-                        found = os.stat(path)
-                    except OSError:  # a broken link: matplotlib leaves it out too
-                        continue
-                    files.append(f"{path}\0{found.st_size}\0{found.st_mtime_ns}")
+        _scan_folder(folder, times, files)
     digest = hashlib.sha256("\n".join(sorted(files)).encode("utf-8", "surrogateescape"))
-    return digest.hexdigest()[:FINGERPRINT_CHARS]
+    return times, digest.hexdigest()[:FINGERPRINT_CHARS]
+
+
+def _scan_folder(folder: str, times: dict[str, int], files: list[str]) -> None:
+    """Record ``folder``'s change time, then its font files and subfolders, as
+    ``os.walk`` finds them: links to folders are not followed."""
+    times[folder] = _change_time(folder)  # before the listing: a change during it shows next time
+    try:
+        with os.scandir(folder) as listing:
+            entries = list(listing)
+    except OSError:
+        return
+    for entry in entries:
+        if entry.is_dir():
+            if not entry.is_symlink():
+                _scan_folder(entry.path, times, files)
+        elif entry.name.lower().endswith(FONT_SUFFIXES):
+            try:
+                found = entry.stat()
+            except OSError:  # a broken link: matplotlib leaves it out too
+                continue
+            files.append(f"{entry.path}\0{found.st_size}\0{found.st_mtime_ns}")
+
+
+def _change_time(folder: str) -> int:
+    try:
+        return os.stat(folder).st_ctime_ns
+    except OSError:
+        return -1
 
 
 def config_dir(root: Path, env: Mapping[str, str]) -> Path:
