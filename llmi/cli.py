@@ -11,7 +11,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import openai
 from langchain_core.language_models import BaseChatModel
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import StateGraph
@@ -35,7 +34,8 @@ from llmi.evaluation.runner import Evaluation
 from llmi.evaluation.scorers import NAMES, build_scorers
 from llmi.graphs.document import build_graph
 from llmi.graphs.tts import build_tts_graph
-from llmi.models import ModelNotConfigured, SettingRefused
+from llmi.failures import STORAGE_ERRORS, explain
+from llmi.models import ModelNotConfigured, ModelServerError, SettingRefused
 from llmi.nodes.candidates import NoCandidate
 from llmi.nodes.intake import BadInputImage
 from llmi.progress import SlotProgress
@@ -56,9 +56,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(stderr=True)
     try:
         return args.run(args, console)
-    except (CliError, CheckpointStoreError) as exc:
-        console.print(f"[bold red]llmi:[/] {exc.reason}", highlight=False, soft_wrap=True)
-        console.print(f"[dim]hint: {exc.hint}[/]", highlight=False, soft_wrap=True)
+    except (CliError, CheckpointStoreError, *STORAGE_ERRORS) as exc:
+        failure = explain(exc, Context(out_dir=getattr(args, "out", None)))
+        console.print(f"[bold red]llmi:[/] {failure.reason}", highlight=False, soft_wrap=True)
+        console.print(f"[dim]hint: {failure.hint}[/]", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt as exc:
         console.print("[bold red]llmi:[/] interrupted")
@@ -302,33 +303,21 @@ def _stream(inputs: dict[str, Any] | None, settings: RunSettings, ctx: Context, 
                            "reasoning; LLMI_MAX_TOKENS sets the planner's token limit") from None
         except SettingRefused as exc:
             raise CliError(str(exc), f"change {exc.setting}") from None
-        except openai.APIConnectionError as exc:
-            raise _server_error(ctx, exc) from None
-        except openai.APIStatusError as exc:
-            raise CliError(f"the model server refused the request ({exc.status_code}): "
-                           f"{_first_line(exc.message)}",
-                           "check LLMI_MODEL and OPENAI_API_KEY") from None
+        except ModelServerError as exc:
+            raise CliError(exc.reason, exc.hint) from None
         except NoCandidate as exc:
             raise CliError(str(exc), "check the model server; see `llmi generate --help`") from None
         except BadInputImage as exc:
             raise CliError(str(exc), "pass PNG, JPEG, WebP or GIF files with --image") from None
+        except STORAGE_ERRORS as exc:
+            failure = explain(exc, ctx, run=thread_id)
+            raise CliError(failure.reason, failure.hint) from None
     return graph.get_state(config).values.get("outputs", {})
 
 
 def _print_outputs(outputs: dict[str, str]) -> None:
     for key in ("markdown", "html", "manifest"):
         print(outputs[key])
-
-
-def _server_error(ctx: Context, exc: openai.APIConnectionError) -> CliError:
-    where = ctx.base_url or "api.openai.com"
-    if isinstance(exc, openai.APITimeoutError):
-        reason = f"the model server at {where} did not answer within {ctx.model_timeout:g} s"
-    else:
-        cause = exc.__cause__ or exc
-        reason = f"the model server at {where} did not answer ({_first_line(str(cause)) or 'connection failed'})"
-    return CliError(reason, "start the server, or set OPENAI_BASE_URL to a running "
-                    "OpenAI-compatible server; LLMI_MODEL_TIMEOUT sets the wait")
 
 
 def _check_image(path: str) -> None:
@@ -358,10 +347,6 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be 1 or more")
     return value
-
-
-def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0] if text.strip() else ""
 
 
 if __name__ == "__main__":

@@ -38,7 +38,11 @@ class Context:
     """Most tokens one reply of the planner's model may have, reasoning included; 0 sends
     no limit, so the server's default applies."""
     model_timeout: float | None = _env("LLMI_MODEL_TIMEOUT", 120.0)
-    """Seconds to wait for one reply of the chat model."""
+    """Seconds to wait for one reply of the chat model, on each try."""
+    model_retries: int | None = _env("LLMI_MODEL_RETRIES", 2)
+    """Tries after the first of a chat model request that failed for a passing reason (no
+    connection, no reply in time, HTTP 408, 409, 429 or 5xx), with the openai client's
+    backoff; a refusal for exhausted quota is not tried again."""
     search_backend: str | None = _env("LLMI_SEARCH", "")
     """``tavily`` or ``library``; empty picks the library when one is set, else Tavily with a key."""
     tavily_api_key: str | None = _env("TAVILY_API_KEY", "", secret=True)

@@ -5,13 +5,25 @@ front of most hosted models: ``FAMILIES`` says, per family of model names, wheth
 temperature other than the default may be sent and which field carries the maximum
 output tokens. A server that still refuses one of those parameters raises
 ``SettingRefused``, which names the llmi setting to change.
+
+A request that fails for a passing reason (no connection, no reply in time, HTTP 408,
+409, 429 or 5xx) is sent again by the openai client itself, ``LLMI_MODEL_RETRIES`` times
+with its backoff. A 429 for exhausted quota is not passing, though OpenAI sends it with
+the status of a rate limit: the client is told not to try it again (through the
+``x-should-retry`` header its retry decision obeys). Any other failure of the server
+raises ``ModelServerError``, whose reason says how many tries were made over how long and
+whose hint names the setting to change.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import openai
@@ -25,6 +37,19 @@ from llmi.context import Context, env_name
 
 class ModelNotConfigured(RuntimeError):
     """No chat model is configured for this run."""
+
+
+class ModelServerError(RuntimeError):
+    """A chat model's server failed a request, after every try the settings allow.
+
+    ``reason`` says what the server did, how many tries were made and over how long;
+    ``hint`` names what to change.
+    """
+
+    def __init__(self, reason: str, hint: str, *, tries: int, seconds: float) -> None:
+        super().__init__(reason)
+        self.reason, self.hint = reason, hint
+        self.tries, self.seconds = tries, seconds
 
 
 class SettingRefused(RuntimeError):
@@ -163,7 +188,8 @@ class LlmiChatOpenAI(ChatOpenAI):
 
     llmi_role: str = ""
     llmi_settings: dict[str, str] = {}
-    """Request field -> the environment variable of the llmi setting that sets it."""
+    """Request field -> the environment variable of the llmi setting that sets it; also
+    ``model`` and ``base_url``, the settings that name the model and its server."""
 
     def _create_chat_result(self, response: Any, generation_info: dict | None = None) -> ChatResult:
         result = super()._create_chat_result(response, generation_info)
@@ -184,33 +210,42 @@ class LlmiChatOpenAI(ChatOpenAI):
         return generation
 
     def _generate(self, *args: Any, **kwargs: Any) -> ChatResult:
-        try:
+        with self._explained():
             return super()._generate(*args, **kwargs)
-        except openai.BadRequestError as exc:
-            self._name_the_setting(exc)
-            raise
 
     async def _agenerate(self, *args: Any, **kwargs: Any) -> ChatResult:
-        try:
+        with self._explained():
             return await super()._agenerate(*args, **kwargs)
-        except openai.BadRequestError as exc:
-            self._name_the_setting(exc)
-            raise
 
     def _stream(self, *args: Any, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
-        try:
+        with self._explained():
             yield from super()._stream(*args, **kwargs)
-        except openai.BadRequestError as exc:
-            self._name_the_setting(exc)
-            raise
 
     async def _astream(self, *args: Any, **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
-        try:
+        with self._explained():
             async for chunk in super()._astream(*args, **kwargs):
                 yield chunk
+
+    @contextmanager
+    def _explained(self) -> Iterator[None]:
+        """Turn the openai client's errors into SettingRefused or ModelServerError."""
+        started = time.monotonic()
+        try:
+            yield
         except openai.BadRequestError as exc:
             self._name_the_setting(exc)
-            raise
+            raise self._server_error(exc, time.monotonic() - started) from exc
+        except openai.APIError as exc:
+            raise self._server_error(exc, time.monotonic() - started) from exc
+
+    def _server_error(self, exc: openai.APIError, seconds: float) -> ModelServerError:
+        tries = tries_of(exc)
+        where = f"the model server at {self.openai_api_base or 'api.openai.com'}"
+        what, hint = _failure(exc, self.model_name, self.request_timeout, self.llmi_settings)
+        reason = f"{where} {what} on {_tries(tries, seconds)}"
+        if isinstance(exc, openai.APIStatusError):
+            reason += f": {_first_line(server_message(exc))}"
+        return ModelServerError(reason, hint, tries=tries, seconds=seconds)
 
     def _name_the_setting(self, exc: openai.BadRequestError) -> None:
         """Raise SettingRefused when ``exc`` refuses a parameter that an llmi setting sent."""
@@ -259,17 +294,133 @@ def server_message(exc: openai.APIStatusError) -> str:
 
 def _openai(ctx: Context, role: Role, base_url: str | None) -> ChatOpenAI:
     sampling = sampling_kwargs(ctx, role)
+    url_field = "judge_base_url" if role is not PLANNER and ctx.judge_base_url else "base_url"
     fields = {"temperature": env_name(role.temperature),
               "max_tokens": env_name(role.max_tokens),
-              "max_completion_tokens": env_name(role.max_tokens)}
+              "max_completion_tokens": env_name(role.max_tokens),
+              "model": env_name(role.model), "base_url": env_name(url_field)}
     return LlmiChatOpenAI(
         model=getattr(ctx, role.model),
         base_url=base_url or None,
         # Local OpenAI-compatible servers accept any key, but the client insists on one.
         api_key=ctx.api_key or ("EMPTY" if base_url else None),
         timeout=ctx.model_timeout,
-        max_retries=1,
+        max_retries=max(0, ctx.model_retries),
+        http_client=http_client(),
+        http_async_client=async_http_client(),
         llmi_role=role.name,
         llmi_settings=fields,
         **sampling,
     )
+
+
+# --- what a failed request tells the user --------------------------------------------
+
+RETRY_COUNT_HEADER = "x-stainless-retry-count"
+"""The header in which the openai client counts the retries of each request it sends."""
+
+
+def tries_of(exc: openai.APIError) -> int:
+    """How many times the openai client sent the request that failed with ``exc``."""
+    return int(exc.request.headers.get(RETRY_COUNT_HEADER, "0")) + 1
+
+
+def _tries(tries: int, seconds: float) -> str:
+    return f"1 try in {seconds:.1f} s" if tries == 1 else f"{tries} tries over {seconds:.1f} s"
+
+
+def _failure(exc: openai.APIError, model: str, timeout: Any,
+             settings: dict[str, str]) -> tuple[str, str]:
+    """What the server did to the request that failed with ``exc`` on its last try (after
+    "the model server at ..."), and the hint."""
+    retries, wait = env_name("model_retries"), env_name("model_timeout")
+    url, name, key = settings.get("base_url", ""), settings.get("model", ""), env_name("api_key")
+    again = f"{retries} sets the tries after the first"
+    if isinstance(exc, openai.APITimeoutError):
+        return (f"did not answer within {timeout:g} s",
+                f"check the server, or raise {wait} for a slow model (each try waits that "
+                f"long); {again}")
+    if isinstance(exc, openai.APIConnectionError):
+        return (f"did not answer ({_first_line(str(_cause(exc))) or 'connection failed'})",
+                f"start the server, or set {url} to a running OpenAI-compatible server; {again}")
+    if not isinstance(exc, openai.APIStatusError):
+        return (f"answered what the client cannot read ({_first_line(str(exc))})",
+                f"check that {url} names an OpenAI-compatible server")
+    status = exc.status_code
+    if is_quota(exc):
+        return (f"refused the request for the account's quota (HTTP 429 {QUOTA_CODE})",
+                f"add credit or raise the spending limit of the account that {key} belongs "
+                "to, or use another key; waiting does not help, so llmi did not try again")
+    if status in (401, 403):
+        return f"refused the key (HTTP {status})", f"check {key} and {url}"
+    if status == 404:
+        return (f"has no model {model} or no chat completions endpoint (HTTP 404)",
+                f"check {name}, and {url} (it usually ends in /v1)")
+    if status == 429:
+        return ("refused the request for its rate limit (HTTP 429)",
+                f"wait and run again, or raise {retries} to keep trying for longer")
+    if status >= 500 or status in (408, 409):
+        return f"failed with HTTP {status}", f"check the server and its log; {again}"
+    return f"refused the request (HTTP {status})", f"check {name} and the server's log"
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """The error under the client's own (a refused connection, a name not found)."""
+    while isinstance(exc, openai.APIError) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    return exc
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
+# --- quota: not a passing failure -------------------------------------------------------
+
+QUOTA_CODE = "insufficient_quota"
+"""OpenAI's error code (and type) of the 429 it answers for an account out of credit or
+past its spending limit ("You exceeded your current quota, please check your plan and
+billing details", https://platform.openai.com/docs/guides/error-codes): unlike a rate
+limit, waiting does not end it."""
+
+
+def is_quota(exc: openai.APIStatusError) -> bool:
+    return exc.status_code == 429 and QUOTA_CODE in (exc.code, exc.type)
+
+
+def _quota_in(body: bytes) -> bool:
+    try:
+        document = json.loads(body)
+    except ValueError:  # JSON and UTF-8 errors alike
+        return False
+    error = document.get("error", document) if isinstance(document, dict) else None
+    return isinstance(error, dict) and QUOTA_CODE in (error.get("code"), error.get("type"))
+
+
+def _no_retry_on_quota(response: Any) -> None:
+    """Tell the openai client not to try a quota refusal again: its retry decision obeys
+    an ``x-should-retry`` header first. ``response`` is the HTTP response of the client
+    the openai package uses (httpx's, or from openai 3 httpx2's)."""
+    if response.status_code == 429:
+        response.read()
+        if _quota_in(response.content):
+            response.headers["x-should-retry"] = "false"
+
+
+async def _no_async_retry_on_quota(response: Any) -> None:
+    if response.status_code == 429:
+        await response.aread()
+        if _quota_in(response.content):
+            response.headers["x-should-retry"] = "false"
+
+
+@cache
+def http_client() -> openai.DefaultHttpxClient:
+    """The openai client's default HTTP client, with ``_no_retry_on_quota``; one for the
+    process, as langchain-openai shares its own."""
+    return openai.DefaultHttpxClient(event_hooks={"response": [_no_retry_on_quota]})
+
+
+@cache
+def async_http_client() -> openai.DefaultAsyncHttpxClient:
+    return openai.DefaultAsyncHttpxClient(event_hooks={"response": [_no_async_retry_on_quota]})

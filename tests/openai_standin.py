@@ -16,7 +16,11 @@ It answers as the Chat Completions API documents
   GPT-5, https://platform.openai.com/docs/guides/reasoning): ``max_tokens`` is refused
   with code ``unsupported_parameter`` ("Use 'max_completion_tokens' instead"), any
   temperature but 1 with code ``unsupported_value`` ("Only the default (1) value is
-  supported"), as HTTP 400 ``invalid_request_error`` bodies.
+  supported"), as HTTP 400 ``invalid_request_error`` bodies;
+- error replies (``ErrorReply``) with the bodies OpenAI documents for them
+  (https://platform.openai.com/docs/guides/error-codes): a 500 ``server_error``, a 429 rate
+  limit, and the 429 ``insufficient_quota`` of an account out of credit, which comes with
+  the status of a rate limit and no header saying not to try again.
 """
 
 from __future__ import annotations
@@ -50,6 +54,29 @@ class Completion:
         return message
 
 
+@dataclass(frozen=True)
+class ErrorReply:
+    """An error answered with HTTP ``status`` and ``{"error": error}``, as OpenAI answers."""
+
+    status: int
+    error: dict[str, Any]
+
+
+SERVER_ERROR = ErrorReply(500, {
+    "message": "The server had an error while processing your request. Sorry about that!",
+    "type": "server_error", "param": None, "code": None})
+RATE_LIMITED = ErrorReply(429, {
+    "message": "Rate limit reached for gpt-4o in organization org-test on requests per min "
+               "(RPM): Limit 3, Used 3, Requested 1. Please try again in 20s. Visit "
+               "https://platform.openai.com/account/rate-limits to learn more.",
+    "type": "requests", "param": None, "code": "rate_limit_exceeded"})
+OUT_OF_QUOTA = ErrorReply(429, {
+    "message": "You exceeded your current quota, please check your plan and billing details. "
+               "For more information on this error, read the docs: "
+               "https://platform.openai.com/docs/guides/error-codes/api-errors.",
+    "type": "insufficient_quota", "param": None, "code": "insufficient_quota"})
+
+
 _REASONING_MODEL = re.compile(r"^(?:o\d|gpt-5(?!\S*chat))")
 
 
@@ -71,7 +98,7 @@ def openai_refusal(body: dict[str, Any], served: str) -> dict[str, Any] | None:
     return None
 
 
-Answer = str | Completion
+Answer = str | Completion | ErrorReply
 
 
 @contextmanager
@@ -104,6 +131,9 @@ def routed_chat_server(answer: Callable[[dict], Answer], *, serves: Mapping[str,
                 self._send(400, {"error": refusal})
                 return
             reply = answer(body)
+            if isinstance(reply, ErrorReply):
+                self._send(reply.status, {"error": reply.error})
+                return
             completion = reply if isinstance(reply, Completion) else Completion(content=reply)
             if body.get("stream"):
                 self._stream(body["model"], completion)
