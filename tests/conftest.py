@@ -33,12 +33,12 @@ def _session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, _session_cache: Path) -> None:
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                  tmp_path_factory: pytest.TempPathFactory, _session_cache: Path) -> None:
     for name in (*ENV_NAMES, *USER_FOLDER_NAMES):
         monkeypatch.delenv(name, raising=False)
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
+    # Beside tmp_path, not in it: tests that look at tmp_path find only what they made.
+    monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
     monkeypatch.setenv("XDG_CACHE_HOME", str(_session_cache))
     for name, folder in CACHED_FOLDERS.items():
         monkeypatch.setenv(name, str(tmp_path / folder))
