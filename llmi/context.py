@@ -60,6 +60,14 @@ class Context:
     """Seconds to connect, and between two reads, of one download."""
     min_image_side: int | None = _env("LLMI_MIN_IMAGE_SIDE", 256)
     """Downloaded images whose shorter side is smaller are rejected."""
+    max_input_pixels: int | None = _env("LLMI_MAX_INPUT_PIXELS", 2048 * 2048)
+    """Input images of more pixels are scaled down to this many (aspect kept) as they are
+    taken in; 0 keeps them as they come. Nothing downstream uses more: OpenAI's vision
+    models fit every image into 2048x2048 before they read it, and edit models work at
+    about one megapixel (Qwen-Image-Edit resizes its input to about 1024x1024, FLUX.1
+    Kontext's resolutions are about one megapixel, gpt-image's largest size is 1536x1024).
+    An edit comes back at its source's size, so a 48-megapixel photo would otherwise be
+    edited into a 48-megapixel image."""
     diffusion_backend: str | None = _env("LLMI_DIFFUSION", "")
     """``diffusers:<model id or path>`` or ``openai:<model>``."""
     edit_backend: str | None = _env("LLMI_EDIT", "")

@@ -22,6 +22,7 @@ from langgraph.runtime import Runtime
 from llmi.artifacts import ArtifactStore, atomic_file, extension, inspect_image, write_atomic
 from llmi.context import Context, context_of
 from llmi.events import emitter
+from llmi.machine_paths import without_machine_paths
 from llmi.nodes.render import Figure, html_document_parts, markdown_document
 from llmi.state import DocumentState, ImageRequest, ImageResult, Repair, Segment
 
@@ -53,6 +54,7 @@ def assemble(state: DocumentState, runtime: Runtime[Context]) -> dict:
         _write(paths["markdown"], markdown_document(segments, figures))
         _write_parts(paths["html"], html_document_parts(prompt, segments, figures))
         record = manifest(prompt, segments, figures, results, state.get("repairs") or [])
+        record |= inputs_record(state)
         if "candidates" in state:
             record |= candidates_record(state)
         _write(paths["manifest"], _json(record))
@@ -88,14 +90,16 @@ def _figure(
     figure = Figure(slot, result.get("source") or "unknown", result.get("description") or "")
     ref = result.get("image")
     if not result.get("ok") or not ref:
-        return replace(figure, error=result.get("error") or "no image")
+        # The error travels with the document: no folder of this machine in it.
+        return replace(figure, error=without_machine_paths(result.get("error") or "no image"))
     try:
         data = store.get(ref)
         mime, width, height = inspect_image(data)
     except FileNotFoundError:
         return replace(figure, error="image file missing from the artifact store")
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        return replace(figure, error=f"image unreadable from the artifact store: {exc}")
+        return replace(figure, error=without_machine_paths(
+            f"image unreadable from the artifact store: {exc}"))
     return replace(
         figure,
         asset=f"assets/image-{slot:02d}{extension(mime)}",
@@ -179,7 +183,7 @@ def _manifest_repairs(repairs: Sequence[Repair], *, worked: bool) -> list[dict[s
     return [
         {
             "attempt": r["attempt"],
-            "failed": r["failed"],
+            "failed": without_machine_paths(r["failed"]),
             "tried": r["tried"],
             "worked": worked and i == len(ordered) - 1,
         }
@@ -190,10 +194,31 @@ def _manifest_repairs(repairs: Sequence[Repair], *, worked: bool) -> list[dict[s
 def candidates_record(state: Mapping[str, Any]) -> dict[str, Any]:
     """Test-time scaling's account: every candidate, its sampling and scores, the winner."""
     keys = ("id", "sampling", "pruned", "error", "screen", "scores")
-    return {
-        "candidates": [{key: c.get(key) for key in keys} for c in state["candidates"]],
-        "winner": state.get("winner"),
-    }
+    candidates = [{key: c.get(key) for key in keys} for c in state["candidates"]]
+    for candidate in candidates:
+        if candidate["error"]:
+            candidate["error"] = without_machine_paths(candidate["error"])
+    return {"candidates": candidates, "winner": state.get("winner")}
+
+
+def inputs_record(state: Mapping[str, Any]) -> dict[str, Any]:
+    """The input images: file name (not its folder), the image as stored, and the size it
+    was given at when it was scaled down to ``max_input_pixels``, else None."""
+    refs = state.get("inputs") or []
+    # Without sizes as given (an intake node of one's own), each was given as stored.
+    given = state.get("input_sizes") or refs
+    entries = []
+    for index, (path, ref, size) in enumerate(zip(state.get("images") or [], refs, given)):
+        scaled = (size["width"], size["height"]) != (ref["width"], ref["height"])
+        entries.append({
+            "index": index,
+            "name": Path(path).name,
+            "sha256": ref["sha256"],
+            "width": ref["width"],
+            "height": ref["height"],
+            "scaled_from": {"width": size["width"], "height": size["height"]} if scaled else None,
+        })
+    return {"inputs": entries}
 
 
 def processed_text(segments: Sequence[Segment], figures: Mapping[int, Figure]) -> str:

@@ -38,6 +38,7 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from llmi import rubrics
 from llmi.artifacts import ArtifactStore, NotAnImage, inspect_image
 from llmi.context import Context
+from llmi.machine_paths import without_machine_paths
 from llmi.models import TEXT_JUDGE, VISION_JUDGE, Role, judge_model
 from llmi.reasoning import NoAnswer, answer_of, cut_off_note, split_reply
 from llmi.state import ImageRef, ImageRequest, ImageResult, Segment, failed_result
@@ -513,7 +514,9 @@ def _ask(
 
 
 def describe_error(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {excerpt(str(exc))}"
+    """The error in one line, for a record that travels with the document: no folder of
+    this machine in it (see ``without_machine_paths``)."""
+    return f"{type(exc).__name__}: {excerpt(without_machine_paths(str(exc)))}"
 
 
 def excerpt(text: str, limit: int = 300) -> str:

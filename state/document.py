@@ -5,7 +5,15 @@ from __future__ import annotations
 import operator
 from typing import Annotated, TypedDict
 
-from llmi.state.records import Finding, ImageRef, ImageRequest, ImageResult, Repair, Segment
+from llmi.state.records import (
+    Finding,
+    ImageRef,
+    ImageRequest,
+    ImageResult,
+    Repair,
+    Segment,
+    Size,
+)
 from llmi.state.reducers import merge_by_slot
 
 
@@ -24,6 +32,9 @@ class DocumentState(TypedDict, total=False):
     images: list[str]
     image_num: int
     inputs: list[ImageRef]
+    input_sizes: list[Size]
+    """The input images' sizes as given, upright; ``inputs`` holds them as stored, scaled
+    down where they had more than ``max_input_pixels``."""
     draft: str
     segments: list[Segment]
     requests: Annotated[list[ImageRequest], merge_by_slot]

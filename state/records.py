@@ -18,6 +18,11 @@ class ImageRef(TypedDict):
     height: int
 
 
+class Size(TypedDict):
+    width: int
+    height: int
+
+
 class ImageRequest(TypedDict):
     slot: int
     source: str

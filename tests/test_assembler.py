@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from PIL import Image
 
 from llmi.artifacts import ArtifactStore
 from llmi.context import Context
+from llmi.machine_paths import without_machine_paths
 from llmi.nodes.assembler import assemble
 from llmi.state import ImageRef, ImageRequest, ImageResult, Repair, failed_result
 
@@ -114,7 +116,8 @@ def test_manifest_records_every_slot_and_stats(context: Context, mixed: dict[str
     outputs = _run(context, **mixed)
     manifest = json.loads(outputs["manifest"].read_text(encoding="utf-8"))
 
-    assert set(manifest) == {"prompt", "slots", "text", "stats"}
+    assert set(manifest) == {"prompt", "inputs", "slots", "text", "stats"}
+    assert manifest["inputs"] == []
     assert manifest["prompt"] == "Rain in Kyoto"
     assert [s["index"] for s in manifest["slots"]] == [0, 1, 2, 3]
     for entry in manifest["slots"]:
@@ -346,3 +349,54 @@ def test_rerun_replaces_files_and_removes_stale_assets(
     assert [p.name for p in (second["dir"] / "assets").iterdir()] == ["image-00.jpg"]
     assert (second["dir"] / "notes.txt").read_text() == "mine"
     assert json.loads(second["manifest"].read_text(encoding="utf-8"))["prompt"] == "q"
+
+
+def test_errors_keep_chart_frames_and_packages_but_no_path_of_the_machine(
+    context: Context, tmp_path: Path
+) -> None:
+    home = Path.home()  # tests/conftest.py gives each test its own
+    library = Path(sys.modules["markdown_it.main"].__file__)
+    standard = Path(sys.modules["json.decoder"].__file__)
+    traceback = (
+        "Traceback (most recent call last):\n"
+        '  File "<chart>", line 3, in <module>\n'
+        f'  File "{library}", line 10, in render\n'
+        f'  File "{standard}", line 20, in decode\n'
+        f"FileNotFoundError: [Errno 2] No such file or directory: '{home / 'sales.csv'}'"
+    )
+    state = {
+        "prompt": "p",
+        "segments": [_slot(0)],
+        "results": [failed_result(0, "code", "Sales", traceback, attempt=1)],
+        "repairs": [Repair(slot=0, attempt=1, kind="code", failed=traceback, tried="code")],
+        "candidates": [{"id": "c0", "error": f"OSError: cannot read {tmp_path / 'cache' / 'x'}"}],
+        "winner": None,
+    }
+    outputs = _run(context, **state)
+    manifest = outputs["manifest"].read_text(encoding="utf-8")
+    error = json.loads(manifest)["slots"][0]["error"]
+    assert 'File "<chart>", line 3, in <module>' in error
+    assert 'File "markdown_it/main.py", line 10, in render' in error
+    assert 'File "json/decoder.py", line 20, in decode' in error
+    assert "No such file or directory: '…/sales.csv'" in error
+    assert json.loads(manifest)["slots"][0]["repairs"][0]["failed"] == error
+    for name in ("manifest", "markdown", "html"):
+        text = outputs[name].read_text(encoding="utf-8")
+        for place in (str(tmp_path), str(home), sys.prefix, sys.base_prefix, "site-packages"):
+            assert place not in text, (name, place)
+
+
+@pytest.mark.parametrize("text", [
+    "see https://example.com/a/b.png and http://host:8000/v1/images",
+    "3/4 of the sales, and/or more",
+    "./data/sales.csv and ~/data/sales.csv and data/sales.csv",
+    'File "<chart>", line 3, in <module>',
+    "/ alone, and /tmp alone",
+])
+def test_text_that_is_no_path_of_the_machine_is_left_alone(text: str) -> None:
+    assert without_machine_paths(text) == text
+
+
+def test_llmis_own_frames_are_named_from_its_package() -> None:
+    frame = f'File "{sys.modules["llmi.nodes.assembler"].__file__}", line 5, in assemble'
+    assert without_machine_paths(frame) == 'File "llmi/nodes/assembler.py", line 5, in assemble'

@@ -18,6 +18,7 @@ from llmi.nodes.judge import (
     Judge,
     RewardWeights,
     Scores,
+    describe_error,
     image_count_score,
     parse_scores,
     rank,
@@ -439,3 +440,9 @@ def test_judge_from_context() -> None:
 
     bare = Judge.from_context(Context(judge_model="", vision_judge_model=""))
     assert bare.llm is None and bare.vlm is None and bare.weights == RewardWeights()
+
+
+def test_a_judges_error_names_no_folder_of_the_machine(tmp_path: Path) -> None:
+    error = FileNotFoundError(2, "No such file or directory", str(tmp_path / "cache" / "x.png"))
+    described = describe_error(error)
+    assert described == "FileNotFoundError: [Errno 2] No such file or directory: '…/x.png'"
