@@ -1,6 +1,9 @@
 """Markdown and HTML renderings of an assembled document.
 
-Model text is untrusted. In Markdown, every model string we place ourselves
+Model text is untrusted. Every string rendered here loses its control characters first
+(``clean_text``): this is the one place all of it passes, whichever node wrote it (the
+planner, a repair, the polisher, a planner of one's own) and whatever it is (the text,
+descriptions, tools' errors). In Markdown, every model string we place ourselves
 (descriptions, sources, errors) is collapsed to one line and backslash-escaped.
 In HTML, the model's Markdown is rendered with raw HTML off and then sanitized
 with nh3; figures are built afterwards from escaped strings and data: URIs, so
@@ -26,6 +29,8 @@ _SHOWN_ERROR_CHARS = 300
 _SHOWN_TITLE_CHARS = 120
 _URL_SCHEMES = ("http:", "https:", "mailto:")
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")
+# C0 and C1 control characters and DEL, but tab and newline.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 _MARKDOWN = MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"])
 
@@ -101,6 +106,13 @@ class Figure:
         return self.error is None
 
 
+def clean_text(text: str) -> str:
+    """``text`` without control characters: a CR or CRLF becomes a newline, tab and
+    newline stay, and every other C0 or C1 control character (NUL, ESC, BEL...) and DEL
+    is removed. Models do write them, and a viewer shows each as garbage or not at all."""
+    return _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+
+
 def markdown_document(segments: Sequence[Segment], figures: Mapping[int, Figure]) -> str:
     return _join(segments, lambda slot: _markdown_figure(figures[slot]))
 
@@ -132,7 +144,7 @@ def html_page(title: str, body: str, css: str = "") -> str:
 
 def _page_around(title: str, css: str = "") -> tuple[str, str]:
     head, tail = _PAGE.split("{body}")
-    return head.format(title=escape(title), css=f"{_CSS}\n{css}".strip()), tail
+    return head.format(title=escape(_one_line(title)), css=f"{_CSS}\n{css}".strip()), tail
 
 
 def _render_body(
@@ -153,7 +165,9 @@ def _render_body(
 def _join(segments: Sequence[Segment], block: Callable[[int], str]) -> str:
     """Text segments as written, each slot as a block of its own."""
     parts = [
-        block(segment["slot"]) if segment["kind"] == "slot" else segment["text"].strip("\r\n")
+        block(segment["slot"])
+        if segment["kind"] == "slot"
+        else clean_text(segment["text"]).strip("\n")
         for segment in segments
     ]
     return "\n\n".join(part for part in parts if part.strip()) + "\n"
@@ -212,7 +226,7 @@ def _shown_error(figure: Figure) -> str:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(text.split())
+    return " ".join(clean_text(text).split())
 
 
 def _md_inline(text: str) -> str:
