@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import uuid
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
@@ -27,7 +28,7 @@ from llmi.checkpoints import (
     settings_of,
     thread_config,
 )
-from llmi.context import Context
+from llmi.context import Context, env_name
 from llmi.demo import LABEL, PROMPT, RecordedModel
 from llmi.evaluation.datasets import DatasetError, load_items
 from llmi.evaluation.runner import Evaluation
@@ -96,8 +97,9 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--keep", type=_positive, metavar="K",
                           help="candidates whose plans survive screening and run their tools "
                           "(default: $LLMI_KEEP or 1)")
-    generate.add_argument("--images", type=int, metavar="N", dest="image_num", default=0,
-                          help="images asked for: -1 none, 0 any (default), 99 at least one, n exactly n")
+    generate.add_argument("--images", type=_image_num, metavar="N", dest="image_num", default=0,
+                          help="images asked for: -1 none, 0 any (default), 99 at least one, "
+                          "1 to 98 exactly that many")
     generate.add_argument("--thread", metavar="ID",
                           help="name the run, to resume it with `llmi resume ID` (default: a new uuid)")
     _cache_flag(generate)
@@ -153,9 +155,13 @@ def _parser() -> argparse.ArgumentParser:
 def _generate(args: argparse.Namespace, console: Console) -> int:
     ctx = Context(out_dir=args.out, candidates=args.candidates, keep=args.keep,
                   tool_cache=False if args.no_cache else None)
+    # Everything is checked before the first model call.
     _require_model(ctx)
+    _check_scaling(ctx)
+    _check_image_num(args.image_num, ctx)
     for path in args.image:
         _check_image(path)
+    _check_output_folder(ctx.out_dir, "--out (or LLMI_OUT)")
     console.print(f"[dim]model {ctx.model} at {ctx.base_url or 'api.openai.com'}[/]", highlight=False)
     images = [str(Path(p).resolve()) for p in args.image]
     return _run({"prompt": args.prompt, "images": images, "image_num": args.image_num}, ctx,
@@ -166,7 +172,8 @@ def _evaluate(args: argparse.Namespace, console: Console) -> int:
     ctx = Context(candidates=args.candidates, keep=args.keep,
                   tool_cache=False if args.no_cache else None)
     _require_model(ctx)
-    out = Path(args.out).expanduser().resolve()
+    _check_scaling(ctx)
+    out = _check_output_folder(args.out, "--out")
     try:
         items = load_items(args.dataset, image_dir=out / "inputs")
     except DatasetError as exc:
@@ -209,6 +216,7 @@ def _require_model(ctx: Context) -> None:
 
 
 def _demo(args: argparse.Namespace, console: Console) -> int:
+    _check_output_folder(args.out, "--out")
     console.print(f"[bold yellow]{LABEL}[/]")
     # The recorded chart code is llmi's own: jailed where a jail can be had, else run with
     # process limits, so that the first run shows its charts on any machine.
@@ -241,6 +249,8 @@ def _picture(args: argparse.Namespace, console: Console) -> int:
 
 def _resume(args: argparse.Namespace, console: Console) -> int:
     """Continue a run from its last checkpoint, with the settings it was started with."""
+    if args.out:
+        _check_output_folder(args.out, "--out")
     env = Context()
     with _checkpointer(env) as saver:
         saved = latest(saver, args.thread)
@@ -322,7 +332,7 @@ def _print_outputs(outputs: dict[str, str]) -> None:
 
 def _check_image(path: str) -> None:
     try:
-        inspect_image(Path(path).read_bytes())
+        inspect_image(Path(path).read_bytes(), decode=True)
     except OSError as exc:
         raise CliError(f"cannot read input image {path!r}: {exc.strerror}",
                        "check the --image path") from None
@@ -342,10 +352,67 @@ def _cache_flag(parser: argparse.ArgumentParser) -> None:
                         "earlier requests (default: $LLMI_TOOL_CACHE, on)")
 
 
+def _check_scaling(ctx: Context) -> None:
+    """Candidates and keep, from the flags or the environment, are counts that fit together."""
+    for name in ("candidates", "keep"):  # the flags are checked already; these come from it
+        if getattr(ctx, name) < 1:
+            raise CliError(f"{env_name(name)} must be 1 or more, not {getattr(ctx, name)}",
+                           f"set {env_name(name)} to a whole number of 1 or more, or unset it")
+    if ctx.keep > ctx.candidates:
+        raise CliError(f"keep is {ctx.keep} but candidates is {ctx.candidates}: a run keeps only "
+                       "candidates it samples",
+                       "lower --keep or raise --candidates (LLMI_KEEP and LLMI_CANDIDATES "
+                       "set them when the flags are not given)")
+
+
+def _check_image_num(image_num: int, ctx: Context) -> None:
+    if 0 < image_num < 99 and image_num > ctx.max_images:
+        raise CliError(f"--images {image_num} asks for more images than one document may have "
+                       f"({env_name('max_images')} is {ctx.max_images})",
+                       f"ask for fewer, or raise {env_name('max_images')}")
+
+
+def _check_output_folder(folder: str, setting: str) -> Path:
+    """The output folder, made when missing and proved writable by a probe file written and
+    removed, so that a run cannot reach the assembler only to fail there."""
+    out = Path(folder).expanduser().resolve()
+    hint = f"pass a folder you can write to with {setting}"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        blocker = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+        why = f"{blocker} is a file" if blocker else exc.strerror
+        raise CliError(f"cannot make the output folder {out}: {why}", hint) from None
+    try:
+        with tempfile.TemporaryFile(dir=out, prefix=".llmi-probe-") as probe:
+            probe.write(b"llmi")
+            probe.flush()
+    except OSError as exc:
+        raise CliError(f"cannot write in the output folder {out}: {exc.strerror}", hint) from None
+    return out
+
+
+def _whole(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+
+
 def _positive(text: str) -> int:
-    value = int(text)
+    value = _whole(text)
     if value < 1:
-        raise argparse.ArgumentTypeError("must be 1 or more")
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
+def _image_num(text: str) -> int:
+    """LLM-I's count of images asked for: -1 none, 0 any, 99 at least one, n exactly n."""
+    value = _whole(text)
+    if not -1 <= value <= 99:
+        raise argparse.ArgumentTypeError(
+            f"must be -1 (none), 0 (any), 99 (at least one) or 1 to 98 (exactly that many), "
+            f"not {value}")
     return value
 
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
-from llmi.cli import main
+from llmi.cli import _parser, main
 
 from helpers import gradient_png, tag
 from openai_standin import chat_server, closed_port_url, silent_server
@@ -149,3 +152,114 @@ def test_graph_prints_mermaid(flags: list[str], nodes: list[str],
     text = capsys.readouterr().out
     assert "graph TD;" in text
     assert all(f"\t{node}({node})" in text for node in nodes)
+
+
+# --- everything is checked before the first model call ----------------------------------
+
+
+def _refused(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[str, list[dict]]:
+    """Run ``llmi generate`` against a chat stand-in; the one llmi: line and its requests."""
+    with chat_server("# A document") as (url, seen):
+        os.environ["OPENAI_BASE_URL"] = url  # _server_env undoes it
+        code = main(list(args))
+    assert code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("llmi: ") and lines[1].startswith("hint: ")
+    assert "Traceback" not in lines[0]
+    return lines[0], seen
+
+
+@pytest.fixture
+def _server_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Set and unset through monkeypatch, so _refused's os.environ writes are undone.
+    monkeypatch.setenv("LLMI_MODEL", "llmi-test-model")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://unset.invalid")
+
+
+@pytest.mark.usefixtures("_server_env")
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_a_truncated_input_image_is_refused_before_any_model_call(
+    fmt: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    whole = io.BytesIO()
+    Image.open(io.BytesIO(gradient_png(3, (320, 240)))).save(whole, fmt)
+    cut = tmp_path / f"photo.{fmt.lower()}"
+    cut.write_bytes(whole.getvalue()[: len(whole.getvalue()) // 2])
+    reason, seen = _refused(capsys, "generate", "x", "--image", str(cut), "--out",
+                            str(tmp_path / "out"))
+    assert f"photo.{fmt.lower()}" in reason and "truncated" in reason
+    assert seen == []
+
+
+@pytest.mark.usefixtures("_server_env")
+@pytest.mark.parametrize("place", ["proc", "file", "under a file", "read-only"])
+def test_an_output_folder_that_cannot_be_written_is_refused_before_any_model_call(
+    place: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    out = {
+        "proc": Path("/proc/x"),
+        "file": a_file,
+        "under a file": a_file / "out",
+        "read-only": Path("/sys"),  # sysfs: no one may make files there, root included
+    }[place]
+    reason, seen = _refused(capsys, "generate", "x", "--out", str(out))
+    assert reason.startswith(f"llmi: cannot make the output folder {out}: ") or \
+        reason.startswith(f"llmi: cannot write in the output folder {out}: ")
+    if place.endswith("file"):
+        assert reason.endswith(f"{a_file} is a file")
+    assert seen == []
+    assert a_file.read_text() == "mine"
+
+
+def test_a_missing_output_folder_is_made_before_the_model_call_and_no_probe_is_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "new" / "folder"
+    env = _env(monkeypatch, LLMI_MODEL="m", OPENAI_BASE_URL=closed_port_url())
+    result = llmi("generate", "a guide", "--out", str(out), env=env)
+    assert "did not answer" in result.stderr  # the model call failed, after the check
+    assert out.is_dir() and list(out.iterdir()) == []
+
+
+@pytest.mark.usefixtures("_server_env")
+@pytest.mark.parametrize(("args", "env", "said"), [
+    (["--keep", "3", "--candidates", "2"], {}, "keep is 3 but candidates is 2"),
+    (["--keep", "3"], {"LLMI_CANDIDATES": "2"}, "keep is 3 but candidates is 2"),
+    (["--candidates", "2"], {"LLMI_KEEP": "3"}, "keep is 3 but candidates is 2"),
+    ([], {"LLMI_KEEP": "3"}, "keep is 3 but candidates is 1"),
+    ([], {"LLMI_CANDIDATES": "0"}, "LLMI_CANDIDATES must be 1 or more, not 0"),
+    (["--images", "20"], {"LLMI_MAX_IMAGES": "12"}, "--images 20 asks for more images"),
+])
+def test_settings_that_cannot_work_are_refused_before_any_model_call(
+    args: list[str], env: dict[str, str], said: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    reason, seen = _refused(capsys, "generate", "x", "--out", str(tmp_path / "out"), *args)
+    assert said in reason
+    assert seen == []
+
+
+@pytest.mark.parametrize("value", ["-5", "-2", "100", "two"])
+def test_images_takes_only_the_counts_llmi_reads(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["generate", "x", "--images", value])
+    assert "argument --images: must be" in capsys.readouterr().err
+    # None, any, at least one, or exactly n.
+    for count in (-1, 0, 99, 1, 98):
+        assert _parser().parse_args(["generate", "x", "--images", str(count)]).image_num == count
+
+
+@pytest.mark.parametrize("command", [["demo"], ["resume", "some-run"], ["eval", "items.jsonl"]])
+def test_demo_resume_and_eval_check_the_output_folder_first(
+    command: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("LLMI_MODEL", "llmi-test-model")
+    assert main([*command, "--out", "/proc/x"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("llmi: cannot make the output folder /proc/x"), err
