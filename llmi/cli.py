@@ -320,9 +320,17 @@ def _stream(inputs: dict[str, Any] | None, settings: RunSettings, ctx: Context, 
         except BadInputImage as exc:
             raise CliError(str(exc), "pass PNG, JPEG, WebP or GIF files with --image") from None
         except STORAGE_ERRORS as exc:
-            failure = explain(exc, ctx, run=thread_id)
+            failure = explain(exc, ctx, run=thread_id if _saved(saver, thread_id) else None)
             raise CliError(failure.reason, failure.hint) from None
     return graph.get_state(config).values.get("outputs", {})
+
+
+def _saved(saver: BaseCheckpointSaver, thread_id: str) -> bool:
+    """Whether the run has a checkpoint to resume from, as far as the store can say."""
+    try:
+        return latest(saver, thread_id) is not None
+    except STORAGE_ERRORS:
+        return False
 
 
 def _print_outputs(outputs: dict[str, str]) -> None:

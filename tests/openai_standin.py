@@ -18,8 +18,8 @@ It answers as the Chat Completions API documents
   temperature but 1 with code ``unsupported_value`` ("Only the default (1) value is
   supported"), as HTTP 400 ``invalid_request_error`` bodies;
 - error replies (``ErrorReply``) with the bodies OpenAI documents for them
-  (https://platform.openai.com/docs/guides/error-codes): a 500 ``server_error``, a 429 rate
-  limit, and the 429 ``insufficient_quota`` of an account out of credit, which comes with
+  (https://platform.openai.com/docs/guides/error-codes): a 500 ``server_error``, a 401 for
+  a wrong key, a 429 rate limit, and the 429 ``insufficient_quota`` of an account out of credit, which comes with
   the status of a rate limit and no header saying not to try again.
 """
 
@@ -70,6 +70,10 @@ RATE_LIMITED = ErrorReply(429, {
                "(RPM): Limit 3, Used 3, Requested 1. Please try again in 20s. Visit "
                "https://platform.openai.com/account/rate-limits to learn more.",
     "type": "requests", "param": None, "code": "rate_limit_exceeded"})
+BAD_KEY = ErrorReply(401, {
+    "message": "Incorrect API key provided: sk-test. You can find your API key at "
+               "https://platform.openai.com/account/api-keys.",
+    "type": "invalid_request_error", "param": None, "code": "invalid_api_key"})
 OUT_OF_QUOTA = ErrorReply(429, {
     "message": "You exceeded your current quota, please check your plan and billing details. "
                "For more information on this error, read the docs: "
