@@ -310,6 +310,11 @@ def _webp_first_image_chunk(data: bytes) -> bytes | None:
 
 
 def _reencoded(img: Image.Image, *, lossy: bool, max_pixels: int = 0) -> bytes:
+    if 0 < max_pixels < img.width * img.height:
+        # A JPEG then decodes at a fraction of its size (1/2, 1/4 or 1/8), no smaller than
+        # the size it is scaled to; other formats ignore this.
+        scale = math.sqrt(max_pixels / (img.width * img.height))
+        img.draft(img.mode, (math.ceil(img.width * scale), math.ceil(img.height * scale)))
     frame = ImageOps.exif_transpose(img)  # a copy of the first frame, upright
     icc = frame.info.get("icc_profile")
     if frame.mode == "CMYK":
