@@ -17,15 +17,20 @@ from llmi.tools.code import _child_env, run_chart
 
 BUNDLED = Path(matplotlib.get_data_path(), "fonts", "ttf", "DejaVuSans.ttf")
 FAMILY = "Llmi Test Sans"
-LISTED = """
+USER_FONTS = (".local", "share", "fonts")
+"""The user's font folder under HOME (XDG_DATA_HOME's default)."""
+REPORT_FONTS = """
 import os
 from matplotlib import font_manager
-paths = [font.fname for font in font_manager.fontManager.ttflist if font.name == {family!r}]
-found = [(os.path.relpath(path, {folder!r}), len(open(path, "rb").read())) for path in paths]
-raise RuntimeError("REPORT " + repr(found))
+fonts = font_manager.fontManager.ttflist
+ours = [(os.path.relpath(font.fname, {folder!r}), len(open(font.fname, "rb").read()))
+        for font in fonts if font.name == {family!r}]
+missing = [font.name for font in fonts if not os.path.exists(font.fname)]
+raise RuntimeError("REPORT " + repr((ours, missing)))
 """
 """Chart code that reports where in ``folder`` the chart process found the family (a path
-relative to it: error texts may lose absolute ones), and that it can read the file."""
+relative to it: error texts may lose absolute ones) and the size it read there, and the
+fonts on its list whose files it cannot see."""
 
 
 def install_font(folder: Path, family: str = FAMILY) -> Path:
@@ -42,13 +47,17 @@ def install_font(folder: Path, family: str = FAMILY) -> Path:
     return path
 
 
-def listed(folder: Path, *, pool: bool, sandbox: str) -> list[tuple[str, int]]:
-    code = LISTED.format(family=FAMILY, folder=str(folder))
+def fonts_of_a_chart(folder: Path, *, pool: bool, sandbox: str) -> list[tuple[str, int]]:
+    """The test family's files in ``folder`` as a chart's process lists them; checks that
+    every font on its list is there to open."""
+    code = REPORT_FONTS.format(family=FAMILY, folder=str(folder))
     with pytest.raises(ToolError) as raised:
         run_chart(code, timeout_s=120, memory_mb=2048, pool=pool, sandbox=sandbox)
     last = str(raised.value).splitlines()[-1]
     assert last.startswith("RuntimeError: REPORT "), str(raised.value)
-    return ast.literal_eval(last.removeprefix("RuntimeError: REPORT "))
+    ours, missing = ast.literal_eval(last.removeprefix("RuntimeError: REPORT "))
+    assert missing == []
+    return ours
 
 
 def test_the_fingerprint_follows_the_font_files(tmp_path: Path) -> None:
@@ -67,12 +76,20 @@ def test_the_fingerprint_follows_the_font_files(tmp_path: Path) -> None:
     assert chart_fonts.fingerprint([fonts]) == before
 
 
-def test_a_font_in_the_users_folders_names_a_new_config_folder(tmp_path: Path) -> None:
-    before = _child_env(False)["MPLCONFIGDIR"]
-    install_font(Path.home() / ".fonts")
-    after = _child_env(False)["MPLCONFIGDIR"]
-    assert after != before
-    assert Path(after).parent == Path(before).parent
+def test_a_new_font_names_a_new_config_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    system = tmp_path / "system-fonts"
+    monkeypatch.setattr(chart_fonts, "SYSTEM_FONT_FOLDERS",
+                        (*chart_fonts.SYSTEM_FONT_FOLDERS, str(system)))
+    unjailed, jailed = _child_env(False)["MPLCONFIGDIR"], _child_env(True)["MPLCONFIGDIR"]
+    install_font(Path.home().joinpath(*USER_FONTS))
+    assert _child_env(False)["MPLCONFIGDIR"] != unjailed
+    # The jail hides the user's fonts: its font list stays as it was.
+    assert _child_env(True)["MPLCONFIGDIR"] == jailed
+    install_font(system)
+    assert _child_env(True)["MPLCONFIGDIR"] != jailed
+    assert Path(_child_env(True)["MPLCONFIGDIR"]).parent == Path(jailed).parent
 
 
 def test_the_tests_have_a_home_and_cache_of_their_own(
@@ -87,11 +104,18 @@ def test_the_tests_have_a_home_and_cache_of_their_own(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("pool", [True, False], ids=["warm", "cold"])
-@pytest.mark.parametrize("sandbox", ["off", "strict"])
-def test_a_font_installed_after_a_chart_is_seen_by_the_next(pool: bool, sandbox: str) -> None:
-    if sandbox == "strict" and not chart_jail.jail_available():
-        pytest.skip(f"no jail here: {chart_jail.jail_problem()}")
-    fonts = Path.home() / ".local" / "share" / "fonts"
-    assert listed(fonts, pool=pool, sandbox=sandbox) == []
+def test_a_font_installed_after_a_chart_is_drawn_by_the_next(pool: bool) -> None:
+    fonts = Path.home().joinpath(*USER_FONTS)
+    assert fonts_of_a_chart(fonts, pool=pool, sandbox="off") == []
     font = install_font(fonts)
-    assert listed(fonts, pool=pool, sandbox=sandbox) == [(font.name, font.stat().st_size)]
+    assert fonts_of_a_chart(fonts, pool=pool, sandbox="off") == [(font.name, font.stat().st_size)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pool", [True, False], ids=["warm", "cold"])
+def test_a_jailed_chart_lists_only_fonts_it_can_open(pool: bool) -> None:
+    if not chart_jail.jail_available():
+        pytest.skip(f"no jail here: {chart_jail.jail_problem()}")
+    fonts = Path.home().joinpath(*USER_FONTS)
+    install_font(fonts)
+    assert fonts_of_a_chart(fonts, pool=pool, sandbox="strict") == []

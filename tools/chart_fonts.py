@@ -10,7 +10,8 @@ folder, so a new zygote starts that sees the new font.
 
 The fingerprint covers matplotlib's own font folders, fontconfig's default ones among them;
 a font that only a custom fontconfig configuration adds elsewhere is listed by matplotlib
-but does not refresh the cache when it changes.
+but does not refresh the cache when it changes. A jailed chart sees the system's fonts
+only: the user's own font folders are in HOME, which the jail hides.
 """
 
 from __future__ import annotations
@@ -38,23 +39,15 @@ FINGERPRINT_CHARS = 16
 
 def user_font_folders(env: Mapping[str, str]) -> list[Path]:
     """The user's font folders that matplotlib searches, and fontconfig by default, for
-    ``env``'s HOME and XDG_DATA_HOME (a jailed chart has only the latter)."""
+    ``env``'s HOME and XDG_DATA_HOME; none without them (a jailed chart's environment)."""
     home = env.get("HOME")
-    data = data_home(env)
-    folders = [Path(data["XDG_DATA_HOME"], "fonts")] if data else []
+    data = env.get("XDG_DATA_HOME") or (home and os.path.join(home, ".local", "share"))
+    folders = [Path(data, "fonts")] if data else []
     if home:
         folders.append(Path(home, ".fonts"))
         if sys.platform == "darwin":
             folders.append(Path(home, "Library", "Fonts"))
     return folders
-
-
-def data_home(env: Mapping[str, str]) -> dict[str, str]:
-    """``XDG_DATA_HOME`` of ``env`` spelled out, so that it still names the user's data
-    folder where HOME is another (a jailed chart's is its job's folder)."""
-    home = env.get("HOME")
-    data = env.get("XDG_DATA_HOME") or (home and os.path.join(home, ".local", "share"))
-    return {"XDG_DATA_HOME": data} if data else {}
 
 
 def font_folders(env: Mapping[str, str]) -> list[Path]:

@@ -9,9 +9,9 @@ Flatpak, and needs no privileges where the kernel allows user namespaces:
 - user, PID, network, IPC, UTS (and, where possible, cgroup) namespaces: no network but
   a loopback of its own, no sight of any process outside the jail, no capabilities;
 - a read-only view of the system folders, the Python installation, its packages and the
-  fonts, the user's own fonts included (``$XDG_DATA_HOME/fonts``); the only writable
-  folders are the ones llmi names (the job's, which are HOME and TMPDIR too); the rest of
-  the real HOME, the cache, the artifact store and the checkpoints are not there;
+  system's fonts; the only writable folders are the ones llmi names (the job's, which are
+  HOME and TMPDIR too); the real HOME (with the user's own fonts), the cache, the
+  artifact store and the checkpoints are not there;
 - an environment from ``ALLOWED_ENV`` only; a new session (no controlling terminal);
 - the jail dies with llmi: a fresh interpreter's through ``--die-with-parent`` (the
   thread that started it waits for it), the zygote's when llmi's end of its socket
@@ -40,7 +40,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from llmi.context import env_name
-from llmi.tools import chart_fonts
 from llmi.tools.base import ToolError
 
 BWRAP_ENV = env_name("bwrap")
@@ -49,10 +48,9 @@ MODES = ("strict", "process", "off")
 ALLOWED_ENV = (
     "MPLBACKEND", "MPLCONFIGDIR", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
     "MKL_NUM_THREADS", "JE_ARROW_MALLOC_CONF", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
-    "LANG", "LC_ALL", "TZ", "XDG_DATA_HOME",
+    "LANG", "LC_ALL", "TZ",
 )
-"""What a chart may see of its environment; PATH and HOME are set by the jail.
-``XDG_DATA_HOME`` says where the user's fonts are (``chart_fonts``)."""
+"""What a chart may see of its environment; PATH and HOME are set by the jail."""
 SYSTEM_FOLDERS = (
     "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc/fonts",
     "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime",
@@ -123,9 +121,6 @@ def jailed(bwrap: str, argv: Sequence[str], *, writable: Iterable[Path],
                 "--setenv", "TMPDIR", str(cwd)]
     for folder in _readable():
         command += ["--ro-bind", folder, folder]
-    # The user's own fonts, where matplotlib's font list (built outside) says they are.
-    for folder in filter(Path.is_dir, chart_fonts.user_font_folders(env)):
-        command += ["--ro-bind", str(folder), str(folder)]
     command += ["--proc", "/proc", "--dev", "/dev"]
     for folder in writable:
         command += ["--bind", str(folder), str(folder)]

@@ -161,8 +161,7 @@ def _child_env(jail: bool) -> dict[str, str]:
     threads["JE_ARROW_MALLOC_CONF"] = "background_thread:false"
     env = env | threads | {"MPLBACKEND": "Agg"}
     if jail:
-        # Its HOME is the job's folder: it finds the user's fonts through XDG_DATA_HOME.
-        env = chart_jail.allowed_env(env | chart_fonts.data_home(env))
+        env = chart_jail.allowed_env(env)
     # A persistent config folder, so matplotlib builds its font cache once for each set of
     # fonts the chart can see; a font installed since gets a new one (``chart_fonts``).
     config = chart_fonts.config_dir(default_cache_dir() / "matplotlib", env)
