@@ -5,8 +5,9 @@ and builds that list again only when the file is missing or of another version: 
 installed later would never be used. llmi gives each set of installed fonts a config
 folder of its own, named by a fingerprint of the font files matplotlib finds (their
 paths, sizes and modification times), so that a font added, removed or renamed makes a
-new folder, whose list matplotlib builds afresh. The zygote's key holds the config
-folder, so a new zygote starts that sees the new font.
+new folder, whose list matplotlib builds afresh (a few seconds, once; the folders of
+earlier sets stay, tens of kilobytes each). The zygote's key holds the config folder, so
+a new zygote starts that sees the new font.
 
 The fingerprint covers matplotlib's own font folders, fontconfig's default ones among them;
 a font that only a custom fontconfig configuration adds elsewhere is listed by matplotlib
