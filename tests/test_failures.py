@@ -8,6 +8,7 @@ checks a user without root meets.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -20,6 +21,8 @@ import pytest
 
 from llmi.checkpoints import latest, open_checkpointer
 from llmi.cli import main
+from llmi.context import Context
+from llmi.models import ModelServerError, chat_model
 
 from openai_standin import (
     BAD_KEY,
@@ -117,6 +120,16 @@ def test_quota_is_told_as_quota_and_not_tried_again(generate) -> None:
     assert tries_over(reason)[0] == 1
     assert "OPENAI_API_KEY" in hint and "account" in hint and "credit" in hint
     assert "LLMI_MODEL_RETRIES" not in hint
+
+
+def test_quota_is_not_tried_again_from_async_code_either() -> None:
+    """A LangGraph server calls the models from async code, through the async client."""
+    with chat_server(OUT_OF_QUOTA) as (url, seen):
+        model = chat_model(Context(model="gpt-4o", base_url=url, model_retries=3))
+        with pytest.raises(ModelServerError) as raised:
+            asyncio.run(model.ainvoke("A note"))
+    assert len(seen) == 1
+    assert raised.value.tries == 1 and "quota" in raised.value.reason
 
 
 def test_a_refused_key_names_the_key(generate) -> None:
