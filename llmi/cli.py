@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import atexit
+import os
+import signal
 import sys
 import tempfile
+import threading
 import uuid
-from collections.abc import Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -41,6 +45,7 @@ from llmi.nodes.candidates import NoCandidate
 from llmi.nodes.intake import BadInputImage
 from llmi.progress import SlotProgress
 from llmi.reasoning import NoAnswer
+from llmi.stopping import RunThread
 
 
 SCORERS = [name.replace("_", "-") for name in NAMES]
@@ -56,26 +61,68 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console(stderr=True)
     try:
-        return args.run(args, console)
+        with _signals_interrupt():
+            return args.run(args, console)
     except (CliError, CheckpointStoreError, *STORAGE_ERRORS) as exc:
         failure = explain(exc, Context(out_dir=getattr(args, "out", None)))
         console.print(f"[bold red]llmi:[/] {failure.reason}", highlight=False, soft_wrap=True)
         console.print(f"[dim]hint: {failure.hint}[/]", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt as exc:
-        console.print("[bold red]llmi:[/] interrupted")
-        if isinstance(exc, Interrupted):
-            console.print(f"[dim]hint: continue it with `llmi resume {exc.thread_id}`[/]",
-                          highlight=False, soft_wrap=True)
-        return 130
+        interrupt = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
+        console.print(f"[bold red]llmi:[/] {interrupt.reason}", highlight=False)
+        if interrupt.hint:
+            console.print(f"[dim]hint: {interrupt.hint}[/]", highlight=False, soft_wrap=True)
+        return 128 + interrupt.signum
+
+
+def entry() -> None:
+    """The ``llmi`` command: ``main``, then an exit that does not wait for work an
+    interrupt left behind (a model call cannot be cut short; its step runs again on
+    resume, and everything finished is on disk)."""
+    status = main()
+    # Daemon or not: the interpreter's exit joins every thread of a ThreadPoolExecutor.
+    if threading.active_count() > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        atexit._run_exitfuncs()  # llmi's own clean-up: chart processes, temporary folders
+        os._exit(status)
+    sys.exit(status)
 
 
 class Interrupted(KeyboardInterrupt):
-    """Ctrl-C during a run, which can be resumed."""
+    """Ctrl-C (SIGINT) or SIGTERM: the command stopped; ``hint`` says how to go on."""
 
-    def __init__(self, thread_id: str) -> None:
-        super().__init__(thread_id)
-        self.thread_id = thread_id
+    def __init__(self, signum: int, hint: str = "") -> None:
+        super().__init__(signum)
+        self.signum, self.hint = signum, hint
+
+    @property
+    def reason(self) -> str:
+        return "interrupted" if self.signum == signal.SIGINT else \
+            f"stopped by {signal.Signals(self.signum).name}"
+
+    def with_hint(self, hint: str) -> Interrupted:
+        return Interrupted(self.signum, hint)
+
+
+@contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGINT and SIGTERM raise Interrupted in the main thread, so a run stops as it does
+    for Ctrl-C (SIGTERM's default would end the process at once, its run unfinished)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise Interrupted(signum)
+
+    previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -196,9 +243,9 @@ def _evaluate(args: argparse.Namespace, console: Console) -> int:
     )
     try:
         summary = evaluation.run(console)
-    except KeyboardInterrupt:
-        raise CliError("interrupted", f"run the same command again to resume: the items "
-                       f"finished so far are in {out / 'results.jsonl'}") from None
+    except Interrupted as exc:
+        raise exc.with_hint(f"run the same command again to resume: the items finished so "
+                            f"far are in {out / 'results.jsonl'}") from None
     return 1 if summary["errors"] else 0
 
 
@@ -265,7 +312,9 @@ def _resume(args: argparse.Namespace, console: Console) -> int:
             settings = replace(settings, tool_cache=False)
         model = RecordedModel() if settings.model == "recorded" else None
         state = _graph(settings, model, saver).get_state(thread_config(args.thread))
-        if not state.next:
+        # A step that finished its writes but was stopped before the next checkpoint has
+        # nothing next, yet its writes are pending in ``tasks``: resuming applies them.
+        if not state.next and not state.tasks:
             outputs = state.values.get("outputs") or {}
             if not outputs:
                 raise CliError(f"run {args.thread} ended without a document",
@@ -275,7 +324,8 @@ def _resume(args: argparse.Namespace, console: Console) -> int:
                           highlight=False, soft_wrap=True)
             _print_outputs(outputs)
             return 0
-        console.print(f"[dim]resuming run {args.thread} at {', '.join(state.next)}[/]",
+        at = state.next or tuple(task.name for task in state.tasks)
+        console.print(f"[dim]resuming run {args.thread} at {', '.join(at)}[/]",
                       highlight=False, soft_wrap=True)
         outputs = _stream(None, settings, settings.context(), console, saver, args.thread, model)
     _print_outputs(outputs)
@@ -292,20 +342,21 @@ def _stream(inputs: dict[str, Any] | None, settings: RunSettings, ctx: Context, 
     """Run (``inputs``) or resume (``None``) the thread; returns the document's outputs."""
     graph = _graph(settings, model, saver)
     config = thread_config(thread_id, settings)
+    # "sync": each checkpoint is on disk before the next step starts, so a run killed in
+    # the middle of a step resumes at that step.
+    run = RunThread(lambda: graph.stream(inputs, config, context=ctx, subgraphs=True,
+                                         stream_mode=["custom", "updates"], durability="sync"))
     with SlotProgress(console) as progress:
         try:
-            # "sync": each checkpoint is on disk before the next step starts, so a run
-            # killed in the middle of a step resumes at that step.
-            for _, mode, chunk in graph.stream(inputs, config, context=ctx, subgraphs=True,
-                                               stream_mode=["custom", "updates"],
-                                               durability="sync"):
+            for _, mode, chunk in run.chunks():
                 if mode == "custom":
                     progress.event(chunk)
                 elif mode == "updates":
                     for node, update in chunk.items():
                         progress.step(node, update)
-        except KeyboardInterrupt:
-            raise Interrupted(thread_id) from None
+        except Interrupted as exc:
+            run.stop()
+            raise exc.with_hint(f"continue it with `llmi resume {thread_id}`") from None
         except ModelNotConfigured as exc:
             raise CliError(str(exc), "or try `llmi demo`") from None
         except NoAnswer as exc:
@@ -425,4 +476,4 @@ def _image_num(text: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

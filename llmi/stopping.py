@@ -2,10 +2,11 @@
 
 Signals reach the main thread only, while a run's nodes work on other threads. The
 entry points (the CLI, the evaluation runner) call ``request`` when they are
-interrupted; a node that waits on long work (dispatch waits on its tools) polls
-``requested`` and raises ``Stopped``. A node that raises writes nothing to the
-checkpoint, so the run resumes at that node, and the tool calls that finished before
-the stop come back from the tool cache.
+interrupted. Dispatch, which waits on tools, polls ``requested``: it ends its round at
+once with the results that finished, so the checkpoint keeps every finished tool call,
+and leaves the rest pending. The nodes that would go on from there (dispatch and the
+verifier) raise ``Stopped`` when they start after a stop: a node that raises writes
+nothing, so the run resumes at it.
 """
 
 from __future__ import annotations

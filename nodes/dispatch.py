@@ -1,5 +1,8 @@
 """Dispatch node: every pending request runs on its tool, concurrently.
 
+When a stop is requested (``llmi.stopping``) a round ends early: the results that
+finished are written, and the requests still running stay pending for the resumed run.
+
 Each new image is checked (``image_problem``) on a pool of its own as it arrives, and
 the result records what the check found for the verifier. An edit of the image does
 not wait for the check: it starts the moment the image is stored.
@@ -15,6 +18,7 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
+from llmi import stopping
 from llmi.artifacts import ArtifactStore, NotAnImage
 from llmi.context import Context, context_of
 from llmi.events import emitter
@@ -39,6 +43,7 @@ class Dispatch:
         self.tools = tools if tools is not None else default_tools()
 
     def __call__(self, state: DocumentState, runtime: Runtime[Context]) -> dict:
+        stopping.raise_if_requested()
         notify = _progress(runtime, state.get("candidate"))
         return {"results": self.run(state, context_of(runtime), notify=notify)}
 

@@ -29,8 +29,8 @@ class Scheduler:
 
     ``known`` maps image indices that already have an image (input images,
     slots finished in earlier rounds) to it; ``failed`` maps slots that failed in
-    earlier rounds to their results. ``run`` raises only ``stopping.Stopped``, when a
-    stop is requested while requests run.
+    earlier rounds to their results. ``run`` must not raise. When a stop is requested
+    (``llmi.stopping``) it returns at once, with the results of the requests that finished.
     """
 
     def __init__(
@@ -65,8 +65,11 @@ class Scheduler:
         try:
             for request in requests:
                 self._release(request)
-            while self._running:
+            # On a stop, the round ends with what finished; the rest stay pending for the
+            # resumed run, and what still runs is abandoned as an overrunning tool is.
+            while self._running and not stopping.requested():
                 self._step()
+            self._settle_finished()
         finally:
             # Overrunning tools are abandoned, not awaited: their slots are already failed.
             self._pool.shutdown(wait=False, cancel_futures=True)
@@ -87,6 +90,8 @@ class Scheduler:
             self._waiting[source].append(request)
 
     def _start(self, request: ImageRequest, source: ImageRef | None) -> None:
+        if stopping.requested():
+            return
         self._notify({"slot": request["slot"], "source": request["source"], "status": "queued",
                       "description": request["description"], "attempt": request["attempt"]})
         # Each task runs in a copy of this node's context, where LangGraph's stream writer lives.
@@ -103,9 +108,6 @@ class Scheduler:
     def _step(self) -> None:
         timeout = min(self._next_deadline(), stopping.POLL_S)
         done, _ = wait(self._running, timeout=timeout, return_when=FIRST_COMPLETED)
-        # Slots still running are abandoned as overrunning ones are; those that finished
-        # are in the tool cache for the resumed run.
-        stopping.raise_if_requested()
         for future in done:
             self._running.pop(future)
             self._settle(future.result())
@@ -118,6 +120,11 @@ class Scheduler:
                 self._settle(failed_request(request, f"timed out after {self._timeout_s:g} s",
                                             seconds=now - started, failure="timeout",
                                             infrastructure=True))
+
+    def _settle_finished(self) -> None:
+        for future in [f for f in self._running if f.done() and not f.cancelled()]:
+            self._running.pop(future)
+            self._settle(future.result())
 
     def _next_deadline(self) -> float:
         with self._lock:

@@ -11,6 +11,7 @@ from langchain_core.language_models import BaseChatModel
 from langgraph.runtime import Runtime
 from PIL import Image, UnidentifiedImageError
 
+from llmi import stopping
 from llmi.artifacts import ArtifactStore
 from llmi.context import Context, context_of
 from llmi.events import emitter
@@ -66,6 +67,8 @@ class Verifier:
         self.judge = judge
 
     def __call__(self, state: DocumentState, runtime: Runtime[Context]) -> dict:
+        # After a round that a stop ended early: the run resumes here.
+        stopping.raise_if_requested()
         ctx = context_of(runtime)
         fresh = [r for r in state.get("results", []) if not r.get("checked")]
         checked, findings = self._check(fresh, state.get("segments", []), ctx)
