@@ -408,3 +408,40 @@ def test_a_stop_ends_the_round_with_what_finished_and_the_run_resumes_at_the_ver
     # the tool cache before the resume, else it is made again.
     queries = [call.request["params"]["query"] for call in search.calls]
     assert queries.count("fast") == 1 and queries.count("slow") in (1, 2)
+
+
+CLOSE_WHILE_WRITING = """
+import sys, threading, time
+from langgraph.checkpoint.base import empty_checkpoint
+from llmi.checkpoints import open_checkpointer
+
+errors = set()
+for round_ in range(30):
+    with open_checkpointer(f"{sys.argv[1]}/{round_}.sqlite") as saver:
+        saver.setup()
+        config = saver.put({"configurable": {"thread_id": "t", "checkpoint_ns": ""}},
+                           empty_checkpoint(), {}, {})
+        def write():
+            for task in range(10_000):
+                try:
+                    saver.put_writes(config, [("results", "x" * 5000)] * 20, f"task-{task}")
+                except Exception as exc:
+                    errors.add(type(exc).__name__)
+                    return
+        writers = [threading.Thread(target=write) for _ in range(4)]
+        for writer in writers:
+            writer.start()
+        time.sleep(0.02)
+    for writer in writers:
+        writer.join()
+print(sorted(errors))
+"""
+
+
+def test_closing_the_checkpointer_while_a_run_writes_never_crashes(tmp_path: Path) -> None:
+    """An interrupted evaluation closes its checkpointer while items it left behind may
+    still write: closing a sqlite3 connection in use crashed Python (SIGSEGV)."""
+    done = subprocess.run([sys.executable, "-c", CLOSE_WHILE_WRITING, str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["['ProgrammingError']"]
