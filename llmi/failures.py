@@ -20,18 +20,26 @@ from llmi.context import Context, env_name
 
 OUT = "--out"
 """The setting of the document's folder as a user gives it (``LLMI_OUT`` by default)."""
+_WHERE = f"check where llmi writes: {OUT}, {env_name('artifact_dir')} and " \
+    f"{env_name('checkpoint_url')}"
 STORAGE_ERRORS = (OSError, sqlite3.Error)
 """What writing the document, the artifact store, the tool cache or the checkpoints raises."""
 
-_FULL = {errno.ENOSPC: "no space left on the disk of {path}",
-         errno.EDQUOT: "the disk quota is used up for {path}"}
-_REFUSED = {errno.EACCES: "no permission to write {path}",
-            errno.EPERM: "no permission to write {path}",
-            errno.EROFS: "{path} is on a read-only disk"}
-_NOT_A_FOLDER = {errno.ENOTDIR: "a part of {path} is a file, not a folder",
-                 errno.EEXIST: "{path} is a file, not a folder",
-                 errno.EISDIR: "{path} is a folder, not a file",
-                 errno.ENOENT: "{path} does not exist"}
+_FULL = "free some space on that disk"
+_WRITABLE = "make that folder writable for this user"
+_CHECK = "check the path"
+_FILE_ERRORS = {
+    errno.ENOSPC: ("no space left on the disk of {path}", _FULL),
+    errno.EDQUOT: ("the disk quota is used up for {path}", _FULL),
+    errno.EACCES: ("no permission to write {path}", _WRITABLE),
+    errno.EPERM: ("no permission to write {path}", _WRITABLE),
+    errno.EROFS: ("{path} is on a read-only disk", "make that disk writable"),
+    errno.ENOTDIR: ("a part of {path} is a file, not a folder", _CHECK),
+    errno.EEXIST: ("{path} is a file, not a folder", _CHECK),
+    errno.EISDIR: ("{path} is a folder, not a file", _CHECK),
+    errno.ENOENT: ("{path} does not exist", _CHECK),
+}
+"""Errors of writing a file: what the user is told, and the fix."""
 
 
 @dataclass(frozen=True)
@@ -64,17 +72,15 @@ def explain(exc: Exception, ctx: Context, *, run: str | None = None) -> Failure:
 
 def _file(exc: OSError, ctx: Context) -> tuple[str, str, str]:
     """What went wrong, the fix, and the setting that decides where the file goes."""
-    path = str(exc.filename) if exc.filename is not None else "a file llmi writes"
-    setting = _setting_for(exc.filename, ctx)
-    if exc.errno in _FULL:
-        return _FULL[exc.errno].format(path=path), "free some space on that disk", setting
-    if exc.errno in _REFUSED:
-        return (_REFUSED[exc.errno].format(path=path), "make that folder writable for this user",
-                setting)
-    if exc.errno in _NOT_A_FOLDER:
-        return _NOT_A_FOLDER[exc.errno].format(path=path), "check the path", setting
     said = exc.strerror or str(exc)
-    return (f"{said}: {exc.filename}" if exc.filename else said), "check the path", setting
+    if exc.filename is None:  # llmi's own writes name their file: not one of them
+        return said, _WHERE, ""
+    path = str(exc.filename)
+    setting = _setting_for(path, ctx)
+    if exc.errno not in _FILE_ERRORS:
+        return f"cannot write {path}: {said}", _CHECK, setting
+    reason, fix = _FILE_ERRORS[exc.errno]
+    return reason.format(path=path), fix, setting
 
 
 def _checkpoints(exc: Exception, ctx: Context) -> tuple[str, str, str]:
@@ -83,18 +89,16 @@ def _checkpoints(exc: Exception, ctx: Context) -> tuple[str, str, str]:
     code = getattr(exc, "sqlite_errorname", "")
     setting = env_name("checkpoint_url")
     if code == "SQLITE_FULL":
-        return f"no space left on the disk of {store}", "free some space on that disk", setting
+        return f"no space left on the disk of {store}", _FULL, setting
     if code.startswith(("SQLITE_READONLY", "SQLITE_PERM", "SQLITE_CANTOPEN")):
         return (f"{store} cannot be written ({exc})",
                 "make it and its folder writable for this user", setting)
     return f"{store} failed: {exc}", "check the file", setting
 
 
-def _setting_for(filename: object, ctx: Context) -> str:
+def _setting_for(filename: str, ctx: Context) -> str:
     """The setting that decides where ``filename`` goes, or "" when none does."""
-    if filename is None:
-        return ""
-    path = Path(str(filename)).expanduser().resolve()
+    path = Path(filename).expanduser().resolve()
     places = [(ctx.out_dir, OUT),
               (ctx.artifact_dir, env_name("artifact_dir"))]
     if not is_postgres(ctx.checkpoint_url):

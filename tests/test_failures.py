@@ -183,7 +183,8 @@ def run_id(stderr: str) -> str:
 
 
 def temporary_files(folder: Path) -> list[Path]:
-    return [p for p in folder.rglob("*") if p.name.startswith(".") and p.name.endswith(".tmp")]
+    """Hidden files named as temporary ones, as llmi (and tempfile's mkstemp) name them."""
+    return [p for p in folder.rglob("*") if p.name.startswith(".") and "tmp" in p.name]
 
 
 def small_disk(folder: Path, size: int) -> list[str]:
