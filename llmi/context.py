@@ -145,16 +145,35 @@ class Context:
             if getattr(self, f.name) is None:
                 raw = os.environ.get(f.metadata["env"])
                 default = f.metadata["default"]
-                setattr(self, f.name, default if raw in (None, "") else _coerce(raw, default))
+                value = default if raw in (None, "") else _coerce(f.metadata["env"], raw, default)
+                setattr(self, f.name, value)
 
 
-def _coerce(raw: str, like: Any) -> Any:
-    if isinstance(like, bool):
-        return raw.strip().lower() in {"1", "true", "yes", "on"}
-    if isinstance(like, int):
-        return int(raw)
-    if isinstance(like, float):
-        return float(raw)
+class SettingError(ValueError):
+    """An environment variable holds a value its setting cannot take."""
+
+    def __init__(self, name: str, raw: str, expected: str) -> None:
+        super().__init__(f"{name}={raw!r} is not {expected}")
+        self.name = name
+
+
+_BOOLEANS = {"1": True, "true": True, "yes": True, "on": True,
+             "0": False, "false": False, "no": False, "off": False}
+
+
+def _coerce(name: str, raw: str, like: Any) -> Any:
+    text = raw.strip()
+    try:
+        if isinstance(like, bool):
+            return _BOOLEANS[text.lower()]
+        if isinstance(like, int):
+            return int(text)
+        if isinstance(like, float):
+            return float(text)
+    except (KeyError, ValueError):
+        expected = {bool: "one of 1, true, yes, on, 0, false, no, off", int: "a whole number",
+                    float: "a number"}[type(like)]
+        raise SettingError(name, raw, expected) from None
     return raw
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from llmi.context import Context, env_name
+from llmi.context import Context, SettingError, env_name
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,6 +22,27 @@ def test_fields_fall_back_to_the_environment(monkeypatch: pytest.MonkeyPatch) ->
     ctx = Context()
     assert (ctx.model, ctx.base_url, ctx.max_images, ctx.code_timeout) == (
         "qwen", "http://localhost:8000/v1", 3, 2.5)
+
+
+@pytest.mark.parametrize(("name", "raw", "expected"), [
+    ("LLMI_KEEP", "abc", "a whole number"),
+    ("LLMI_CODE_TIMEOUT", "20s", "a number"),
+    ("LLMI_TOOL_CACHE", "maybe", "one of 1, true, yes, on, 0, false, no, off"),
+])
+def test_a_value_a_setting_cannot_take_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, raw: str, expected: str
+) -> None:
+    monkeypatch.setenv(name, raw)
+    with pytest.raises(SettingError) as raised:
+        Context()
+    assert str(raised.value) == f"{name}={raw!r} is not {expected}"
+    assert raised.value.name == name
+
+
+@pytest.mark.parametrize(("raw", "value"), [(" Off ", False), ("YES", True), ("0", False)])
+def test_switches_read_the_usual_words(monkeypatch: pytest.MonkeyPatch, raw: str, value: bool) -> None:
+    monkeypatch.setenv("LLMI_TOOL_CACHE", raw)
+    assert Context().tool_cache is value
 
 
 def test_explicit_values_win_and_defaults_apply(monkeypatch: pytest.MonkeyPatch) -> None:
