@@ -32,7 +32,7 @@ from llmi.checkpoints import (
     settings_of,
     thread_config,
 )
-from llmi.context import Context, env_name
+from llmi.context import Context, SettingError, env_name
 from llmi.demo import LABEL, PROMPT, RecordedModel
 from llmi.evaluation.datasets import DatasetError, load_items
 from llmi.evaluation.runner import Evaluation
@@ -63,6 +63,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with _signals_interrupt():
             return args.run(args, console)
+    except SettingError as exc:
+        console.print(f"[bold red]llmi:[/] {exc}", highlight=False, soft_wrap=True)
+        console.print(f"[dim]hint: set {exc.name} to a value of that kind, or unset it for "
+                      f"the default[/]", highlight=False, soft_wrap=True)
+        return 2
     except (CliError, CheckpointStoreError, *STORAGE_ERRORS) as exc:
         failure = explain(exc, Context(out_dir=getattr(args, "out", None)))
         console.print(f"[bold red]llmi:[/] {failure.reason}", highlight=False, soft_wrap=True)
@@ -209,6 +214,7 @@ def _generate(args: argparse.Namespace, console: Console) -> int:
     for path in args.image:
         _check_image(path)
     _check_output_folder(ctx.out_dir, "--out (or LLMI_OUT)")
+    _check_artifact_folder(ctx)
     console.print(f"[dim]model {ctx.model} at {ctx.base_url or 'api.openai.com'}[/]", highlight=False)
     images = [str(Path(p).resolve()) for p in args.image]
     return _run({"prompt": args.prompt, "images": images, "image_num": args.image_num}, ctx,
@@ -221,6 +227,7 @@ def _evaluate(args: argparse.Namespace, console: Console) -> int:
     _require_model(ctx)
     _check_scaling(ctx)
     out = _check_output_folder(args.out, "--out")
+    _check_artifact_folder(ctx)
     try:
         items = load_items(args.dataset, image_dir=out / "inputs")
     except DatasetError as exc:
@@ -268,6 +275,7 @@ def _demo(args: argparse.Namespace, console: Console) -> int:
     # The recorded chart code is llmi's own: jailed where a jail can be had, else run with
     # process limits, so that the first run shows its charts on any machine.
     ctx = Context(out_dir=args.out, code_sandbox="process")
+    _check_artifact_folder(ctx)
     return _run({"prompt": PROMPT}, ctx, console, model=RecordedModel())
 
 
@@ -432,8 +440,19 @@ def _check_image_num(image_num: int, ctx: Context) -> None:
 
 
 def _check_output_folder(folder: str, setting: str) -> Path:
-    """The output folder, made when missing and proved writable by a probe file written and
-    removed, so that a run cannot reach the assembler only to fail there."""
+    """The output folder, made when missing and proved writable, so that a run cannot reach
+    the assembler only to fail there."""
+    return _check_writable(folder, "output folder", setting)
+
+
+def _check_artifact_folder(ctx: Context) -> None:
+    """The artifact store's folder, proved writable, so that no tool's image is lost."""
+    _check_writable(ctx.artifact_dir, "artifact folder", env_name("artifact_dir"))
+
+
+def _check_writable(folder: str, what: str, setting: str) -> Path:
+    """``folder``, made when missing and proved writable by a probe file written and
+    removed; a CliError naming ``what`` and its ``setting`` when it is not."""
     out = Path(folder).expanduser().resolve()
     hint = f"pass a folder you can write to with {setting}"
     try:
@@ -441,13 +460,13 @@ def _check_output_folder(folder: str, setting: str) -> Path:
     except OSError as exc:
         blocker = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
         why = f"{blocker} is a file" if blocker else exc.strerror
-        raise CliError(f"cannot make the output folder {out}: {why}", hint) from None
+        raise CliError(f"cannot make the {what} {out}: {why}", hint) from None
     try:
         with tempfile.TemporaryFile(dir=out, prefix=".llmi-probe-") as probe:
             probe.write(b"llmi")
             probe.flush()
     except OSError as exc:
-        raise CliError(f"cannot write in the output folder {out}: {exc.strerror}", hint) from None
+        raise CliError(f"cannot write in the {what} {out}: {exc.strerror}", hint) from None
     return out
 
 

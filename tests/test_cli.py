@@ -243,6 +243,33 @@ def test_settings_that_cannot_work_are_refused_before_any_model_call(
     assert seen == []
 
 
+@pytest.mark.usefixtures("_server_env")
+@pytest.mark.parametrize(("name", "value", "said"), [
+    ("LLMI_KEEP", "abc", "LLMI_KEEP='abc' is not a whole number"),
+    ("LLMI_TOOL_CACHE", "maybe", "LLMI_TOOL_CACHE='maybe' is not one of"),
+])
+def test_a_setting_with_a_value_it_cannot_take_is_one_line(
+    name: str, value: str, said: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv(name, value)
+    reason, seen = _refused(capsys, "generate", "x", "--out", str(tmp_path / "out"))
+    assert said in reason
+    assert seen == []
+
+
+@pytest.mark.usefixtures("_server_env")
+def test_an_artifact_folder_that_cannot_be_written_is_refused_before_any_model_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    monkeypatch.setenv("LLMI_ARTIFACTS", str(a_file / "artifacts"))
+    reason, seen = _refused(capsys, "generate", "x", "--out", str(tmp_path / "out"))
+    assert reason == f"llmi: cannot make the artifact folder {a_file / 'artifacts'}: {a_file} is a file"
+    assert seen == []
+
+
 @pytest.mark.parametrize("value", ["-5", "-2", "100", "two"])
 def test_images_takes_only_the_counts_llmi_reads(
     value: str, capsys: pytest.CaptureFixture[str]
