@@ -14,7 +14,7 @@ from langgraph.runtime import Runtime
 
 from llmi.artifacts import ArtifactStore, NotAnImage, inspect_image, shown_size
 from llmi.context import Context, context_of
-from llmi.state import DocumentState, ImageRef, Size
+from llmi.state import DocumentState, Size
 
 
 class BadInputImage(ValueError):
@@ -27,18 +27,19 @@ def take_inputs(state: DocumentState, runtime: Runtime[Context]) -> dict:
     store = ArtifactStore(ctx.artifact_dir)
     inputs, sizes = [], []
     for path in state.get("images", []):
-        try:
-            ref, size = _take_in(Path(path).read_bytes(), store, ctx.max_input_pixels)
-        except (OSError, NotAnImage) as exc:
-            raise BadInputImage(f"input image {Path(path).name!r}: {exc}") from None
-        inputs.append(ref)
+        data, size = _read(Path(path))
+        # A store that cannot be written raises its own OSError: that is not the image's fault.
+        inputs.append(store.put(data, max_pixels=ctx.max_input_pixels))
         sizes.append(size)
     return {"inputs": inputs, "input_sizes": sizes}
 
 
-def _take_in(data: bytes, store: ArtifactStore, max_pixels: int) -> tuple[ImageRef, Size]:
-    """The image stored, at most ``max_pixels`` large (0: any size), and its size as given
-    (upright). Raises NotAnImage."""
-    inspect_image(data, decode=True)
+def _read(path: Path) -> tuple[bytes, Size]:
+    """The image's bytes and its size as given (upright); raises BadInputImage."""
+    try:
+        data = path.read_bytes()
+        inspect_image(data, decode=True)
+    except (OSError, NotAnImage) as exc:
+        raise BadInputImage(f"input image {path.name!r}: {exc}") from None
     width, height = shown_size(data)
-    return store.put(data, max_pixels=max_pixels), Size(width=width, height=height)
+    return data, Size(width=width, height=height)

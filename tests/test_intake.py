@@ -87,3 +87,16 @@ def test_a_cap_of_0_keeps_inputs_as_they_come(
     _run(replace(context, max_input_pixels=None), [photo])
     entry = _manifest(context)["inputs"][0]
     assert (entry["width"], entry["height"], entry["scaled_from"]) == (3000, 2000, None)
+
+
+def test_an_artifact_store_that_cannot_be_written_is_not_blamed_on_the_image(
+    context: Context, tmp_path: Path
+) -> None:
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(encode(halves("RGB", RED, BLUE), "PNG"))
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the store's folder should be")
+    stored_under_a_file = replace(context, artifact_dir=str(blocker / "artifacts"))
+    # An OSError, which the CLI words as a storage failure; BadInputImage is a ValueError.
+    with pytest.raises(OSError):
+        _run(stored_under_a_file, [photo])
