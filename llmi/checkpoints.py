@@ -23,13 +23,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from llmi.context import Context, default_cache_dir, env_name
+from llmi.errors import LlmiError, first_line
+from llmi.graphs import GraphName, graph_for
 
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 CONNECT_TIMEOUT_S = 10
@@ -37,12 +39,8 @@ CONNECT_TIMEOUT_S = 10
 METADATA_KEY = "llmi_run"
 
 
-class CheckpointStoreError(Exception):
+class CheckpointStoreError(LlmiError):
     """The checkpoint store cannot be opened; ``hint`` says what to do."""
-
-    def __init__(self, reason: str, hint: str) -> None:
-        super().__init__(reason)
-        self.reason, self.hint = reason, hint
 
 
 def is_postgres(url: str | None) -> bool:
@@ -112,7 +110,7 @@ def _postgres(url: str) -> Iterator[BaseCheckpointSaver]:
     except psycopg.Error as exc:
         raise CheckpointStoreError(
             f"cannot connect to the checkpoint database ({describe(url)}): "
-            f"{_first_line(str(exc)) or type(exc).__name__}",
+            f"{first_line(str(exc)) or type(exc).__name__}",
             f"start the server, or check {setting}",
         ) from None
     try:
@@ -120,7 +118,7 @@ def _postgres(url: str) -> Iterator[BaseCheckpointSaver]:
             saver.setup()
         except psycopg.Error as exc:
             raise CheckpointStoreError(
-                f"cannot set up the checkpoint tables ({describe(url)}): {_first_line(str(exc))}",
+                f"cannot set up the checkpoint tables ({describe(url)}): {first_line(str(exc))}",
                 "the database user needs the right to create tables",
             ) from None
         yield saver
@@ -137,10 +135,6 @@ def _with_timeout(url: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0] if text.strip() else ""
-
-
 # --- what a run remembers ------------------------------------------------------------
 
 
@@ -148,7 +142,7 @@ def _first_line(text: str) -> str:
 class RunSettings:
     """The CLI settings a run started with, kept with its checkpoints."""
 
-    graph: Literal["document", "tts"]
+    graph: GraphName
     candidates: int
     keep: int
     out_dir: str
@@ -161,7 +155,7 @@ class RunSettings:
     @classmethod
     def of(cls, ctx: Context, *, model: str = "") -> RunSettings:
         return cls(
-            graph="tts" if ctx.candidates > 1 else "document",
+            graph=graph_for(ctx.candidates),
             candidates=ctx.candidates,
             keep=ctx.keep,
             out_dir=str(Path(ctx.out_dir).expanduser().resolve()),

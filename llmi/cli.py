@@ -24,7 +24,6 @@ from rich.console import Console
 from llmi import __version__
 from llmi.artifacts import NotAnImage, inspect_image
 from llmi.checkpoints import (
-    CheckpointStoreError,
     RunSettings,
     describe,
     latest,
@@ -33,14 +32,16 @@ from llmi.checkpoints import (
     thread_config,
 )
 from llmi.context import Context, SettingError, env_name
+from llmi.errors import LlmiError
 from llmi.demo import LABEL, PROMPT, RecordedModel
 from llmi.evaluation.datasets import DatasetError, load_items
 from llmi.evaluation.runner import Evaluation
 from llmi.evaluation.scorers import NAMES, build_scorers
+from llmi.graphs import GraphName, graph_for
 from llmi.graphs.document import build_graph
 from llmi.graphs.tts import build_tts_graph
 from llmi.failures import STORAGE_ERRORS, explain
-from llmi.models import ModelNotConfigured, ModelServerError, SettingRefused
+from llmi.models import ModelNotConfigured, SettingRefused
 from llmi.nodes.candidates import NoCandidate
 from llmi.nodes.intake import BadInputImage
 from llmi.progress import SlotProgress
@@ -51,10 +52,8 @@ from llmi.stopping import RunThread
 SCORERS = [name.replace("_", "-") for name in NAMES]
 
 
-class CliError(Exception):
-    def __init__(self, reason: str, hint: str) -> None:
-        super().__init__(reason)
-        self.reason, self.hint = reason, hint
+class CliError(LlmiError):
+    """A command that cannot do what it was asked, for a reason the user can fix."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -68,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(f"[dim]hint: set {exc.name} to a value of that kind, or unset it for "
                       f"the default[/]", highlight=False, soft_wrap=True)
         return 2
-    except (CliError, CheckpointStoreError, *STORAGE_ERRORS) as exc:
+    except (LlmiError, *STORAGE_ERRORS) as exc:
         failure = explain(exc, Context(out_dir=getattr(args, "out", None)))
         console.print(f"[bold red]llmi:[/] {failure.reason}", highlight=False, soft_wrap=True)
         console.print(f"[dim]hint: {failure.hint}[/]", highlight=False, soft_wrap=True)
@@ -242,11 +241,11 @@ def _evaluate(args: argparse.Namespace, console: Console) -> int:
         raise CliError(str(exc), "or pick other scorers with --scorer") from None
     for note in notes:
         console.print(f"[yellow]{note}[/]", highlight=False, soft_wrap=True)
-    tts = ctx.candidates > 1
+    name = graph_for(ctx.candidates)
     evaluation = Evaluation(
         items, out, scorers=scorers, context=ctx, concurrency=args.concurrency,
-        graph=lambda saver: _graph_builder(tts).compile(checkpointer=saver, name="llmi"),
-        graph_name="tts" if tts else "document", dataset=str(args.dataset),
+        graph=lambda saver: _builder(name).compile(checkpointer=saver, name="llmi"),
+        graph_name=name, dataset=str(args.dataset),
     )
     try:
         summary = evaluation.run(console)
@@ -256,8 +255,8 @@ def _evaluate(args: argparse.Namespace, console: Console) -> int:
     return 1 if summary["errors"] else 0
 
 
-def _graph_builder(tts: bool) -> StateGraph:
-    return build_tts_graph() if tts else build_graph()
+def _builder(name: GraphName, model: BaseChatModel | None = None) -> StateGraph:
+    return (build_tts_graph if name == "tts" else build_graph)(model=model)
 
 
 def _require_model(ctx: Context) -> None:
@@ -296,7 +295,7 @@ def _run(inputs: dict[str, Any], ctx: Context, console: Console,
 
 
 def _picture(args: argparse.Namespace, console: Console) -> int:
-    builder = _graph_builder(args.tts)
+    builder = _builder("tts" if args.tts else "document")
     # draw_mermaid is offline; draw_mermaid_png may call a remote renderer.
     print(builder.compile().get_graph().draw_mermaid())
     return 0
@@ -341,8 +340,7 @@ def _resume(args: argparse.Namespace, console: Console) -> int:
 
 
 def _graph(settings: RunSettings, model: BaseChatModel | None, saver: BaseCheckpointSaver) -> Any:
-    build = build_tts_graph if settings.graph == "tts" else build_graph
-    return build(model=model).compile(checkpointer=saver, name="llmi")
+    return _builder(settings.graph, model).compile(checkpointer=saver, name="llmi")
 
 
 def _stream(inputs: dict[str, Any] | None, settings: RunSettings, ctx: Context, console: Console,
@@ -372,8 +370,6 @@ def _stream(inputs: dict[str, Any] | None, settings: RunSettings, ctx: Context, 
                            "reasoning; LLMI_MAX_TOKENS sets the planner's token limit") from None
         except SettingRefused as exc:
             raise CliError(str(exc), f"change {exc.setting}") from None
-        except ModelServerError as exc:
-            raise CliError(exc.reason, exc.hint) from None
         except NoCandidate as exc:
             raise CliError(str(exc), "check the model server; see `llmi generate --help`") from None
         except BadInputImage as exc:

@@ -33,13 +33,14 @@ from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_openai import ChatOpenAI
 
 from llmi.context import Context, env_name
+from llmi.errors import LlmiError, first_line
 
 
 class ModelNotConfigured(RuntimeError):
     """No chat model is configured for this run."""
 
 
-class ModelServerError(RuntimeError):
+class ModelServerError(LlmiError):
     """A chat model's server failed a request, after every try the settings allow.
 
     ``reason`` says what the server did, how many tries were made and over how long;
@@ -47,8 +48,7 @@ class ModelServerError(RuntimeError):
     """
 
     def __init__(self, reason: str, hint: str, *, tries: int, seconds: float) -> None:
-        super().__init__(reason)
-        self.reason, self.hint = reason, hint
+        super().__init__(reason, hint)
         self.tries, self.seconds = tries, seconds
 
 
@@ -244,7 +244,7 @@ class LlmiChatOpenAI(ChatOpenAI):
         what, hint = _failure(exc, self.model_name, self.request_timeout, self.llmi_settings)
         reason = f"{where} {what} on {_tries(tries, seconds)}"
         if isinstance(exc, openai.APIStatusError):
-            reason += f": {_first_line(server_message(exc))}"
+            reason += f": {first_line(server_message(exc))}"
         return ModelServerError(reason, hint, tries=tries, seconds=seconds)
 
     def _name_the_setting(self, exc: openai.BadRequestError) -> None:
@@ -341,10 +341,10 @@ def _failure(exc: openai.APIError, model: str, timeout: Any,
                 f"check the server, or raise {wait} for a slow model (each try waits that "
                 f"long); {again}")
     if isinstance(exc, openai.APIConnectionError):
-        return (f"did not answer ({_first_line(str(_cause(exc))) or 'connection failed'})",
+        return (f"did not answer ({first_line(str(_cause(exc))) or 'connection failed'})",
                 f"start the server, or set {url} to a running OpenAI-compatible server; {again}")
     if not isinstance(exc, openai.APIStatusError):
-        return (f"answered what the client cannot read ({_first_line(str(exc))})",
+        return (f"answered what the client cannot read ({first_line(str(exc))})",
                 f"check that {url} names an OpenAI-compatible server")
     status = exc.status_code
     if is_quota(exc):
@@ -369,10 +369,6 @@ def _cause(exc: BaseException) -> BaseException:
     while isinstance(exc, openai.APIError) and exc.__cause__ is not None:
         exc = exc.__cause__
     return exc
-
-
-def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0] if text.strip() else ""
 
 
 # --- quota: not a passing failure -------------------------------------------------------

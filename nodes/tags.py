@@ -17,6 +17,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmi.errors import first_line
 from llmi.state import ImageRequest, ImageResult, Segment, failed_result
 
 OPEN, CLOSE = "<imgen>", "</imgen>"
@@ -344,5 +345,4 @@ def _label(tag: dict[str, Any], body: str) -> tuple[str, str]:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:200]
+    return (first_line(str(exc)) or type(exc).__name__)[:200]
