@@ -1,6 +1,6 @@
 """What a user is told when a run stops for a reason outside llmi: one reason, one hint.
 
-Errors of llmi's own that stop a run carry their reason and hint (``reason``, ``hint``),
+Errors of llmi's own that stop a run carry their reason and hint (``llmi.errors.LlmiError``),
 as ``ModelServerError`` does for a model server that is down, refuses or is out of quota.
 The errors of the files a run writes do not: a full disk, a folder without write
 permission, a read-only disk, a path with a file where a folder should be, and the
@@ -17,6 +17,7 @@ from pathlib import Path
 
 from llmi.checkpoints import describe, is_postgres, sqlite_path
 from llmi.context import Context, env_name
+from llmi.errors import LlmiError
 
 OUT = "--out"
 """The setting of the document's folder as a user gives it (``LLMI_OUT`` by default)."""
@@ -54,9 +55,8 @@ def explain(exc: Exception, ctx: Context, *, run: str | None = None) -> Failure:
     """The reason and hint for ``exc``: its own when it has them, else those of a file or
     checkpoint write that failed (one of ``STORAGE_ERRORS``) in the run ``ctx`` configures;
     with ``run``, the ID of a run that stopped, the hint says how to continue it."""
-    reason, hint = getattr(exc, "reason", None), getattr(exc, "hint", None)
-    if isinstance(reason, str) and isinstance(hint, str):
-        return Failure(reason, hint)
+    if isinstance(exc, LlmiError):
+        return Failure(exc.reason, exc.hint)
     if isinstance(exc, OSError):
         reason, fix, setting = _file(exc, ctx)
     else:
