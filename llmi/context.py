@@ -135,7 +135,7 @@ class Context:
     out_dir: str | None = _env("LLMI_OUT", "llmi-out")
     """Folder the assembler writes the document into."""
     tool_cache: bool | None = _env("LLMI_TOOL_CACHE", True)
-    """Reuse the image of an identical earlier tool request (see ``llmi.cache``); 0 turns it off."""
+    """Reuse the image of an identical earlier tool request (see ``llmi.tools.cache``); 0 turns it off."""
     checkpoint_url: str | None = _env("LLMI_CHECKPOINT_URL", "", secret=True)
     """Where the CLI checkpoints runs: a ``postgresql://`` URL, or a SQLite file (a path or
     ``sqlite:///path``); empty is ``checkpoints.sqlite`` in the cache folder."""

@@ -13,7 +13,7 @@ import pytest
 
 import llmi.artifacts
 from llmi.artifacts import ArtifactStore
-from llmi.cache import ToolCache, applied_seed
+from llmi.tools.cache import ToolCache, applied_seed
 from llmi.cli import main
 from llmi.context import Context
 from llmi.graphs.document import build_graph

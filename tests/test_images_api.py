@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from images_standin import ImagesServer, images_server
-from llmi.cache import ToolCache
+from llmi.tools.cache import ToolCache
 from llmi.artifacts import ArtifactStore
 from llmi.context import Context
 from llmi.state import ImageRequest

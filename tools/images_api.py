@@ -55,7 +55,7 @@ from openai.types import Image as ImageItem
 from openai.types import ImagesResponse
 from PIL import Image, ImageOps
 
-from llmi.cache import applied_seed
+from llmi.tools.cache import applied_seed
 from llmi.context import Context
 from llmi.tools.base import Backend, ToolCall, ToolError, ToolOutput
 from llmi.tools.retry import retry_transient

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmi.artifacts import ArtifactStore
-from llmi.cache import ToolCache
+from llmi.tools.cache import ToolCache
 from llmi.context import Context
 from llmi.state import ImageRef, ImageRequest
 from llmi.tools.base import ImageTool, ToolCall
