@@ -141,14 +141,6 @@ def tool_success(results: Sequence[ImageResult]) -> float:
     return sum(r["ok"] for r in requested) / len(requested) if requested else 1.0
 
 
-def tool_success_by_source(results: Sequence[ImageResult]) -> dict[str, float]:
-    """``tool_success`` of each source that had requests."""
-    sources = sorted({r["source"] for r in results if r["tool"] != PARSER})
-    return {
-        source: tool_success([r for r in results if r["source"] == source]) for source in sources
-    }
-
-
 def rule_score(rules: Mapping[str, float]) -> float:
     """S_num: the product of the rule scores."""
     return math.prod(rules.values())

@@ -48,7 +48,7 @@ from llmi.tools.base import ToolError
 from llmi.tools.code import run_chart
 
 REQUIRE_JAIL = os.environ.get("LLMI_TEST_REQUIRE_JAIL") == "1"
-JAIL = chart_jail.jail_available()
+JAIL = not chart_jail.jail_problem()
 jailed = pytest.mark.skipif(
     not JAIL and not REQUIRE_JAIL,
     reason="no jail here: bubblewrap (bwrap) is missing or this kernel refuses its "
@@ -711,7 +711,7 @@ def test_an_invalid_bwrap_path_makes_the_jail_unavailable(
 ) -> None:
     monkeypatch.setenv(chart_jail.BWRAP_ENV, str(tmp_path / "no-bwrap"))
     bwrap = Context().bwrap
-    assert chart_jail.jail_available(bwrap) is False
+    assert chart_jail.jail_problem(bwrap)
     with pytest.raises(ToolError) as raised:
         run_chart("plt.plot([1, 2])", timeout_s=TIMEOUT_S, memory_mb=2048, sandbox="strict",
                   bwrap=bwrap)

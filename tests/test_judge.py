@@ -26,7 +26,6 @@ from llmi.nodes.judge import (
     rule_score,
     tag_validity,
     tool_success,
-    tool_success_by_source,
 )
 from llmi.nodes.tags import parse_draft
 from llmi.state import ImageRef, ImageResult, Segment, failed_result
@@ -143,7 +142,6 @@ def test_tool_success_leaves_parser_failures_to_tag_validity(store: ArtifactStor
         failed_result(3, "unknown", "", "bad tag: the tag has no source", tool="parser"),
     ]
     assert tool_success(results) == pytest.approx(2 / 3)
-    assert tool_success_by_source(results) == {"code": 1.0, "search": 0.5}
     assert tool_success([]) == 1.0
 
 

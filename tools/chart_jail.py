@@ -70,10 +70,6 @@ def sandbox_mode(value: str) -> str:
     return mode
 
 
-def jail_available(bwrap: str = "") -> bool:
-    return not jail_problem(bwrap)
-
-
 def jail_problem(bwrap: str = "") -> str:
     """Why no jail can be had here with the ``bwrap`` binary named (empty: the one on
     PATH); empty when one can."""
