@@ -28,7 +28,7 @@ from llmi.nodes.planner import Planner
 from llmi.nodes.polish import Polisher
 from llmi.nodes.verifier import Verifier
 from llmi.state import DocumentInput, DocumentOutput, DocumentState
-from llmi.state.candidates import ScalingState
+from llmi.state.candidates import CandidateDocument, ScalingState
 from llmi.tools.registry import ToolRegistry, default_tools
 
 
@@ -36,8 +36,12 @@ def build_production_graph(
     *, tools: ToolRegistry, model: BaseChatModel | None = None,
     dispatch: Node | None = None, verifier: Node | None = None,
 ) -> StateGraph:
-    """One document's tools and repairs: dispatch and the verifier, until nothing is pending."""
-    builder = StateGraph(DocumentState, context_schema=Context)
+    """One candidate's tools and repairs: dispatch and the verifier, until nothing is pending.
+
+    Its input is the shared inputs with the candidate's plan; its output, the candidate's
+    document alone.
+    """
+    builder = StateGraph(DocumentState, context_schema=Context, output_schema=CandidateDocument)
     builder.add_node("dispatch", dispatch or Dispatch(tools=tools))
     builder.add_node("verifier", verifier or Verifier(model=model, tools=tools))
     builder.add_edge(START, "dispatch")
@@ -52,7 +56,7 @@ def build_tts_graph(
     judge: Judge | None = None,
     tools: ToolRegistry | None = None,
     intake: Node | None = None,
-    planner: Planner | None = None,
+    planner: Node | None = None,
     dispatch: Node | None = None,
     verifier: Node | None = None,
     polish: Node | None = None,
@@ -60,8 +64,11 @@ def build_tts_graph(
 ) -> StateGraph:
     """The uncompiled test-time-scaling graph; ``candidates`` and ``keep`` come from the context.
 
-    ``judge`` defaults to one built from the context's judge models; ``model`` is the
-    planner's, the verifier's and the polisher's chat model.
+    It takes the nodes ``build_graph`` takes. ``planner`` is any callable of (state,
+    runtime), called once per candidate; its state carries the candidate's ``sampling``
+    (temperature and seed), which the default planner samples with. ``judge`` defaults
+    to one built from the context's judge models; ``model`` is the default planner's,
+    the verifier's and the polisher's chat model.
     """
     tools = tools if tools is not None else default_tools()
     production = build_production_graph(

@@ -1,9 +1,10 @@
 """Test-time scaling nodes: draft candidates, screen their plans, produce the survivors, rank.
 
-Every candidate is the document graph's state under an id: the planner writes it
-with its own sampling, the judge screens the plans before any tool runs, the
-survivors run dispatch and the verifier, and the judge ranks the finished
-documents. The winner's document becomes the graph's document.
+A candidate is an id, its sampling and what it made: the planner writes its plan with
+that sampling, the judge screens the plans before any tool runs, the survivors run
+dispatch and the verifier, and the judge ranks the finished documents. The prompt and
+inputs they share stay in the graph's state; each task gets them with its own part. The
+winner's document becomes the graph's document.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from langgraph.types import Send
 from llmi.artifacts import ArtifactStore
 from llmi.context import Context, context_of
 from llmi.events import emitter
-from llmi.models import PLANNER, chat_model, temperature_for
+from llmi.models import PLANNER, temperature_for
 from llmi.nodes.judge import Judge, rank
-from llmi.nodes.planner import Planner
+from llmi.state import DocumentState
 from llmi.state.candidates import Candidate, Sampling, ScalingState
 
 T = TypeVar("T")
@@ -30,7 +31,8 @@ R = TypeVar("R")
 # Temperatures of the candidates, as offsets from the context's: the first samples as
 # a single run would, the others spread around it.
 _SPREAD = (0.0, 0.3, -0.3, 0.6, -0.15, 0.45, 0.15, -0.45)
-_DOCUMENT_KEYS = ("prompt", "inputs", "image_num")
+# What every candidate's planner and tools read of the graph's state.
+_SHARED_KEYS = ("prompt", "inputs", "image_num")
 
 
 class NoCandidate(RuntimeError):
@@ -51,33 +53,31 @@ def sampling(index: int, ctx: Context) -> Sampling:
 
 
 def fan_out_drafts(state: ScalingState, runtime: Runtime[Context]) -> list[Send]:
-    """One ``draft`` task per candidate."""
+    """One ``draft`` task per candidate: the shared inputs, the candidate's id and sampling."""
     ctx = context_of(runtime)
-    shared = {key: state[key] for key in _DOCUMENT_KEYS if key in state}
     return [
-        Send("draft", {**shared, "id": f"c{i}", "sampling": sampling(i, ctx)})
+        Send("draft", {**_shared(state), "candidate": f"c{i}", "sampling": sampling(i, ctx)})
         for i in range(max(1, ctx.candidates))
     ]
 
 
 class Drafter:
-    """Writes one candidate's plan with the planner, sampled as the candidate says."""
+    """Writes one candidate's plan: the planner node, on a state that carries the sampling.
 
-    def __init__(self, planner: Planner) -> None:
+    ``planner`` is any planner node of (state, runtime), as the document graph takes;
+    the default one samples as the state's ``sampling`` says.
+    """
+
+    def __init__(self, planner: Callable[[DocumentState, Runtime[Context]], dict]) -> None:
         self.planner = planner
 
-    def __call__(self, task: dict[str, Any], runtime: Runtime[Context]) -> dict:
-        ctx = context_of(runtime)
-        settings: Sampling = task["sampling"]
-        sent = {name: value for name, value in settings.items() if value is not None}
-        model = (self.planner.model or chat_model(ctx)).bind(**sent)
-        candidate = Candidate(id=task["id"], sampling=settings, pruned=False, error=None)
+    def __call__(self, task: DocumentState, runtime: Runtime[Context]) -> dict:
+        candidate = Candidate(id=task["candidate"], sampling=task["sampling"], pruned=False, error=None)
         try:
-            document = self.planner.plan(task, ctx, model)
+            plan = self.planner(task, runtime)
         except Exception as exc:  # noqa: BLE001 - one failed sample must not cost the others
             return {"candidates": [{**candidate, "pruned": True, "error": f"{type(exc).__name__}: {exc}"}]}
-        shared = {key: task[key] for key in _DOCUMENT_KEYS if key in task}
-        return {"candidates": [{**candidate, "document": {**shared, **document}}]}
+        return {"candidates": [{**candidate, "document": plan}]}
 
 
 class Screener:
@@ -118,21 +118,23 @@ class Screener:
 
 
 def fan_out_survivors(state: ScalingState) -> list[Send]:
-    """One ``produce`` task per candidate that survived the screening."""
-    return [Send("produce", c) for c in state["candidates"] if not c.get("pruned")]
+    """One ``produce`` task per candidate that survived the screening: the shared inputs,
+    the candidate's id and its plan."""
+    return [
+        Send("produce", {**_shared(state), "candidate": c["id"], **c["document"]})
+        for c in state["candidates"] if not c.get("pruned")
+    ]
 
 
 class Producer:
-    """Runs a candidate's tools and repairs: the production graph on its document."""
+    """Runs a candidate's tools and repairs: the production graph on its plan."""
 
     def __init__(self, production: Runnable) -> None:
         self.production = production
 
-    def __call__(self, candidate: Candidate, runtime: Runtime[Context]) -> dict:
-        document = self.production.invoke(
-            {**candidate["document"], "candidate": candidate["id"]}, context=context_of(runtime)
-        )
-        return {"candidates": [{"id": candidate["id"], "document": document}]}
+    def __call__(self, task: DocumentState, runtime: Runtime[Context]) -> dict:
+        document = self.production.invoke(task, context=context_of(runtime))
+        return {"candidates": [{"id": task["candidate"], "document": document}]}
 
 
 class Ranker:
@@ -158,10 +160,14 @@ class Ranker:
         winner = rank([(c["id"], s) for c, s in zip(finished, scores)])[0]
         document = next(c["document"] for c in finished if c["id"] == winner)
         return {
-            **{key: value for key, value in document.items() if key not in _DOCUMENT_KEYS},
+            **document,
             "candidates": [{"id": c["id"], "scores": s} for c, s in zip(finished, scores)],
             "winner": winner,
         }
+
+
+def _shared(state: ScalingState) -> dict[str, Any]:
+    return {key: state[key] for key in _SHARED_KEYS if key in state}
 
 
 def _parallel(work: Callable[[T], R], items: Sequence[T]) -> list[R]:

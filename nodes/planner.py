@@ -16,15 +16,17 @@ from llmi.nodes.tags import parse_draft
 from llmi.prompts import planner_system
 from llmi.reasoning import answer_of, cut_off_note, split_reply
 from llmi.state import DocumentState, Finding, ImageRef
+from llmi.state.records import Sampling
 from llmi.tools.registry import ToolRegistry, default_tools
 
 
 class Planner:
     """Asks the chat model for the interleaved draft and parses its image tags.
 
-    ``model`` defaults to the OpenAI-compatible model named in the run context. Only the
-    answer of its reply is the draft: its reasoning, in any form, is dropped, and a reply
-    with no answer raises ``llmi.reasoning.NoAnswer``.
+    ``model`` defaults to the OpenAI-compatible model named in the run context. A state
+    that carries a test-time-scaling candidate's ``sampling`` has the model sample with
+    it. Only the answer of its reply is the draft: its reasoning, in any form, is dropped,
+    and a reply with no answer raises ``llmi.reasoning.NoAnswer``.
     """
 
     def __init__(self, model: BaseChatModel | None = None, tools: ToolRegistry | None = None):
@@ -33,10 +35,7 @@ class Planner:
 
     def __call__(self, state: DocumentState, runtime: Runtime[Context]) -> dict:
         ctx = context_of(runtime)
-        return self.plan(state, ctx, self.model or chat_model(ctx))
-
-    def plan(self, state: DocumentState, ctx: Context, model: Runnable) -> dict:
-        """The draft and its slots, written by ``model``."""
+        model = _sampled(self.model or chat_model(ctx), state.get("sampling"))
         inputs = state.get("inputs", [])
         system = planner_system(
             {source: tool.guidance for source, tool in self.tools.items()},
@@ -60,6 +59,13 @@ class Planner:
             "findings": _cut_off(reply),
             "round": 0,
         }
+
+
+def _sampled(model: BaseChatModel, sampling: Sampling | None) -> Runnable:
+    """``model`` bound to a candidate's temperature and seed; a None temperature is not sent."""
+    if sampling is None:
+        return model
+    return model.bind(**{name: value for name, value in sampling.items() if value is not None})
 
 
 def _cut_off(reply: BaseMessage) -> list[Finding]:

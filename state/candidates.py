@@ -6,19 +6,28 @@ from collections.abc import Sequence
 from typing import Annotated, Any, TypedDict
 
 from llmi.state.document import DocumentState
+from llmi.state.records import Finding, ImageRequest, ImageResult, Repair, Sampling, Segment
 
 
-class Sampling(TypedDict):
-    temperature: float | None
-    """None: no temperature is sent, so the model's default applies."""
-    seed: int
+class CandidateDocument(TypedDict, total=False):
+    """What one candidate made: its plan, then its images and repairs.
+
+    The prompt and inputs every candidate shares stay in the graph's state, not here.
+    """
+
+    draft: str
+    segments: list[Segment]
+    requests: list[ImageRequest]
+    results: list[ImageResult]
+    findings: list[Finding]
+    repairs: list[Repair]
+    round: int
 
 
 class Candidate(TypedDict, total=False):
     id: str
     sampling: Sampling
-    document: dict[str, Any]
-    """The candidate's document state: draft, segments, requests, results, findings..."""
+    document: CandidateDocument
     screen: dict[str, Any] | None
     """The judge's scores of the plan, before any tool ran."""
     scores: dict[str, Any] | None

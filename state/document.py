@@ -11,6 +11,7 @@ from llmi.state.records import (
     ImageRequest,
     ImageResult,
     Repair,
+    Sampling,
     Segment,
     Size,
 )
@@ -28,6 +29,8 @@ class DocumentInput(TypedDict, total=False):
 class DocumentState(TypedDict, total=False):
     candidate: str
     """Id of the test-time-scaling candidate this document is, if any."""
+    sampling: Sampling
+    """That candidate's sampling; the default planner samples with it."""
     prompt: str
     images: list[str]
     image_num: int

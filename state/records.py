@@ -69,6 +69,14 @@ class SlotSegment(TypedDict):
 Segment = TextSegment | SlotSegment
 
 
+class Sampling(TypedDict):
+    """How a test-time-scaling candidate's planner samples, so that candidates differ."""
+
+    temperature: float | None
+    """None: no temperature is sent, so the model's default applies."""
+    seed: int
+
+
 class Finding(TypedDict):
     slot: int
     problem: str
