@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.runtime import Runtime
 
 from llmi.context import Context
 from llmi.graphs.tts import build_tts_graph
@@ -14,6 +16,7 @@ from llmi.nodes.candidates import NoCandidate, sampling
 from llmi.nodes.judge import Judge, RewardWeights
 from llmi.prompts import POLISH_SYSTEM
 from llmi.rubrics import TEXT_JUDGE_SYSTEM
+from llmi.state import DocumentState
 
 from helpers import FakeTool, ScriptedModel, fake_tools, tag
 
@@ -146,3 +149,50 @@ def test_sampling_differs_per_candidate_and_repeats(context: Context) -> None:
     assert first == [sampling(i, context) for i in range(8)]
     assert len({s["temperature"] for s in first}) == 8
     assert len({s["seed"] for s in first}) == 8
+
+
+def test_any_planner_function_plans_each_candidate(context: Context) -> None:
+    calls = []
+
+    def planner(state: DocumentState, runtime: Runtime[Context]) -> dict:
+        """A planner of its own, with no chat model; it reads the candidate's seed."""
+        calls.append((state["candidate"], state["sampling"], state["prompt"]))
+        seed = state["sampling"]["seed"]
+        return {
+            "draft": f"Plan {seed}",
+            "segments": [{"kind": "text", "text": f"Plan {seed}"}, {"kind": "slot", "slot": 0}],
+            "requests": [{"slot": 0, "source": "search", "description": f"picture {seed}",
+                          "params": {"query": f"plan {seed} picture"}, "depends_on": None,
+                          "attempt": 0}],
+            "results": [],
+            "round": 0,
+        }
+
+    search = FakeTool("search", ("query",))
+    context.candidates, context.keep, context.seed = 3, 2, 0
+    graph = build_tts_graph(planner=planner, model=ScriptedModel(script=writer), judge=Judge(),
+                            tools=fake_tools(search=search)).compile()
+    out = graph.invoke({"prompt": "A guide"}, context=context)
+
+    assert sorted((c, s["seed"], p) for c, s, p in calls) == [
+        ("c0", 0, "A guide"), ("c1", 1, "A guide"), ("c2", 2, "A guide")]
+    manifest = json.loads(Path(out["outputs"]["manifest"]).read_text())
+    assert [c["sampling"] for c in manifest["candidates"]] == [s for _, s, _ in sorted(calls)]
+    assert manifest["winner"] == "c0"
+    assert sorted(call.request["params"]["query"] for call in search.calls) == [
+        "plan 0 picture", "plan 1 picture"]
+    assert out["segments"][0]["text"] == "Plan 0"
+
+
+def test_candidates_hold_only_what_differs(context: Context) -> None:
+    context.candidates, context.keep, context.seed = 3, 2, 0
+    graph = build_tts_graph(model=ScriptedModel(script=writer), judge=Judge(),
+                            tools=fake_tools()).compile(checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "differs"}}
+    graph.invoke({"prompt": "A guide"}, config, context=context)
+    candidates = graph.get_state(config).values["candidates"]
+    assert len(candidates) == 3
+    for candidate in candidates:
+        assert set(candidate["document"]).isdisjoint({"prompt", "inputs", "image_num",
+                                                      "candidate", "sampling"})
+        assert candidate["document"]["draft"].startswith(f"# Plan {candidate['sampling']['seed']}")
