@@ -55,15 +55,14 @@ from openai.types import Image as ImageItem
 from openai.types import ImagesResponse
 from PIL import Image, ImageOps
 
-from llmi.tools.cache import applied_seed
 from llmi.context import Context
 from llmi.tools.base import Backend, ToolCall, ToolError, ToolOutput
 from llmi.tools.retry import retry_transient
+from llmi.tools.synthesis import Size, applied_seed, prompt_of, setting_size, size_text
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 BACKEND = "openai-images"
 
-Size = tuple[int, int]
 Endpoint = Literal["generations", "edits"]
 Request = Callable[[OpenAI, Timeout], ImagesResponse]
 
@@ -164,9 +163,9 @@ def openai_generate(argument: str) -> Backend:
     def generate(call: ToolCall) -> ToolOutput:
         ctx = call.context
         server = _server(ctx, edit=False)
-        prompt = _prompt(call)
+        prompt = prompt_of(call.request)
         seed = _seed(family, call)
-        size = _generation_size(family, ctx.image_size or "")
+        size = _generation_size(family, ctx)
 
         def request(client: OpenAI, timeout: Timeout) -> ImagesResponse:
             return client.images.generate(
@@ -203,10 +202,10 @@ def openai_edit(argument: str) -> Backend:
                             "diffusers:<model>", kind="config")
         ctx = call.context
         server = _server(ctx, edit=True)
-        prompt = _prompt(call)
+        prompt = prompt_of(call.request)
         seed = _seed(family, call)
         source = ImageOps.exif_transpose(_open_image(call.source_image, "the image to edit"))
-        target = _edit_target(ctx, source.size)
+        target = setting_size(ctx, "edit_size") or source.size
         size = _edit_request_size(family, target, explicit=bool(ctx.edit_size))
         upload = ("image.png", _edit_upload(family, model, source, size), "image/png")
 
@@ -229,7 +228,7 @@ def openai_edit(argument: str) -> Backend:
         return ToolOutput(
             data=_encoded(image, data),
             backend=BACKEND,
-            provenance=_provenance(prompt, model, family, _size_text(target), size, seed,
+            provenance=_provenance(prompt, model, family, size_text(target), size, seed,
                                    seed_used, item),
         )
 
@@ -239,10 +238,15 @@ def openai_edit(argument: str) -> Backend:
 # --- the server and the request -------------------------------------------------------
 
 
+def images_server(ctx: Context, *, edit: bool) -> str | None:
+    """The images server as set: for an edit ``LLMI_EDIT_BASE_URL`` when set, else
+    ``LLMI_IMAGES_BASE_URL``, else ``OPENAI_BASE_URL``; unset, OpenAI's."""
+    return (edit and ctx.edit_base_url) or ctx.images_base_url or ctx.base_url
+
+
 def _server(ctx: Context, *, edit: bool) -> _Server:
     # The default URL is passed explicitly so the SDK never reads OPENAI_BASE_URL itself.
-    shared = ctx.images_base_url or ctx.base_url or OPENAI_BASE_URL
-    base_url = ((edit and ctx.edit_base_url) or shared).rstrip("/")
+    base_url = (images_server(ctx, edit=edit) or OPENAI_BASE_URL).rstrip("/")
     api_key = (edit and ctx.edit_api_key) or ctx.api_key or ""
     setting = "LLMI_EDIT_BASE_URL" if edit and ctx.edit_base_url else "LLMI_IMAGES_BASE_URL"
     key_setting = "LLMI_EDIT_API_KEY or OPENAI_API_KEY" if edit else "OPENAI_API_KEY"
@@ -260,10 +264,6 @@ def _server(ctx: Context, *, edit: bool) -> _Server:
             kind="config",
         )
     return _Server(base_url, api_key or "EMPTY", setting, key_setting)
-
-
-def _prompt(call: ToolCall) -> str:
-    return str(call.request["params"].get("prompt") or call.request["description"])
 
 
 def _seed(family: Family, call: ToolCall) -> int | None:
@@ -455,17 +455,6 @@ def _provenance(prompt: str, model: str, family: Family, size_asked: str | None,
 # --- sizes -----------------------------------------------------------------------------
 
 
-def _parse_size(text: str) -> Size | None:
-    width, sep, height = text.lower().partition("x")
-    if sep and width.isdigit() and height.isdigit() and int(width) and int(height):
-        return int(width), int(height)
-    return None
-
-
-def _size_text(size: Size) -> str:
-    return f"{size[0]}x{size[1]}"
-
-
 def _nearest_size(sizes: tuple[Size, ...], width: int, height: int) -> Size:
     """The size in ``sizes`` closest in aspect ratio to ``width``x``height``, then in area."""
     aspect, area = math.log(width / height), math.log(width * height)
@@ -477,33 +466,19 @@ def _nearest_size(sizes: tuple[Size, ...], width: int, height: int) -> Size:
     return min(sizes, key=distance)
 
 
-def _generation_size(family: Family, asked: str) -> str | None:
-    if not asked:
-        return family.default_size
+def _generation_size(family: Family, ctx: Context) -> str | None:
+    asked = ctx.image_size or ""
     if not family.sizes or (asked == "auto" and family.default_size == "auto"):
-        return asked
-    size = _parse_size(asked)
-    if size is None:
-        raise ToolError(f"LLMI_IMAGE_SIZE must read WxH, like 1024x768, not {asked!r} "
-                        f"({family.reference})", kind="config")
-    return _size_text(_nearest_size(family.sizes, *size))
-
-
-def _edit_target(ctx: Context, source_size: Size) -> Size:
-    if not ctx.edit_size:
-        return source_size
-    size = _parse_size(ctx.edit_size)
-    if size is None:
-        raise ToolError(f"LLMI_EDIT_SIZE must read WxH, like 1024x768, not {ctx.edit_size!r}",
-                        kind="config")
-    return size
+        return asked or family.default_size
+    size = setting_size(ctx, "image_size", rules=family.reference)
+    return family.default_size if size is None else size_text(_nearest_size(family.sizes, *size))
 
 
 def _edit_request_size(family: Family, target: Size, *, explicit: bool) -> str:
     if family.sizes:
-        return _size_text(_nearest_size(family.sizes, *target))
+        return size_text(_nearest_size(family.sizes, *target))
     if explicit:
-        return _size_text(target)
+        return size_text(target)
     return _open_server_size(*target)
 
 

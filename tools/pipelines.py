@@ -28,7 +28,6 @@ import gc
 import inspect
 import io
 import math
-import re
 import secrets
 import threading
 import time
@@ -44,6 +43,7 @@ from PIL import Image
 from llmi.context import Context, env_name
 from llmi.tools.base import Backend, ToolCall, ToolError, ToolOutput
 from llmi.tools.qwen_processor import PUBLISHED_CLASS, still_image_processor, torchvision_imports
+from llmi.tools.synthesis import Size, applied_seed, prompt_of, setting_size, size_text
 
 BACKEND = "diffusers"
 BATCH_WINDOW_S = 0.05
@@ -104,7 +104,7 @@ def _generate(model: str, call: ToolCall, window_s: float, max_batch: int) -> To
     ctx = call.context
     deadline = time.monotonic() + call.deadline_s
     runner = _runner(model, ctx.device or "", deadline)
-    size = _parse_size(ctx.image_size, "image_size") if ctx.image_size else None
+    size = setting_size(ctx, "image_size")
     options = _options(runner.pipe, ctx, size or _native_size(runner.pipe))
     job = _Job(_prompt(call), _seed(ctx, call), options, deadline,
                window_s=window_s, max_batch=max_batch)
@@ -119,7 +119,7 @@ def _edit(model: str, call: ToolCall) -> ToolOutput:
     ctx = call.context
     deadline = time.monotonic() + call.deadline_s
     source = _source_rgb(call.source_image)
-    target = _parse_size(ctx.edit_size, "edit_size") if ctx.edit_size else source.size
+    target = setting_size(ctx, "edit_size") or source.size
     runner = _runner(model, ctx.device or "", deadline)
     if "image" not in _parameters(runner.pipe):
         raise ToolError(
@@ -134,22 +134,20 @@ def _edit(model: str, call: ToolCall) -> ToolOutput:
     job = _Job(_prompt(call), _seed(ctx, call), options, deadline, image=_fit(source, work))
     image = _fit(runner.run(job), target)
     provenance = _provenance(runner, job, ctx.edit_size, image.size)
-    provenance["source_size"] = _size_text(source.size)
+    provenance["source_size"] = size_text(source.size)
     return ToolOutput(data=_png(image), backend=BACKEND, provenance=provenance)
 
 
-def _edit_budget(runner: _Runner, ctx: Context) -> tuple[int, int]:
+def _edit_budget(runner: _Runner, ctx: Context) -> Size:
     """The size whose pixel count an edit works within."""
-    if ctx.image_size:
-        return _parse_size(ctx.image_size, "image_size")
-    native = _native_size(runner.pipe)
-    if native is None:
+    budget = setting_size(ctx, "image_size") or _native_size(runner.pipe)
+    if budget is None:
         raise ToolError(
             f"cannot tell the native size of the diffusers pipeline {runner.model!r} "
             f"({type(runner.pipe).__name__}); set {env_name('image_size')}=WxH",
             kind="config",
         )
-    return native
+    return budget
 
 
 def _model(argument: str, setting: str) -> str:
@@ -161,19 +159,15 @@ def _model(argument: str, setting: str) -> str:
 
 
 def _prompt(call: ToolCall) -> str:
-    prompt = str(call.request["params"].get("prompt") or call.request["description"]).strip()
+    prompt = prompt_of(call.request).strip()
     if not prompt:
         raise ToolError("the request has no prompt")
     return prompt
 
 
 def _seed(ctx: Context, call: ToolCall) -> int:
-    retry = call.request["params"].get("seed")
-    if isinstance(retry, int) and not isinstance(retry, bool) and retry >= 0:
-        return retry
-    if ctx.seed is not None and ctx.seed >= 0:
-        return ctx.seed + call.request["slot"]
-    return secrets.randbelow(2**31)
+    seed = applied_seed(call.request, ctx)
+    return secrets.randbelow(2**31) if seed is None else seed
 
 
 def _provenance(runner: _Runner, job: _Job, asked: str | None,
@@ -188,7 +182,7 @@ def _provenance(runner: _Runner, job: _Job, asked: str | None,
         "steps": job.options.get("num_inference_steps", _default(defaults, "num_inference_steps")),
         "guidance": job.options.get("guidance_scale", _default(defaults, "guidance_scale")),
         "size_asked": asked or None,
-        "size_used": _size_text(size),
+        "size_used": size_text(size),
         "device": runner.device,
         "dtype": str(runner.dtype).removeprefix("torch."),
     }
@@ -279,19 +273,6 @@ def _working_size(target: tuple[int, int], budget: int, multiple: int) -> tuple[
     scale = min(1.0, math.sqrt(budget / math.prod(target)))
     width, height = (_round_to(round(side * scale), multiple) for side in target)
     return width, height
-
-
-def _parse_size(text: str | None, setting: str) -> tuple[int, int]:
-    match = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", text or "")
-    width, height = (int(match[1]), int(match[2])) if match else (0, 0)
-    if not (width and height):
-        raise ToolError(f"{env_name(setting)} must read WxH, like 1024x768, not {text!r}",
-                        kind="config")
-    return width, height
-
-
-def _size_text(size: tuple[int, int]) -> str:
-    return f"{size[0]}x{size[1]}"
 
 
 # --- images ---------------------------------------------------------------------------
