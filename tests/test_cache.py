@@ -13,15 +13,16 @@ import pytest
 
 import llmi.artifacts
 from llmi.artifacts import ArtifactStore
-from llmi.tools.cache import ToolCache, applied_seed
 from llmi.cli import main
 from llmi.context import Context
 from llmi.graphs.document import build_graph
 from llmi.state import ImageRequest
 from llmi.tools.base import ToolCall, ToolError
+from llmi.tools.cache import ToolCache
 from llmi.tools.code import CodeTool
 from llmi.tools.diffusion import DiffusionTool, diffusion
 from llmi.tools.search import search
+from llmi.tools.synthesis import applied_seed
 
 from helpers import FakeTool, fake_tools, gradient_png, model, tag
 from openai_standin import chat_server

@@ -74,6 +74,24 @@ class ImageTool(Protocol):
     def __call__(self, call: ToolCall) -> ToolOutput: ...
 
 
+class CacheRules(Protocol):
+    """What an ``ImageTool`` may add so that the tool cache reuses its images.
+
+    The cache keys a request on its source, the tool's class, the image it edits (if any)
+    and what ``cache_settings`` returns. A tool without rules is not cached, unless it
+    serves a built-in source: then it follows that source's rules, as a stand-in should.
+
+    The request's params join the key as they are, unless the tool has a class attribute
+    ``params_in_cache_key = False``: the built-in tools say so, because their settings
+    hold the params that decide the image (an edit's ``img_index`` does not: the image it
+    points at does).
+    """
+
+    def cache_settings(self, context: Context, request: ImageRequest) -> dict[str, Any] | None:
+        """JSON-able values that decide the request's image (a backend, a model, a size,
+        the seed that applies), never a secret; None when its image must not be reused."""
+
+
 Backend = Callable[[ToolCall], ToolOutput]
 BackendFactory = Callable[[str], Backend]
 """Builds a backend from the part of the setting after ``name:``."""

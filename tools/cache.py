@@ -1,28 +1,15 @@
 """Tool cache: an identical image request reuses the image made for it before.
 
-A request's key is the sha256 of a canonical JSON of what decides its image:
-
-- every source: the source name and the tool's class (a swapped-in tool never
-  answers from another tool's entries);
-- ``code``: the code, nothing else;
-- ``search``: the query and the description (the library ranks by both), the
-  backend setting, and for the ``library`` backend its folder and a listing of
-  its files (names, sizes, times), for Tavily its base URL; the number of results
-  tried and the smallest usable side;
-- ``diffusion``: the prompt (or the description when there is none), the
-  backend setting, the images server, the size, steps, guidance and the seed;
-- ``edit``: as diffusion, with the edit size and the sha256 of the image edited,
-  and the edit server (``LLMI_EDIT_BASE_URL``, else the images server);
-- another source: only when its tool has a ``cache_settings(context, request)``
-  method; what it returns (a JSON-able dict, or None for "do not cache") joins
-  the source, the tool and the params in the key.
-
-The seed is the one that applies: the request's ``params['seed']`` when it
-has one, else ``LLMI_SEED`` + the slot index. With a negative ``LLMI_SEED`` the
-tools draw a random seed, so a diffusion or edit request without
-``params['seed']`` is **not cached**: its image is meant to be new each time.
-The request's ``attempt`` and slot (other than through the seed) are not in
-the key. Keys never hold API keys.
+A request's key is the sha256 of a canonical JSON of what decides its image: the
+source name, the tool's class (a swapped-in tool never answers from another tool's
+entries), the sha256 of the image it edits, and the settings its tool names
+(``cache_settings``, see ``llmi.tools.base.CacheRules``): a chart's code; a search's
+query, backend and where that backend looks; a synthesized image's prompt, backend,
+size and the seed that applies (``llmi.tools.synthesis``). A request is not cached when
+its tool says so (a diffusion or edit whose seed is drawn, its image meant to be new
+each time), or when its tool has no rules and serves no built-in source. The request's
+``attempt`` and slot (other than through the seed) are not in the key. Keys never hold
+API keys.
 
 A result whose provenance names the seed it asked for (``seed_requested``) is kept only
 when that seed applied: not when it asked none (OpenAI's image models take no seed), nor
@@ -57,7 +44,6 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,12 +51,12 @@ from typing import Any
 from llmi.artifacts import ArtifactStore, CorruptArtifact, is_digest, read_regular, write_atomic
 from llmi.context import Context
 from llmi.state import ImageRef, ImageRequest
+from llmi.tools.base import CacheRules
+from llmi.tools.registry import default_tools
 
 CACHE_VERSION = 2
 """Part of every key and entry: bump it when what decides an image or what an entry holds
 changes, so old entries miss."""
-
-Settings = Callable[[Any, ImageRequest, Context, ImageRef | None], dict[str, Any] | None]
 
 _ENTRY_FIELDS = frozenset({"version", "key", "image", "backend", "provenance", "created"})
 
@@ -153,10 +139,6 @@ class ToolCache:
             return False
         return True
 
-    def forget(self, key: str) -> None:
-        """Drop an entry (say, an image the verifier rejected)."""
-        self._path(key).unlink(missing_ok=True)
-
     def _path(self, key: str) -> Path:
         if not is_digest(key):
             raise ValueError(f"not a cache key: {key!r}")
@@ -200,35 +182,29 @@ def _described(image: ImageRef) -> tuple[str, str, int, int]:
 def key_fields(tool: Any, request: ImageRequest, ctx: Context,
                source: ImageRef | None = None) -> dict[str, Any] | None:
     """What decides the request's image, or None when it is not to be cached."""
-    hook = getattr(tool, "cache_settings", None)
-    if callable(hook):
-        settings = hook(ctx, request)
-        if settings is None:
-            return None
-        settings = {"params": request["params"], **settings}
-    elif request["source"] in SETTINGS:
-        settings = SETTINGS[request["source"]](tool, request, ctx, source)
-        if settings is None:
-            return None
-    else:
+    if source is None and "img_index" in request["params"]:
+        return None  # the image it changes is unknown
+    rules = _rules(tool, request["source"])
+    settings = rules.cache_settings(ctx, request) if rules else None
+    if settings is None:
         return None
-    return {
+    fields = dict(settings)
+    if getattr(rules, "params_in_cache_key", True):
+        fields.setdefault("params", request["params"])
+    if source is not None:
+        fields["edited"] = source["sha256"]
+    return fields | {
         "version": CACHE_VERSION,
         "source": request["source"],
         "tool": f"{type(tool).__module__}.{type(tool).__qualname__}",
-        **settings,
     }
 
 
-def applied_seed(request: ImageRequest, ctx: Context) -> int | None:
-    """The seed that applies to a request: what diffusers pipelines and open images
-    servers are asked for; None when they draw one."""
-    seed = request["params"].get("seed")
-    if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0:
-        return seed
-    if ctx.seed is not None and ctx.seed >= 0:
-        return ctx.seed + request["slot"]
-    return None
+def _rules(tool: Any, source: str) -> CacheRules | None:
+    """The tool's own rules, else those of the built-in tool of its source."""
+    if callable(getattr(tool, "cache_settings", None)):
+        return tool
+    return default_tools().get(source)
 
 
 def _seed_applied(provenance: dict[str, Any]) -> bool:
@@ -237,98 +213,6 @@ def _seed_applied(provenance: dict[str, Any]) -> bool:
         return True
     asked = provenance["seed_requested"]
     return asked is not None and provenance.get("seed", asked) == asked
-
-
-def _code(tool: Any, request: ImageRequest, ctx: Context, source: ImageRef | None) -> dict:
-    return {"code": request["params"].get("code")}
-
-
-def _search(tool: Any, request: ImageRequest, ctx: Context, source: ImageRef | None) -> dict:
-    backend = _choice(tool, ctx, ctx.search_backend)
-    name, _, argument = backend.partition(":")
-    settings: dict[str, Any] = {
-        "query": request["params"].get("query"),
-        "description": request["description"],
-        "backend": backend,
-        "candidates": ctx.search_candidates,
-        "min_side": ctx.min_image_side,
-    }
-    if name == "library":
-        folder = argument or ctx.image_library or ""
-        settings["library"] = str(Path(folder).expanduser().resolve()) if folder else ""
-        settings["library_files"] = _folder_listing(folder) if folder else ""
-    elif name == "tavily":
-        settings["tavily_base_url"] = ctx.tavily_base_url
-    return settings
-
-
-def _diffusion(tool: Any, request: ImageRequest, ctx: Context,
-               source: ImageRef | None) -> dict | None:
-    return _generated(request, ctx, _choice(tool, ctx, ctx.diffusion_backend))
-
-
-def _edit(tool: Any, request: ImageRequest, ctx: Context, source: ImageRef | None) -> dict | None:
-    settings = _generated(request, ctx, _choice(tool, ctx, ctx.edit_backend))
-    if settings is None or source is None:
-        return None
-    return settings | {"edit_size": ctx.edit_size, "edited": source["sha256"],
-                       "images_server": ctx.edit_base_url or settings["images_server"]}
-
-
-def _generated(request: ImageRequest, ctx: Context, backend: Any) -> dict | None:
-    """What shapes a synthesized image; None without a seed, whose image is drawn anew."""
-    seed = applied_seed(request, ctx)
-    if seed is None:
-        return None
-    return {
-        "prompt": request["params"].get("prompt") or request["description"],
-        "backend": backend,
-        "images_server": ctx.images_base_url or ctx.base_url,
-        "size": ctx.image_size,
-        "steps": ctx.diffusion_steps,
-        "guidance": ctx.diffusion_guidance,
-        "seed": seed,
-    }
-
-
-SETTINGS: dict[str, Settings] = {
-    "code": _code,
-    "search": _search,
-    "diffusion": _diffusion,
-    "edit": _edit,
-}
-"""Key settings of the built-in sources; add one here for a source of your own, or give
-its tool a ``cache_settings(context, request)`` method."""
-
-
-def _choice(tool: Any, ctx: Context, setting: str | None) -> str:
-    """The backend a ``BackendTool`` picks (search picks one even when none is set)."""
-    choice = getattr(tool, "choice", None)
-    try:
-        return str(choice(ctx)) if callable(choice) else setting or ""
-    except Exception:  # noqa: BLE001 - a custom tool's choice must not cost the slot
-        return setting or ""
-
-
-def _folder_listing(folder: str) -> str:
-    """A digest of the files under ``folder`` (names, sizes, times), so a changed library misses."""
-    root = Path(folder).expanduser()
-    listing = []
-    try:
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in sorted(filenames):
-                if name.startswith("."):
-                    continue
-                path = Path(dirpath, name)
-                try:
-                    info = path.stat()
-                except OSError:
-                    continue
-                listing.append((path.relative_to(root).as_posix(), info.st_size, info.st_mtime_ns))
-    except OSError:
-        return ""
-    return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
 
 
 def _digest(fields: dict[str, Any]) -> str:

@@ -22,8 +22,10 @@ import tempfile
 import time
 from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
-from llmi.context import default_cache_dir
+from llmi.context import Context, default_cache_dir
+from llmi.state import ImageRequest
 from llmi.tools import chart_fonts, chart_jail, chart_pool
 from llmi.tools.base import ToolCall, ToolError, ToolOutput
 from llmi.tools.chart_runner import end_job
@@ -52,6 +54,11 @@ class CodeTool:
         "charts and plots drawn from data. params: {'code': matplotlib code; "
         "plt, pd, sns and np are already imported; do not call show or savefig}"
     )
+    params_in_cache_key = False
+
+    def cache_settings(self, context: Context, request: ImageRequest) -> dict[str, Any]:
+        """The code, nothing else, decides a chart."""
+        return {"code": request["params"].get("code")}
 
     def __call__(self, call: ToolCall) -> ToolOutput:
         chart_code = unfenced(call.request["params"]["code"])

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from llmi.context import Context
+from llmi.state import ImageRequest
 from llmi.tools.base import Backend, BackendFactory, BackendTool
-from llmi.tools.images_api import openai_generate
+from llmi.tools.images_api import images_server, openai_generate
+from llmi.tools.synthesis import synthesis_settings
 
 
 def diffusers_backend(argument: str) -> Backend:
@@ -21,6 +26,13 @@ class DiffusionTool(BackendTool):
         "imagined, creative or illustrative scenes that need not exist. "
         "params: {'prompt': a detailed text-to-image prompt}"
     )
+    params_in_cache_key = False
+
+    def cache_settings(self, context: Context, request: ImageRequest) -> dict[str, Any] | None:
+        """The prompt, the backend, the images server, the size, steps, guidance and the
+        seed that applies; None when the seed is drawn."""
+        return synthesis_settings(request, context, self.choice(context),
+                                  images_server(context, edit=False))
 
     def how_to_configure(self) -> str:
         return (

@@ -388,6 +388,16 @@ def library_backend(argument: str) -> Backend:
     return search
 
 
+def library_settings(folder: str) -> dict[str, str]:
+    """What decides a library search's image besides the request, for the tool cache's
+    key: the folder, and a digest of its images and sidecars (names, sizes, times), so
+    that a changed library misses."""
+    if not folder:
+        return {"library": "", "library_files": ""}
+    root = Path(folder).expanduser().resolve()
+    return {"library": str(root), "library_files": _signature(_scan(root))}
+
+
 def _open_library(folder: str) -> ImageLibrary:
     if not folder:
         raise ToolError("set LLMI_IMAGE_LIBRARY to a folder of images", kind="config")

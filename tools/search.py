@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from llmi.context import Context
+from llmi.state import ImageRequest
 from llmi.tools.base import BackendFactory, BackendTool
-from llmi.tools.library import library_backend
+from llmi.tools.library import library_backend, library_settings
 from llmi.tools.tavily import tavily_backend
 
 
@@ -16,6 +19,7 @@ class SearchTool(BackendTool):
         "real, factual or current things: landmarks, places, products, people, news. "
         "params: {'query': a web image search query}"
     )
+    params_in_cache_key = False
 
     def choice(self, context: Context) -> str:
         """Unset, the local library wins when one is named, else Tavily when it has a key."""
@@ -24,6 +28,25 @@ class SearchTool(BackendTool):
         if context.image_library:
             return "library"
         return "tavily" if context.tavily_api_key else ""
+
+    def cache_settings(self, context: Context, request: ImageRequest) -> dict[str, Any]:
+        """The query and the description (the library ranks by both), the backend and its
+        place (the library's folder and files, Tavily's URL), and what makes an image
+        usable. The web may change under a query; its cached image does not."""
+        backend = self.choice(context)
+        name, _, argument = backend.partition(":")
+        settings: dict[str, Any] = {
+            "query": request["params"].get("query"),
+            "description": request["description"],
+            "backend": backend,
+            "candidates": context.search_candidates,
+            "min_side": context.min_image_side,
+        }
+        if name == "library":
+            settings |= library_settings(argument or context.image_library or "")
+        elif name == "tavily":
+            settings["tavily_base_url"] = context.tavily_base_url
+        return settings
 
     def how_to_configure(self) -> str:
         return (
