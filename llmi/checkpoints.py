@@ -9,19 +9,15 @@
   plain path: a SQLite file.
 - empty: ``checkpoints.sqlite`` in the cache folder (``$XDG_CACHE_HOME/llmi``).
 
-A run is a LangGraph thread. Every checkpoint of it carries, in its metadata under
-``llmi_run``, the CLI settings it was started with (``RunSettings``: which graph,
-candidates and keep, the output and artifact folders, the tool cache switch), so that
-``llmi resume ID`` rebuilds the same graph and context; the prompt and everything else
-the run has done are in the checkpoint itself.
+A run is a LangGraph thread; the prompt and everything it has done are in its
+checkpoints. The CLI keeps the settings a run started with in their metadata
+(``llmi.cli.runs``).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -29,14 +25,12 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-from llmi.context import Context, default_cache_dir, env_name
+from llmi.context import default_cache_dir, env_name
 from llmi.errors import LlmiError, first_line
-from llmi.graphs import GraphName, graph_for
 
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 CONNECT_TIMEOUT_S = 10
 """Seconds to wait for the PostgreSQL server, unless the URL sets ``connect_timeout``."""
-METADATA_KEY = "llmi_run"
 
 
 class CheckpointStoreError(LlmiError):
@@ -135,75 +129,14 @@ def _with_timeout(url: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-# --- what a run remembers ------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RunSettings:
-    """The CLI settings a run started with, kept with its checkpoints."""
-
-    graph: GraphName
-    candidates: int
-    keep: int
-    out_dir: str
-    """Absolute, so a run resumed from another folder writes where it would have."""
-    artifact_dir: str
-    tool_cache: bool
-    model: str = ""
-    """``recorded`` for the offline demo; empty for the model the environment names."""
-
-    @classmethod
-    def of(cls, ctx: Context, *, model: str = "") -> RunSettings:
-        return cls(
-            graph=graph_for(ctx.candidates),
-            candidates=ctx.candidates,
-            keep=ctx.keep,
-            out_dir=str(Path(ctx.out_dir).expanduser().resolve()),
-            artifact_dir=str(Path(ctx.artifact_dir).expanduser().resolve()),
-            tool_cache=bool(ctx.tool_cache),
-            model=model,
-        )
-
-    def context(self, **overrides: Any) -> Context:
-        """The run's context: these settings, the rest from the environment."""
-        values = {name: getattr(self, name)
-                  for name in ("candidates", "keep", "out_dir", "artifact_dir", "tool_cache")}
-        return Context(**(values | overrides))
-
-    def metadata(self) -> dict[str, str]:
-        """For ``config["metadata"]``: LangGraph keeps only plain values there, so JSON text."""
-        return {METADATA_KEY: json.dumps(asdict(self), sort_keys=True)}
-
-    @classmethod
-    def from_metadata(cls, metadata: Any) -> RunSettings | None:
-        try:
-            raw = json.loads((metadata or {})[METADATA_KEY])
-            known = {f.name for f in fields(cls)}
-            settings = cls(**{k: v for k, v in raw.items() if k in known})
-        except (KeyError, TypeError, ValueError):
-            return None
-        return settings if settings.graph in ("document", "tts") else None
-
-
-def thread_config(thread_id: str, settings: RunSettings | None = None) -> dict[str, Any]:
+def thread_config(thread_id: str, metadata: dict[str, str] | None = None) -> dict[str, Any]:
+    """The run config of thread ``thread_id``; ``metadata`` goes with its checkpoints."""
     config: dict[str, Any] = {"configurable": {"thread_id": thread_id}}
-    if settings is not None:
-        config["metadata"] = settings.metadata()
+    if metadata is not None:
+        config["metadata"] = metadata
     return config
 
 
 def latest(saver: BaseCheckpointSaver, thread_id: str) -> CheckpointTuple | None:
     """The thread's latest top-level checkpoint, or None for an unknown thread."""
     return saver.get_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}})
-
-
-def settings_of(saved: CheckpointTuple, ctx: Context) -> RunSettings:
-    """The settings a thread was started with; for a thread without them (started by
-    another program), a guess from its state and the environment."""
-    found = RunSettings.from_metadata(saved.metadata)
-    if found is not None:
-        return found
-    values = (saved.checkpoint.get("channel_values") or {})
-    guessed = RunSettings.of(ctx)
-    graph = "tts" if "candidates" in values else "document"
-    return RunSettings(**(asdict(guessed) | {"graph": graph}))

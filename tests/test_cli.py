@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from llmi.cli import _parser, main
+from llmi.cli import main
+from llmi.cli.commands import _parser
 
 from helpers import gradient_png, tag
 from openai_standin import chat_server, closed_port_url, silent_server

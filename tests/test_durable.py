@@ -18,7 +18,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from llmi.checkpoints import RunSettings, describe, is_postgres, sqlite_path
+from llmi.checkpoints import describe, is_postgres, sqlite_path
+from llmi.cli.runs import RunSettings
 from llmi.cli import main
 from llmi.context import Context
 

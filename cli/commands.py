@@ -23,28 +23,22 @@ from rich.console import Console
 
 from llmi import __version__
 from llmi.artifacts import NotAnImage, inspect_image
-from llmi.checkpoints import (
-    RunSettings,
-    describe,
-    latest,
-    open_checkpointer,
-    settings_of,
-    thread_config,
-)
+from llmi.checkpoints import describe, latest, open_checkpointer, thread_config
+from llmi.cli.demo import LABEL, PROMPT, RecordedModel
+from llmi.cli.failures import STORAGE_ERRORS, explain
+from llmi.cli.progress import SlotProgress
+from llmi.cli.runs import RunSettings, settings_of
 from llmi.context import Context, SettingError, env_name
 from llmi.errors import LlmiError
-from llmi.demo import LABEL, PROMPT, RecordedModel
 from llmi.evaluation.datasets import DatasetError, load_items
 from llmi.evaluation.runner import Evaluation
 from llmi.evaluation.scorers import NAMES, build_scorers
 from llmi.graphs import GraphName, graph_for
 from llmi.graphs.document import build_graph
 from llmi.graphs.tts import build_tts_graph
-from llmi.failures import STORAGE_ERRORS, explain
 from llmi.models import ModelNotConfigured, SettingRefused
 from llmi.nodes.candidates import NoCandidate
 from llmi.nodes.intake import BadInputImage
-from llmi.progress import SlotProgress
 from llmi.reasoning import NoAnswer
 from llmi.stopping import RunThread
 
@@ -347,7 +341,7 @@ def _stream(inputs: dict[str, Any] | None, settings: RunSettings, ctx: Context, 
             saver: BaseCheckpointSaver, thread_id: str, model: BaseChatModel | None) -> dict[str, str]:
     """Run (``inputs``) or resume (``None``) the thread; returns the document's outputs."""
     graph = _graph(settings, model, saver)
-    config = thread_config(thread_id, settings)
+    config = thread_config(thread_id, settings.metadata())
     # "sync": each checkpoint is on disk before the next step starts, so a run killed in
     # the middle of a step resumes at that step.
     run = RunThread(lambda: graph.stream(inputs, config, context=ctx, subgraphs=True,

@@ -21,7 +21,7 @@ LABEL = "recorded model replies (offline demo): no chat model is called"
 
 
 def recorded(name: str) -> str:
-    return resources.files("llmi").joinpath("recorded", name).read_text(encoding="utf-8")
+    return resources.files("llmi.cli").joinpath("recorded", name).read_text(encoding="utf-8")
 
 
 class RecordedModel(BaseChatModel):

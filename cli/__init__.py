@@ -1,0 +1,5 @@
+"""The ``llmi`` command: generate, resume, demo, eval, graph (``llmi.cli.commands``)."""
+
+from llmi.cli.commands import entry, main
+
+__all__ = ["entry", "main"]

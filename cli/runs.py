@@ -1,0 +1,80 @@
+"""What the CLI remembers of a run, to resume it with the settings it started with.
+
+Every checkpoint of a CLI run carries, in its metadata under ``llmi_run``, the settings it
+was started with (``RunSettings``: which graph, candidates and keep, the output and
+artifact folders, the tool cache switch), so that ``llmi resume ID`` rebuilds the same
+graph and context.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from langgraph.checkpoint.base import CheckpointTuple
+
+from llmi.context import Context
+from llmi.graphs import GraphName, graph_for
+
+METADATA_KEY = "llmi_run"
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The CLI settings a run started with, kept with its checkpoints."""
+
+    graph: GraphName
+    candidates: int
+    keep: int
+    out_dir: str
+    """Absolute, so a run resumed from another folder writes where it would have."""
+    artifact_dir: str
+    tool_cache: bool
+    model: str = ""
+    """``recorded`` for the offline demo; empty for the model the environment names."""
+
+    @classmethod
+    def of(cls, ctx: Context, *, model: str = "") -> RunSettings:
+        return cls(
+            graph=graph_for(ctx.candidates),
+            candidates=ctx.candidates,
+            keep=ctx.keep,
+            out_dir=str(Path(ctx.out_dir).expanduser().resolve()),
+            artifact_dir=str(Path(ctx.artifact_dir).expanduser().resolve()),
+            tool_cache=bool(ctx.tool_cache),
+            model=model,
+        )
+
+    def context(self, **overrides: Any) -> Context:
+        """The run's context: these settings, the rest from the environment."""
+        values = {name: getattr(self, name)
+                  for name in ("candidates", "keep", "out_dir", "artifact_dir", "tool_cache")}
+        return Context(**(values | overrides))
+
+    def metadata(self) -> dict[str, str]:
+        """For ``config["metadata"]``: LangGraph keeps only plain values there, so JSON text."""
+        return {METADATA_KEY: json.dumps(asdict(self), sort_keys=True)}
+
+    @classmethod
+    def from_metadata(cls, metadata: Any) -> RunSettings | None:
+        try:
+            raw = json.loads((metadata or {})[METADATA_KEY])
+            known = {f.name for f in fields(cls)}
+            settings = cls(**{k: v for k, v in raw.items() if k in known})
+        except (KeyError, TypeError, ValueError):
+            return None
+        return settings if settings.graph in ("document", "tts") else None
+
+
+def settings_of(saved: CheckpointTuple, ctx: Context) -> RunSettings:
+    """The settings a thread was started with; for a thread without them (started by
+    another program), a guess from its state and the environment."""
+    found = RunSettings.from_metadata(saved.metadata)
+    if found is not None:
+        return found
+    values = (saved.checkpoint.get("channel_values") or {})
+    guessed = RunSettings.of(ctx)
+    graph = "tts" if "candidates" in values else "document"
+    return RunSettings(**(asdict(guessed) | {"graph": graph}))
