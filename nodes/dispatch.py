@@ -3,17 +3,17 @@
 When a stop is requested (``llmi.stopping``) a round ends early: the results that
 finished are written, and the requests still running stay pending for the resumed run.
 
-Each new image is checked (``image_problem``) on a pool of its own as it arrives, and
-the result records what the check found for the verifier. An edit of the image does
-not wait for the check: it starts the moment the image is stored.
+Each new image is checked (``llmi.nodes.image_check``) as it arrives, beside the tools
+still running; an image that fails the check is its slot's failure. An edit of the image
+does not wait for the check: it starts the moment the image is stored. Every result
+records the round that made it, which is how the verifier knows its new results.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 from langgraph.runtime import Runtime
@@ -22,8 +22,8 @@ from llmi import stopping
 from llmi.artifacts import ArtifactStore, NotAnImage
 from llmi.context import Context, context_of
 from llmi.events import emitter
+from llmi.nodes.image_check import ImageChecks
 from llmi.nodes.schedule import Scheduler, failed_request
-from llmi.nodes.verifier import image_problem
 from llmi.state import (
     DocumentState,
     ImageRef,
@@ -56,16 +56,11 @@ class Dispatch:
         known: dict[int, ImageRef] = dict(enumerate(state.get("inputs", [])))
         results = state.get("results", [])
         known.update((r["slot"], r["image"]) for r in results if r["ok"] and r["image"])
-        checks: dict[int, Future[str | None]] = {}
-        with ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="llmi-check") as checker:
+        with ImageChecks() as checks:
 
             def run_and_check(request: ImageRequest, source: ImageRef | None) -> ImageResult:
-                def check(data: bytes) -> None:
-                    # After the round (a slot that overran its deadline) this submit fails,
-                    # and the abandoned slot's result is read by no one.
-                    checks[request["slot"]] = checker.submit(image_problem, data)
-
-                return self.run_one(request, source, ctx, store, on_made=check)
+                on_made = partial(checks.start, request["slot"])
+                return self.run_one(request, source, ctx, store, on_made=on_made)
 
             scheduler = Scheduler(
                 run_and_check,
@@ -76,8 +71,8 @@ class Dispatch:
                 notify=notify,
             )
             made = scheduler.run(pending_requests(state))
-            return [{**r, "problem": checks[r["slot"]].result()} if r["ok"] and r["slot"] in checks
-                    else r for r in made]
+            this_round = state.get("round", 0)
+            return [{**checks.outcome(r), "round": this_round} for r in made]
 
     def run_one(
         self, request: ImageRequest, source: ImageRef | None, ctx: Context, store: ArtifactStore,

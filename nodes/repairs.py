@@ -109,7 +109,7 @@ class Repairs:
         if fix.request is not None:
             self.requests.append(fix.request)
         if fix.result is not None:
-            self.results.append({**fix.result, "checked": True})
+            self.results.append(fix.result)
         self.repairs.append(
             Repair(
                 slot=failure.slot,

@@ -1,15 +1,13 @@
-"""Verifier node: checks every new image, then repairs the slots that failed."""
+"""Verifier node: judges whether each new image fits its text, then repairs the failed slots."""
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langgraph.runtime import Runtime
-from PIL import Image, UnidentifiedImageError
 
 from llmi import stopping
 from llmi.artifacts import ArtifactStore
@@ -18,37 +16,19 @@ from llmi.events import emitter
 from llmi.models import chat_model, judge_model
 from llmi.nodes.judge import Judge
 from llmi.nodes.repairs import Failure, Situation, repair
-from llmi.state import DocumentState, Finding, ImageResult, Repair, Segment
+from llmi.state import DocumentState, Finding, ImageResult, Repair, Segment, failed_check
 from llmi.tools.registry import ToolRegistry, default_tools
-
-MIN_SIDE = 64
-# Largest per-channel spread still counted as one flat colour (JPEG noise on a blank frame).
-FLAT_SPREAD = 3
-
-
-def image_problem(data: bytes) -> str | None:
-    """Why an image is unusable ("is too small ..."), or None when it passes."""
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            if min(img.size) < MIN_SIDE:
-                return f"is too small ({img.width}x{img.height}, needs {MIN_SIDE}x{MIN_SIDE})"
-            # A JPEG decodes whole at an eighth of its size, which is all the checks need.
-            img.draft("RGB", (img.width // 8, img.height // 8))
-            img.load()
-            extrema = (img if img.mode == "RGB" else img.convert("RGB")).getextrema()
-    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
-        return f"does not decode ({exc})"
-    if all(high - low <= FLAT_SPREAD for low, high in extrema):
-        return "is one flat colour"
-    return None
 
 
 class Verifier:
-    """Fails new images that do not pass the checks, and repairs failed slots.
+    """Fails new images that do not fit their text, and repairs failed slots.
 
-    The checks are ``image_problem`` and, with a vision judge, whether the image fits its
-    description and the text around it. ``llmi.nodes.repairs`` says how each kind of
-    failure is repaired; each slot gets at most ``repair_rounds`` repairs.
+    The new results are those of this round (their ``round``). Dispatch has checked
+    their images already (``llmi.nodes.image_check``): an image that failed is a failed
+    result of kind ``check``, and each such failure is a finding. With a vision judge,
+    each new image must also fit its description and the text around it.
+    ``llmi.nodes.repairs`` says how each kind of failure is repaired; each slot gets at
+    most ``repair_rounds`` repairs.
 
     ``model`` writes the repairs (default: the planner's model of the run context);
     ``tools`` should be the registry dispatch runs; ``judge`` checks relevance (default:
@@ -70,52 +50,52 @@ class Verifier:
         # After a round that a stop ended early: the run resumes here.
         stopping.raise_if_requested()
         ctx = context_of(runtime)
-        fresh = [r for r in state.get("results", []) if not r.get("checked")]
-        checked, findings = self._check(fresh, state.get("segments", []), ctx)
+        this_round = state.get("round", 0)
+        new = [r for r in state.get("results", []) if r.get("round", 0) == this_round]
+        misfits, findings = self._misfits(new, state.get("segments", []), ctx)
+        checked = _by_slot(new) | _by_slot(misfits)
+        findings += [Finding(slot=r["slot"], problem=r["error"])
+                     for r in checked.values() if r.get("failure") == "check"]
         situation = Situation(
             ctx=ctx,
             tools=self.tools,
             requests=_by_slot(state.get("requests", [])),
-            results=_by_slot(state.get("results", [])) | _by_slot(checked),
+            results=_by_slot(state.get("results", [])) | checked,
             history=_history(state.get("repairs", [])),
             draft=state.get("draft", ""),
             n_inputs=len(state.get("inputs", [])),
         )
-        failures = [Failure(r, situation.requests.get(r["slot"])) for r in checked if not r["ok"]]
+        failures = [Failure(r, situation.requests.get(r["slot"]))
+                    for r in checked.values() if not r["ok"]]
         fixed = repair(failures, situation, lambda: self.model or chat_model(ctx))
         emit = emitter(runtime, **({"candidate": state["candidate"]} if "candidate" in state else {}))
         for tried in fixed.repairs:
             emit("repair", slot=tried["slot"], kind=tried["kind"], failed=tried["failed"],
                  tried=tried["tried"])
+        # A result a repair ends the slot with is made, and judged, in this round.
+        ended = [{**r, "round": this_round} for r in fixed.results]
         return {
-            "results": list((_by_slot(checked) | _by_slot(fixed.results)).values()),
+            "results": list((_by_slot(misfits) | _by_slot(ended)).values()),
             "requests": fixed.requests,
             "findings": findings + fixed.findings,
             "repairs": fixed.repairs,
-            "round": state.get("round", 0) + 1,
+            "round": this_round + 1,
         }
 
-    def _check(
-        self, fresh: Sequence[ImageResult], segments: Sequence[Segment], ctx: Context
+    def _misfits(
+        self, new: Sequence[ImageResult], segments: Sequence[Segment], ctx: Context
     ) -> tuple[list[ImageResult], list[Finding]]:
-        """The fresh results marked checked, those whose image fails a check as failed."""
-        store = ArtifactStore(ctx.artifact_dir)
-        made = [r for r in fresh if r["ok"] and r["image"]]
+        """The new images that do not fit their text, failed; and a finding when the
+        relevance check is skipped because the vision judge cannot start."""
+        made = [r for r in new if r["ok"] and r["image"]]
         judge, findings = (self.judge, []) if self.judge or not made else _vision_judge(ctx)
+        if judge is None:
+            return [], findings
+        store = ArtifactStore(ctx.artifact_dir)
         with ThreadPoolExecutor(max_workers=max(1, min(ctx.max_parallel, len(made)))) as pool:
-            problems = dict(
-                zip((r["slot"] for r in made),
-                    pool.map(lambda r: _problem(r, store, judge, segments), made))
-            )
-        checked: list[ImageResult] = []
-        for result in fresh:
-            problem = problems.get(result["slot"])
-            if problem:
-                error = f"verifier: the image {problem}"
-                result = {**result, "ok": False, "image": None, "error": error}
-                findings.append(Finding(slot=result["slot"], problem=error))
-            checked.append({**result, "checked": True})
-        return checked, findings
+            problems = pool.map(lambda r: _misfit(r, store, judge, segments), made)
+            misfits = [failed_check(r, problem) for r, problem in zip(made, problems) if problem]
+        return misfits, findings
 
 
 def _vision_judge(ctx: Context) -> tuple[Judge | None, list[Finding]]:
@@ -127,20 +107,14 @@ def _vision_judge(ctx: Context) -> tuple[Judge | None, list[Finding]]:
     return (Judge(vlm=vlm) if vlm is not None else None), []
 
 
-def _problem(
-    result: ImageResult, store: ArtifactStore, judge: Judge | None, segments: Sequence[Segment]
+def _misfit(
+    result: ImageResult, store: ArtifactStore, judge: Judge, segments: Sequence[Segment]
 ) -> str | None:
-    """Why a new image fails the checks, or None when it passes."""
-    checked = "problem" in result  # by dispatch, as the image arrived
-    if checked and (result["problem"] or judge is None):
-        return result["problem"]
+    """Why a new image does not fit its text, or None when it fits or the judge cannot tell."""
     try:
         data = store.get(result["image"])
     except (OSError, ValueError) as exc:
         return f"is missing from the artifact store ({exc})"
-    problem = result["problem"] if checked else image_problem(data)
-    if problem or judge is None:
-        return problem
     fits, reason = judge.check_relevance(
         data, result["description"], surrounding_text(segments, result["slot"])
     )

@@ -11,6 +11,7 @@ from llmi.state.records import (
     Size,
     SlotSegment,
     TextSegment,
+    failed_check,
     failed_result,
 )
 from llmi.state.reducers import merge_by_slot
@@ -28,6 +29,7 @@ __all__ = [
     "Size",
     "SlotSegment",
     "TextSegment",
+    "failed_check",
     "failed_result",
     "merge_by_slot",
     "pending_requests",

@@ -44,13 +44,13 @@ class ImageResult(TypedDict):
     provenance: dict[str, Any]
     seconds: float
     attempt: int
-    checked: NotRequired[bool]
-    """Set once the verifier has checked this result, so it is checked only once."""
-    problem: NotRequired[str | None]
-    """Of a made image: why it fails the verifier's pixel checks, None when it passes. Found
-    by dispatch as the image arrives, so the check overlaps the other slots' tool calls."""
+    round: NotRequired[int]
+    """The document's round that made it: 0 (also when absent) for the planner and the
+    first dispatch, one more after each verifier round. Each verifier round looks at the
+    results of its own round."""
     failure: NotRequired[str]
-    """Of a failed result: the kind of failure (a ``ToolError`` kind such as ``timeout``)."""
+    """Of a failed result: the kind of failure (a ``ToolError`` kind such as ``timeout``,
+    or ``check`` for an image that was made but failed a check)."""
     infrastructure: NotRequired[bool]
     """Of a failed result: the tool's service failed (down, refused, out of quota, too slow,
     not configured), not the request. Rewards can leave such failures out."""
@@ -126,3 +126,10 @@ def failed_result(
         result["failure"] = failure
         result["infrastructure"] = infrastructure
     return result
+
+
+def failed_check(result: ImageResult, problem: str) -> ImageResult:
+    """The result of a made image that failed a check (``problem``: "is one flat colour");
+    what made it (tool, backend, provenance) stays on record."""
+    return {**result, "ok": False, "image": None, "error": f"verifier: the image {problem}",
+            "failure": "check", "infrastructure": False}

@@ -9,20 +9,22 @@ from typing import Any
 
 import pytest
 from langchain_core.messages import BaseMessage, SystemMessage
+from langgraph.runtime import Runtime
 
+from llmi.artifacts import ArtifactStore
 from llmi.context import Context
 from llmi.graphs.document import build_graph
 from llmi.nodes.judge import Judge
 from llmi.nodes.planner import Planner
 from llmi.nodes.verifier import Verifier
 from llmi.prompts import QUERY_SYSTEM, REPAIR_SYSTEM, RETAG_SYSTEM
-from llmi.state import ImageRequest
+from llmi.state import ImageRequest, ImageResult, failed_result
 from llmi.tools.base import ToolCall, ToolError
 from llmi.tools.images_api import openai_generate
 from llmi.tools.registry import ToolRegistry
 from llmi.tools.search import search as unconfigured_search
 
-from helpers import FakeTool, ScriptedModel, fake_tools, tag
+from helpers import FakeTool, ScriptedModel, fake_tools, gradient_png, tag
 from images_standin import images_server
 
 RETAG_OPENING = RETAG_SYSTEM.split("\n", 1)[0]
@@ -302,6 +304,30 @@ def test_a_vision_judge_that_cannot_start_skips_the_check(context: Context) -> N
     assert slots(context)[0]["ok"]
     [finding] = out["findings"]
     assert finding["slot"] == -1 and finding["problem"].startswith("relevance check skipped")
+
+
+def test_the_verifier_looks_at_the_results_of_its_own_round_only(context: Context) -> None:
+    """Slot 1 was still running when a stop ended round 0, and was made in round 1 at its
+    first attempt: it is judged and repaired. Slot 0 failed in round 0 and was left as it
+    was: it is not repaired again."""
+    judge, vlm = vision_judge('{"match": "no", "reason": "it shows a cat"}')
+    image = ArtifactStore(context.artifact_dir).put(gradient_png(1))
+    requests = [ImageRequest(slot=slot, source="search", description="a heron",
+                             params={"query": "heron"}, depends_on=None, attempt=0)
+                for slot in (0, 1)]
+    earlier = failed_result(0, "search", "a heron", "no images found", tool="search")
+    made = ImageResult(slot=1, source="search", description="a heron", ok=True, image=image,
+                       error=None, tool="search", backend="fake", provenance={}, seconds=0.1,
+                       attempt=0, round=1)
+    state = {"round": 1, "requests": requests, "results": [earlier, made],
+             "segments": [{"kind": "slot", "slot": 0}, {"kind": "slot", "slot": 1}]}
+    update = Verifier(model=routed(""), tools=fake_tools(), judge=judge)(
+        state, Runtime(context=context))
+    assert len(vlm.calls) == 1
+    [misfit] = update["results"]
+    assert (misfit["slot"], misfit["failure"]) == (1, "check")
+    assert [(r["slot"], r["attempt"]) for r in update["requests"]] == [(1, 1)]
+    assert update["round"] == 2
 
 
 def test_repair_rounds_zero_disables_repairs(context: Context) -> None:

@@ -1,0 +1,63 @@
+"""The check every made image passes: it decodes, is big enough and is not one flat colour.
+
+Dispatch runs it on each image as the image arrives, on a pool of its own: the check
+overlaps the tools still running, and an edit of the image starts without waiting for
+it. An image that fails is its slot's failure, of kind ``check``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from PIL import Image, UnidentifiedImageError
+
+from llmi.state import ImageResult, failed_check
+
+MIN_SIDE = 64
+# Largest per-channel spread still counted as one flat colour (JPEG noise on a blank frame).
+FLAT_SPREAD = 3
+
+
+def image_problem(data: bytes) -> str | None:
+    """Why an image is unusable ("is too small ..."), or None when it passes."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if min(img.size) < MIN_SIDE:
+                return f"is too small ({img.width}x{img.height}, needs {MIN_SIDE}x{MIN_SIDE})"
+            # A JPEG decodes whole at an eighth of its size, which is all the checks need.
+            img.draft("RGB", (img.width // 8, img.height // 8))
+            img.load()
+            extrema = (img if img.mode == "RGB" else img.convert("RGB")).getextrema()
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
+        return f"does not decode ({exc})"
+    if all(high - low <= FLAT_SPREAD for low, high in extrema):
+        return "is one flat colour"
+    return None
+
+
+class ImageChecks:
+    """One round's checks: each starts as its image is made and is read when the round ends."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="llmi-check")
+        self._found: dict[int, Future[str | None]] = {}
+
+    def __enter__(self) -> ImageChecks:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown()
+
+    def start(self, slot: int, data: bytes) -> None:
+        """Check the image just made for ``slot``."""
+        # After the round (a slot that overran its deadline) this submit fails, and the
+        # abandoned slot's result is read by no one.
+        self._found[slot] = self._pool.submit(image_problem, data)
+
+    def outcome(self, result: ImageResult) -> ImageResult:
+        """``result`` as its image's check left it: failed when the image did not pass."""
+        found = self._found.get(result["slot"]) if result["ok"] else None
+        problem = found.result() if found else None
+        return failed_check(result, problem) if problem else result
