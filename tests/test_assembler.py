@@ -153,6 +153,23 @@ def test_manifest_records_every_slot_and_stats(context: Context, mixed: dict[str
     )
 
 
+def test_images_are_not_decoded_again(
+    context: Context, mixed: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each image's type and size come from its ref, which the store made from the bytes."""
+
+    def no_decoding(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the assembler opened an image")
+
+    monkeypatch.setattr(Image, "open", no_decoding)
+    outputs = _run(context, **mixed)
+    chart, _, painting, _ = json.loads(outputs["manifest"].read_text(encoding="utf-8"))["slots"]
+    assert (chart["image"]["path"], chart["image"]["width"], chart["image"]["height"]) == (
+        "assets/image-00.png", 128, 96)
+    assert painting["ok"] and painting["image"]["path"] == "assets/image-02.jpg"
+    assert 'src="data:image/jpeg;base64,' in outputs["html"].read_text(encoding="utf-8")
+
+
 def test_manifest_records_each_slots_repairs(context: Context, mixed: dict[str, Any]) -> None:
     repairs = [
         Repair(slot=1, attempt=2, kind="diffusion", failed="search: none again",
