@@ -40,13 +40,12 @@ from llmi.artifacts import ArtifactStore, NotAnImage, inspect_image
 from llmi.context import Context
 from llmi.machine_paths import without_machine_paths
 from llmi.models import TEXT_JUDGE, VISION_JUDGE, Role, judge_model
+from llmi.nodes.tags import PARSER
 from llmi.reasoning import NoAnswer, answer_of, cut_off_note, split_reply
 from llmi.state import ImageRef, ImageRequest, ImageResult, Segment, failed_result
 
 TEXT_KEYS = ("text", "image")
 VISION_KEYS = ("quality", "task_relevance", "text_image_relevance")
-PARSER = "parser"
-"""The ``tool`` of a result that the tag parser failed: a broken tag, not a tool failure."""
 
 _NUMBER = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(?:(?:/|out\s+of)\s*(\d+))?", re.IGNORECASE)
 _VERDICT = re.compile(r"^\W*(?:(?:answer|verdict|match)\W*)?(yes|no|true|false)\b", re.IGNORECASE)

@@ -25,7 +25,7 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
 from llmi.context import Context
 from llmi.models import PLANNER
-from llmi.nodes.tags import parse_draft, tag_bodies
+from llmi.nodes.tags import PARSER, parse_draft, tag_bodies
 from llmi.prompts import (
     QUERY_SYSTEM,
     QUERY_USER,
@@ -41,8 +41,6 @@ from llmi.tools.registry import ToolRegistry
 
 Kind = Literal["code", "query", "diffusion", "seed", "retag"]
 
-PARSER = "parser"
-"""The ``tool`` of a slot whose tag the parser could not read."""
 _FENCED = re.compile(r"```[\w+-]*\n(.*?)```", re.DOTALL)
 _QUERY_LABEL = re.compile(r"^(?:search\s+)?query\s*:\s*", re.IGNORECASE)
 

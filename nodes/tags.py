@@ -21,6 +21,9 @@ from llmi.errors import first_line
 from llmi.state import ImageRequest, ImageResult, Segment, failed_result
 
 OPEN, CLOSE = "<imgen>", "</imgen>"
+PARSER = "parser"
+"""The ``tool`` of a slot whose tag the parser could not read: a broken tag, not a tool
+failure."""
 _FENCE = re.compile(r"^[ \t]*```[^\n`]*\n(.*?)^[ \t]*```[ \t]*$", re.MULTILINE | re.DOTALL)
 _INLINE_CODE = re.compile(r"`+\s*(<imgen>.*?</imgen>)\s*`+", re.DOTALL)
 _PAIRS = {"{": "}", "[": "]", "(": ")"}
@@ -90,7 +93,7 @@ def _slot(
         return _request(slot, tag, required_params)
     except TagError as exc:
         source, description = _label(tag, body)
-        return failed_result(slot, source, description, f"bad tag: {exc}", tool="parser")
+        return failed_result(slot, source, description, f"bad tag: {exc}", tool=PARSER)
 
 
 def tag_bodies(draft: str) -> list[str]:
