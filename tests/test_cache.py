@@ -365,6 +365,23 @@ def test_a_custom_source_is_cached_only_when_its_tool_says_how(
     assert cache.key(tool, request("map", place="anywhere"), context) is None
 
 
+def test_a_tool_that_changes_an_image_keys_on_that_image(
+    cache: ToolCache, context: Context
+) -> None:
+    class Restyle(FakeTool):
+        def cache_settings(self, ctx: Context, req: ImageRequest) -> dict | None:
+            return {}
+
+    tool = Restyle("restyle", ("img_index", "style"))
+    req = request("restyle", img_index=0, style="ink")
+    first, second = ({"sha256": c * 64, "uri": "", "mime": "image/png", "width": 8,
+                      "height": 8} for c in "ab")
+    assert None not in {cache.key(tool, req, context, first), cache.key(tool, req, context, second)}
+    assert cache.key(tool, req, context, first) != cache.key(tool, req, context, second)
+    # Without the image it points at, its image is unknown.
+    assert cache.key(tool, req, context) is None
+
+
 def test_an_entry_outlives_a_moved_store(tmp_path: Path, context: Context) -> None:
     store = ArtifactStore(tmp_path / "a")
     ref = store.put(gradient_png(3))

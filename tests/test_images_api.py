@@ -259,6 +259,14 @@ def test_a_gateway_serving_openai_models_gets_the_nearest_size_they_take(
     assert model.rpartition("/")[2].startswith(out.provenance["family"])  # gpt-image, dall-e-2..
 
 
+def test_a_size_reads_as_the_diffusers_backends_read_it(server: ImagesServer) -> None:
+    # One WxH parser for every backend: spaces, X and × as LLMI_IMAGE_SIZE may be written.
+    server.openai_rules = True
+    ctx = _context(server.base_url, api_key="sk-gateway", image_size=" 1920 × 1080 ")
+    openai_generate("dall-e-3")(_call(ctx))
+    assert server.requests[0].fields["size"] == "1792x1024"
+
+
 @pytest.mark.parametrize(("model", "sent"), [
     ("gpt-image-1", "auto"), ("dall-e-2", "1024x1024"), ("dall-e-3", "1024x1024"),
     ("Qwen/Qwen-Image", None),
