@@ -35,7 +35,7 @@ from bench.simulated import (
 from llmi.artifacts import ArtifactStore
 from llmi.context import Context
 from llmi.nodes.dispatch import Dispatch
-from llmi.nodes.schedule import failed_request
+from llmi.nodes.dispatch.schedule import failed_request
 from llmi.state import DocumentState, ImageRef, ImageResult, pending_requests
 
 NAME = "scheduling"

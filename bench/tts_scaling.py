@@ -20,7 +20,7 @@ from langchain_core.messages import BaseMessage
 from bench.report import Report, ratio, seconds
 from bench.simulated import SimulatedModel, Slot, context, plan_text, registry, simulated_tools
 from llmi.graphs.tts import build_tts_graph
-from llmi.nodes.judge import Judge
+from llmi.judge import Judge
 from llmi.prompts import POLISH_SYSTEM
 
 NAME = "tts_scaling"

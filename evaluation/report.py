@@ -26,7 +26,7 @@ from rich.text import Text
 from llmi.artifacts import ArtifactStore, inspect_image
 from llmi.evaluation.records import ItemScore, ResultLine
 from llmi.nodes.assembler import collect_figures
-from llmi.nodes.render import html_body, html_page
+from llmi.render import html_body, html_page
 from llmi.state import ImageRef, Segment
 
 ITEMS = "items"

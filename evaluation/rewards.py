@@ -2,7 +2,7 @@
 
 A completion is a policy's document with ``<imgen>`` tags. Its reward renders the tags
 with the tools (no repairs: the policy answers for its own tags), then scores the result
-as ``llmi.nodes.judge`` does: rules, a text judge, a vision judge.
+as ``llmi.judge.scoring`` does: rules, a text judge, a vision judge.
 
 Unlike LLM-I, a tool that fails because its service did (down, out of quota, too slow,
 not configured) is not charged to the policy by default: such slots are left out of the
@@ -34,8 +34,8 @@ from llmi.artifacts import ArtifactStore
 from llmi.context import Context
 from llmi.evaluation.datasets import image_bytes, prompt_text
 from llmi.nodes.dispatch import Dispatch
-from llmi.nodes.judge import TEXT_KEYS, VISION_KEYS, Judge, Scores
-from llmi.nodes.tags import parse_draft
+from llmi.judge import TEXT_KEYS, VISION_KEYS, Judge, Scores
+from llmi.tags import parse_draft
 from llmi.reasoning import no_answer_reason, split_reply
 from llmi.tools.registry import ToolRegistry, default_tools
 

@@ -28,7 +28,7 @@ from llmi.evaluation.records import Document, EvalItem, ItemRun, ItemScore, Resu
 from llmi.evaluation.report import item_dir, summary_table, write_pages, write_summary
 from llmi.evaluation.results import ResultsFile
 from llmi.evaluation.scorers.base import Scorer
-from llmi.nodes.judge import describe_error
+from llmi.judge.scoring import describe_error
 
 RESULTS = "results.jsonl"
 CHECKPOINTS = "checkpoints.sqlite"

@@ -23,7 +23,7 @@ from llmi.nodes.candidates import (
 )
 from llmi.nodes.dispatch import Dispatch
 from llmi.nodes.intake import take_inputs
-from llmi.nodes.judge import Judge
+from llmi.judge import Judge
 from llmi.nodes.planner import Planner
 from llmi.nodes.polish import Polisher
 from llmi.nodes.verifier import Verifier

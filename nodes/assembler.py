@@ -23,7 +23,7 @@ from llmi.artifacts import ArtifactStore, atomic_file, extension, write_atomic
 from llmi.context import Context, context_of
 from llmi.events import emitter
 from llmi.machine_paths import without_machine_paths
-from llmi.nodes.render import Figure, html_document_parts, markdown_document
+from llmi.render import Figure, html_document_parts, markdown_document
 from llmi.state import DocumentState, ImageRequest, ImageResult, Repair, Segment
 
 OUTPUT_MODE = 0o666

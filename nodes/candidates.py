@@ -21,7 +21,7 @@ from llmi.artifacts import ArtifactStore
 from llmi.context import Context, context_of
 from llmi.events import emitter
 from llmi.models import PLANNER, temperature_for
-from llmi.nodes.judge import Judge, rank
+from llmi.judge import Judge, rank
 from llmi.state import DocumentState
 from llmi.state.candidates import Candidate, Sampling, ScalingState
 

@@ -12,7 +12,7 @@ from langgraph.runtime import Runtime
 from llmi.artifacts import ArtifactStore
 from llmi.context import Context, context_of
 from llmi.models import PLANNER, chat_model
-from llmi.nodes.tags import parse_draft
+from llmi.tags import parse_draft
 from llmi.prompts import planner_system
 from llmi.reasoning import answer_of, cut_off_note, split_reply
 from llmi.state import DocumentState, Finding, ImageRef

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from llmi.context import Context
 from llmi.graphs.document import build_graph
-from llmi.nodes.render import clean_text
+from llmi.render import clean_text
 from llmi.tools.base import ToolCall, ToolError
 
 from helpers import FakeTool, fake_tools, model, tag

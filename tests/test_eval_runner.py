@@ -30,7 +30,7 @@ from llmi.evaluation.runner import RESULTS, Evaluation
 from llmi.evaluation.scorers.reward import RewardScorer
 from llmi.evaluation.scorers.tool_use import ToolUseScorer
 from llmi.graphs.document import build_graph
-from llmi.nodes.judge import Judge
+from llmi.judge import Judge
 from llmi.tools.registry import ToolRegistry
 
 # Stand-ins

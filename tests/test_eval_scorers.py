@@ -18,7 +18,7 @@ from llmi.evaluation.records import Document, EvalItem, ItemRun, ItemScore
 from llmi.evaluation.scorers.base import Scorer
 from llmi.evaluation.scorers.rubric import RubricScorer, parse_rubric_answer
 from llmi.evaluation.scorers.tool_use import ToolUseScorer
-from llmi.nodes.judge import PARSER
+from llmi.judge.scoring import PARSER
 from llmi.state import ImageRef, ImageResult, Repair, Segment, failed_result
 
 

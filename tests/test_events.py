@@ -7,7 +7,7 @@ from collections import defaultdict
 from llmi.context import Context
 from llmi.graphs.document import build_graph
 from llmi.graphs.tts import build_tts_graph
-from llmi.nodes.judge import Judge
+from llmi.judge import Judge
 from llmi.tools.base import ToolError
 
 from helpers import FakeTool, ScriptedModel, fake_tools, model, tag

@@ -17,7 +17,7 @@ from PIL import Image
 from llmi.context import Context
 from llmi.graphs.document import build_graph
 from llmi.nodes.dispatch import Dispatch
-from llmi.nodes.image_check import image_problem
+from llmi.nodes.dispatch.image_check import image_problem
 from llmi.state import ImageRequest
 from llmi.tools.base import ToolCall, ToolError
 
@@ -188,7 +188,7 @@ def test_an_edit_does_not_wait_for_its_source_to_be_checked(
     def slow_check(data: bytes) -> str | None:
         return None if edit_started.wait(10) else "was checked before its edit could start"
 
-    monkeypatch.setattr("llmi.nodes.image_check.image_problem", slow_check)
+    monkeypatch.setattr("llmi.nodes.dispatch.image_check.image_problem", slow_check)
     run(tag("diffusion", prompt="fox") + tag("edit", img_index=0, prompt="scarf"), context,
         tools=fake_tools(edit=edit))
     assert [s["ok"] for s in slots(context).values()] == [True, True]

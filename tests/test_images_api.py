@@ -16,7 +16,6 @@ from images_standin import ImagesServer, images_server
 from llmi.artifacts import ArtifactStore
 from llmi.context import Context
 from llmi.state import ImageRequest
-from llmi.tools import images_api
 from llmi.tools.base import ToolCall, ToolError
 from llmi.tools.cache import ToolCache
 from llmi.tools.images_api import openai_edit, openai_generate

@@ -13,13 +13,13 @@ import pytest
 from langchain_core.messages import BaseMessage
 
 from helpers import FakeTool, ScriptedModel, gradient_png
-from llmi import rubrics
+from llmi.judge import prompts as rubrics
 from llmi.artifacts import ArtifactStore
 from llmi.context import Context
 from llmi.evaluation.records import Document, EvalItem, ItemRun
 from llmi.evaluation.scorers.reward import RewardScorer
 from llmi.nodes.dispatch import Dispatch
-from llmi.nodes.judge import Judge, RewardWeights, reward
+from llmi.judge import Judge, RewardWeights, reward
 from llmi.state import ImageRef, ImageRequest, ImageResult, Segment, failed_result
 from llmi.tools.base import NotConfigured, ToolCall, ToolError
 from llmi.tools.registry import ToolRegistry

@@ -14,7 +14,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 
 from llmi.artifacts import ArtifactStore
 from llmi.context import Context
-from llmi.nodes.judge import (
+from llmi.judge.scoring import (
     Judge,
     RewardWeights,
     Scores,
@@ -27,7 +27,7 @@ from llmi.nodes.judge import (
     tag_validity,
     tool_success,
 )
-from llmi.nodes.tags import parse_draft
+from llmi.tags import parse_draft
 from llmi.state import ImageRef, ImageResult, Segment, failed_result
 
 REQUIRED = {"search": ("query",), "diffusion": ("prompt",), "code": ("code",),

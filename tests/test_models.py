@@ -14,7 +14,7 @@ from llmi.context import Context
 from llmi.graphs.document import build_graph
 from llmi.graphs.tts import build_tts_graph
 from llmi.models import FAMILIES, SettingRefused, family_of, judge_model
-from llmi.nodes.judge import Judge
+from llmi.judge import Judge
 from helpers import fake_tools
 from openai_standin import chat_server
 

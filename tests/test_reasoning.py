@@ -17,7 +17,7 @@ from llmi.evaluation.runner import Evaluation
 from llmi.evaluation.scorers.rubric import RubricScorer
 from llmi.graphs.document import build_graph
 from llmi.models import chat_model, judge_model
-from llmi.nodes.judge import Judge
+from llmi.judge import Judge
 from llmi.nodes.polish import Polisher
 from llmi.nodes.verifier import Verifier
 from llmi.prompts import REPAIR_SYSTEM

@@ -14,7 +14,7 @@ from langgraph.runtime import Runtime
 from llmi.artifacts import ArtifactStore
 from llmi.context import Context
 from llmi.graphs.document import build_graph
-from llmi.nodes.judge import Judge
+from llmi.judge import Judge
 from llmi.nodes.planner import Planner
 from llmi.nodes.verifier import Verifier
 from llmi.prompts import QUERY_SYSTEM, REPAIR_SYSTEM, RETAG_SYSTEM

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from llmi.context import Context
-from llmi.nodes.judge import Judge
+from llmi.judge import Judge
 from llmi.rewards import DocumentReward, compute_score
 from llmi.tools.base import ToolCall, ToolError
 from helpers import FakeTool, ScriptedModel, fake_tools, gradient_png, tag

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llmi.nodes.tags import parse_draft
+from llmi.tags import parse_draft
 from conftest import CORPUS
 
 REQUIRED = {

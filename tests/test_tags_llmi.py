@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from llmi.context import Context
-from llmi.nodes.tags import parse_draft
+from llmi.tags import parse_draft
 from llmi.state import ImageRequest
 from llmi.tools.base import ToolCall
 from llmi.tools.code import code as code_tool

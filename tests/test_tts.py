@@ -13,9 +13,9 @@ from langgraph.runtime import Runtime
 from llmi.context import Context
 from llmi.graphs.tts import build_tts_graph
 from llmi.nodes.candidates import NoCandidate, sampling
-from llmi.nodes.judge import Judge, RewardWeights
+from llmi.judge import Judge, RewardWeights
 from llmi.prompts import POLISH_SYSTEM
-from llmi.rubrics import TEXT_JUDGE_SYSTEM
+from llmi.judge.prompts import TEXT_JUDGE_SYSTEM
 from llmi.state import DocumentState
 
 from helpers import FakeTool, ScriptedModel, fake_tools, tag

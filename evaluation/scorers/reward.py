@@ -1,4 +1,4 @@
-"""The hybrid reward of ``llmi.nodes.judge`` as a scorer, with every component."""
+"""The hybrid reward of ``llmi.judge.scoring`` as a scorer, with every component."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 from llmi.artifacts import ArtifactStore
 from llmi.context import Context
 from llmi.evaluation.records import ItemRun, ItemScore
-from llmi.nodes.judge import TEXT_KEYS, VISION_KEYS, Judge
+from llmi.judge import TEXT_KEYS, VISION_KEYS, Judge
 
 
 class RewardScorer:

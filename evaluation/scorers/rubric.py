@@ -23,7 +23,7 @@ from llmi.context import Context
 from llmi.evaluation import prompts
 from llmi.evaluation.records import ItemRun, ItemScore
 from llmi.models import TEXT_JUDGE, VISION_JUDGE, judge_model
-from llmi.nodes.judge import describe_error, excerpt, image_part, json_objects, text_part
+from llmi.judge.scoring import describe_error, excerpt, image_part, json_objects, text_part
 from llmi.reasoning import NoAnswer, answer_of, split_reply
 from llmi.state import ImageRef, ImageResult
 

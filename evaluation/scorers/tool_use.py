@@ -15,7 +15,7 @@ from typing import Any, TypedDict
 
 from llmi.artifacts import ArtifactStore
 from llmi.evaluation.records import ItemRun, ItemScore
-from llmi.nodes.judge import PARSER
+from llmi.judge.scoring import PARSER
 from llmi.state import ImageResult
 
 

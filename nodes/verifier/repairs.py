@@ -25,7 +25,7 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
 from llmi.context import Context
 from llmi.models import PLANNER
-from llmi.nodes.tags import PARSER, parse_draft, tag_bodies
+from llmi.tags import PARSER, parse_draft, tag_bodies
 from llmi.prompts import (
     QUERY_SYSTEM,
     QUERY_USER,

@@ -3,7 +3,7 @@
 The points follow LLM-I's hybrid reward (instruction following, image placement,
 choice of source, specific tool prompts; image quality and relevance), written
 in our own words. Each judge is asked for a small JSON answer; the parser in
-``llmi.nodes.judge`` also reads looser answers.
+``llmi.judge.scoring`` also reads looser answers.
 """
 
 from __future__ import annotations

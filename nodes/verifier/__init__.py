@@ -14,8 +14,8 @@ from llmi.artifacts import ArtifactStore
 from llmi.context import Context, context_of
 from llmi.events import emitter
 from llmi.models import chat_model, judge_model
-from llmi.nodes.judge import Judge
-from llmi.nodes.repairs import Failure, Situation, repair
+from llmi.judge import Judge
+from llmi.nodes.verifier.repairs import Failure, Situation, repair
 from llmi.state import DocumentState, Finding, ImageResult, Repair, Segment, failed_check
 from llmi.tools.registry import ToolRegistry, default_tools
 
@@ -24,10 +24,10 @@ class Verifier:
     """Fails new images that do not fit their text, and repairs failed slots.
 
     The new results are those of this round (their ``round``). Dispatch has checked
-    their images already (``llmi.nodes.image_check``): an image that failed is a failed
+    their images already (``llmi.nodes.dispatch.image_check``): an image that failed is a failed
     result of kind ``check``, and each such failure is a finding. With a vision judge,
     each new image must also fit its description and the text around it.
-    ``llmi.nodes.repairs`` says how each kind of failure is repaired; each slot gets at
+    ``llmi.nodes.verifier.repairs`` says how each kind of failure is repaired; each slot gets at
     most ``repair_rounds`` repairs.
 
     ``model`` writes the repairs (default: the planner's model of the run context);

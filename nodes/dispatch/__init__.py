@@ -3,7 +3,7 @@
 When a stop is requested (``llmi.stopping``) a round ends early: the results that
 finished are written, and the requests still running stay pending for the resumed run.
 
-Each new image is checked (``llmi.nodes.image_check``) as it arrives, beside the tools
+Each new image is checked (``llmi.nodes.dispatch.image_check``) as it arrives, beside the tools
 still running; an image that fails the check is its slot's failure. An edit of the image
 does not wait for the check: it starts the moment the image is stored. Every result
 records the round that made it, which is how the verifier knows its new results.
@@ -22,8 +22,8 @@ from llmi import stopping
 from llmi.artifacts import ArtifactStore, NotAnImage
 from llmi.context import Context, context_of
 from llmi.events import emitter
-from llmi.nodes.image_check import ImageChecks
-from llmi.nodes.schedule import Scheduler, failed_request
+from llmi.nodes.dispatch.image_check import ImageChecks
+from llmi.nodes.dispatch.schedule import Scheduler, failed_request
 from llmi.state import (
     DocumentState,
     ImageRef,

@@ -35,12 +35,12 @@ from typing import Any, TypedDict
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
-from llmi import rubrics
+from llmi.judge import prompts
 from llmi.artifacts import ArtifactStore, NotAnImage, inspect_image
 from llmi.context import Context
 from llmi.machine_paths import without_machine_paths
 from llmi.models import TEXT_JUDGE, VISION_JUDGE, Role, judge_model
-from llmi.nodes.tags import PARSER
+from llmi.tags import PARSER
 from llmi.reasoning import NoAnswer, answer_of, cut_off_note, split_reply
 from llmi.state import ImageRef, ImageRequest, ImageResult, Segment, failed_result
 
@@ -391,9 +391,9 @@ class Judge:
     ) -> tuple[dict[str, int | None], list[str]]:
         """The text judge's ``text`` and ``image`` scores of a draft with its tags."""
         messages = [
-            SystemMessage(rubrics.TEXT_JUDGE_SYSTEM),
-            HumanMessage(rubrics.TEXT_JUDGE_USER.format(
-                prompt=prompt, images_asked=rubrics.images_asked(image_num), draft=draft
+            SystemMessage(prompts.TEXT_JUDGE_SYSTEM),
+            HumanMessage(prompts.TEXT_JUDGE_USER.format(
+                prompt=prompt, images_asked=prompts.images_asked(image_num), draft=draft
             )),
         ]
         return _ask(self.llm, messages, TEXT_KEYS, TEXT_JUDGE)
@@ -415,7 +415,7 @@ class Judge:
         if self.vlm is None:
             return _ask(None, [], VISION_KEYS, VISION_JUDGE)
         parts = _vision_parts(prompt, segments, results, store, inputs, image_num, unavailable)
-        messages = [SystemMessage(rubrics.VISION_JUDGE_SYSTEM), HumanMessage(parts)]
+        messages = [SystemMessage(prompts.VISION_JUDGE_SYSTEM), HumanMessage(parts)]
         return _ask(self.vlm, messages, VISION_KEYS, VISION_JUDGE)
 
     def check_relevance(
@@ -434,12 +434,12 @@ class Judge:
             return False, str(exc)
         user = HumanMessage([
             image_part(image, mime),
-            text_part(rubrics.RELEVANCE_USER.format(
+            text_part(prompts.RELEVANCE_USER.format(
                 description=description or "(no description)", context_text=context_text
             )),
         ])
         try:
-            reply = self.vlm.invoke([SystemMessage(rubrics.RELEVANCE_SYSTEM), user])
+            reply = self.vlm.invoke([SystemMessage(prompts.RELEVANCE_SYSTEM), user])
             answer = answer_of(reply, who=VISION_JUDGE.name, limit=VISION_JUDGE.limit_setting)
         except NoAnswer as exc:
             return None, str(exc)
@@ -544,8 +544,8 @@ def _vision_parts(
     index_of = {ref["sha256"]: i for i, ref in enumerate(inputs)} | {
         r["image"]["sha256"]: r["slot"] for r in results if r["ok"] and r["image"]
     }
-    parts: list[str | dict] = [text_part(rubrics.VISION_JUDGE_REQUEST.format(
-        prompt=prompt, images_asked=rubrics.images_asked(image_num)
+    parts: list[str | dict] = [text_part(prompts.VISION_JUDGE_REQUEST.format(
+        prompt=prompt, images_asked=prompts.images_asked(image_num)
     ))]
     for index, ref in enumerate(inputs):
         missing = f"[Input image {index} is missing.]"
@@ -555,10 +555,10 @@ def _vision_parts(
         if segment["kind"] == "text":
             parts.append(text_part(segment["text"]))
         elif segment["slot"] in unavailable:
-            parts.append(text_part(rubrics.UNAVAILABLE_IMAGE.format(slot=segment["slot"])))
+            parts.append(text_part(prompts.UNAVAILABLE_IMAGE.format(slot=segment["slot"])))
         else:
             parts += _slot_parts(by_slot[segment["slot"]], store, index_of)
-    parts.append(text_part(rubrics.VISION_JUDGE_CLOSING))
+    parts.append(text_part(prompts.VISION_JUDGE_CLOSING))
     return parts
 
 
