@@ -1,24 +1,39 @@
-"""Live progress of a run, per slot, on the terminal."""
+"""Live progress of a run on the terminal: the draft as the planner writes it, then each slot."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
+from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 _STYLE = {"queued": "dim", "started": "yellow", "finished": "green", "failed": "red"}
 _LABEL = {"queued": "queued", "started": "running", "finished": "done", "failed": "failed"}
+_TEXT_LINES = 8
+"""Lines of the draft's end that the live area shows while the planner writes."""
+_REDRAW_S = 0.1
+"""The least time between two redraws for new text, which comes a few characters at a time."""
 
 
 class SlotProgress:
-    """Shows each slot's state as a table on a terminal, or as one line per change elsewhere."""
+    """Shows each slot's state as a table on a terminal, or as one line per change elsewhere.
+
+    On a terminal, the draft's last lines show above the table while the planner writes
+    (each test-time-scaling candidate's, which draft at once, as a count of characters);
+    elsewhere, one line says that it started writing.
+    """
 
     def __init__(self, console: Console) -> None:
         self.console = console
         self.slots: dict[tuple[str, int], dict[str, Any]] = {}
-        self.live = Live(self._table(), console=console, auto_refresh=False) if console.is_terminal else None
+        self.texts: dict[str, str] = {}
+        """The draft so far of the planner (""), or of each candidate by its id."""
+        self.drawn = 0.0
+        self.live = Live(self._view(), console=console, auto_refresh=False) if console.is_terminal else None
 
     def __enter__(self) -> SlotProgress:
         if self.live:
@@ -31,6 +46,10 @@ class SlotProgress:
 
     def step(self, node: str, update: dict[str, Any] | None) -> None:
         """A node finished; the planner's update announces the slots."""
+        if node in ("planner", "draft"):
+            for candidate in (update or {}).get("candidates", [{"id": ""}]):
+                self.texts.pop(candidate["id"], None)
+            self._draw()
         if node == "planner" and update:
             for result in update.get("results", []):
                 self.slot({**result, "status": "failed"})
@@ -44,7 +63,9 @@ class SlotProgress:
         """A custom stream event of a node (see ``llmi.events``)."""
         kind = event.get("llmi")
         who = f"{event['candidate']} " if event.get("candidate") else ""
-        if kind == "slot":
+        if kind == "text":
+            self.text(event)
+        elif kind == "slot":
             self.slot(event)
         elif kind == "repair":
             self.note(f"{who}repair of image {event['slot']} ({event['kind']}): {event['tried']}")
@@ -52,12 +73,25 @@ class SlotProgress:
             reward = f" (plan reward {event['reward']:.2f})" if event.get("reward") is not None else ""
             self.note(f"candidate {event['id']}: {event['status']}{reward}")
 
+    def text(self, event: dict[str, Any]) -> None:
+        who = event.get("candidate") or ""
+        if who not in self.texts and not self.live:
+            self.note(f"candidate {who}: writing its plan" if who else "the planner is writing")
+        self.texts[who] = ("" if event.get("restart") else self.texts.get(who, "")) + event["text"]
+        if time.monotonic() - self.drawn >= _REDRAW_S:
+            self._draw()
+
     def slot(self, event: dict[str, Any]) -> None:
         self.slots[(event.get("candidate") or "", event["slot"])] = event
         if self.live:
-            self.live.update(self._table(), refresh=True)
+            self._draw()
         else:
             self.console.print(self._line(event), highlight=False)
+
+    def _draw(self) -> None:
+        if self.live:
+            self.live.update(self._view(), refresh=True)
+            self.drawn = time.monotonic()
 
     def note(self, text: str) -> None:
         self.console.print(f"[dim]{text}[/dim]")
@@ -69,6 +103,20 @@ class SlotProgress:
         who = f"{event['candidate']} " if event.get("candidate") else ""
         return (f"[{_STYLE[status]}]{who}image {event['slot']} {event['source']}: {_LABEL[status]}"
                 f"{seconds}[/] {detail}")
+
+    def _view(self) -> RenderableType:
+        writing: list[RenderableType] = [
+            Text(f"candidate {who}: writing its plan, {len(text):,} characters", style="dim")
+            for who, text in sorted(self.texts.items()) if who]
+        if "" in self.texts:
+            writing.append(Panel(self._tail(self.texts[""]), title="the planner is writing",
+                                 title_align="left", border_style="dim"))
+        return Group(*writing, self._table())
+
+    def _tail(self, text: str) -> Text:
+        """The last lines of ``text`` as the live area's panel wraps them."""
+        lines = Text(text[-self.console.width * _TEXT_LINES:]).wrap(self.console, self.console.width - 4)
+        return Text("\n").join(lines[-_TEXT_LINES:])
 
     def _table(self) -> Table:
         table = Table("candidate", "image", "source", "status", "time", "detail", expand=True)

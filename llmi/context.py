@@ -38,7 +38,9 @@ class Context:
     """Most tokens one reply of the planner's model may have, reasoning included; 0 sends
     no limit, so the server's default applies."""
     model_timeout: float | None = _env("LLMI_MODEL_TIMEOUT", 120.0)
-    """Seconds to wait for one reply of the chat model, on each try."""
+    """Seconds the chat model may be silent, on each try: before its reply starts, and
+    between two pieces of a streamed reply (the planner's), so a streamed reply may take
+    longer; a reply read whole must come within it."""
     model_retries: int | None = _env("LLMI_MODEL_RETRIES", 2)
     """Tries after the first of a chat model request that failed for a passing reason (no
     connection, no reply in time, HTTP 408, 409, 429 or 5xx), with the openai client's

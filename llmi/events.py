@@ -2,6 +2,12 @@
 
 Every event is a dict whose ``llmi`` key names its kind:
 
+- ``text``: a piece of the draft's text as the planner's model writes it, in ``text``;
+  ``candidate`` names the test-time-scaling candidate, if any. The pieces are the answer
+  only, never the model's reasoning. One with ``restart`` true says that the text sent
+  before it was reasoning after all (a chat template that opens the ``<think>`` block in
+  the prompt, so that only its end shows in the reply): the draft starts again with it.
+  The parsed draft comes in the planner's update;
 - ``slot``: an image slot was ``queued``, ``started``, ``finished`` or ``failed``, with
   ``slot``, ``source``, ``description``, ``attempt``, and when it ended ``seconds`` and
   ``error``; ``candidate`` names the test-time-scaling candidate, if any;

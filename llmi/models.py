@@ -13,6 +13,11 @@ the status of a rate limit: the client is told not to try it again (through the
 ``x-should-retry`` header its retry decision obeys). Any other failure of the server
 raises ``ModelServerError``, whose reason says how many tries were made over how long and
 whose hint names the setting to change.
+
+``LLMI_MODEL_TIMEOUT`` is the client's timeout of each read, not of the whole reply: a
+streamed reply may take as long as the model writes, while it is never silent for longer.
+A stream that breaks part-way (silent too long, the connection closed) is not tried
+again, since the reply had begun: it raises ``ModelServerError`` saying so.
 """
 
 from __future__ import annotations
@@ -218,30 +223,37 @@ class LlmiChatOpenAI(ChatOpenAI):
             return await super()._agenerate(*args, **kwargs)
 
     def _stream(self, *args: Any, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
-        with self._explained():
-            yield from super()._stream(*args, **kwargs)
+        with self._explained() as received:
+            for chunk in super()._stream(*args, **kwargs):
+                received.chunks += 1
+                yield chunk
 
     async def _astream(self, *args: Any, **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
-        with self._explained():
+        with self._explained() as received:
             async for chunk in super()._astream(*args, **kwargs):
+                received.chunks += 1
                 yield chunk
 
     @contextmanager
-    def _explained(self) -> Iterator[None]:
+    def _explained(self) -> Iterator[_Received]:
         """Turn the openai client's errors into SettingRefused or ModelServerError."""
-        started = time.monotonic()
+        started, received = time.monotonic(), _Received()
         try:
-            yield
+            yield received
         except openai.BadRequestError as exc:
             self._name_the_setting(exc)
-            raise self._server_error(exc, time.monotonic() - started) from exc
+            raise self._server_error(exc, time.monotonic() - started, received) from exc
         except openai.APIError as exc:
-            raise self._server_error(exc, time.monotonic() - started) from exc
+            raise self._server_error(exc, time.monotonic() - started, received) from exc
 
-    def _server_error(self, exc: openai.APIError, seconds: float) -> ModelServerError:
+    def _server_error(self, exc: openai.APIError, seconds: float,
+                      received: _Received) -> ModelServerError:
         tries = tries_of(exc)
         where = f"the model server at {self.openai_api_base or 'api.openai.com'}"
-        what, hint = _failure(exc, self.model_name, self.request_timeout, self.llmi_settings)
+        if received.chunks:
+            what, hint = _broken(exc, received.chunks, self.request_timeout)
+        else:
+            what, hint = _failure(exc, self.model_name, self.request_timeout, self.llmi_settings)
         reason = f"{where} {what} on {_tries(tries, seconds)}"
         if isinstance(exc, openai.APIStatusError):
             reason += f": {first_line(server_message(exc))}"
@@ -263,6 +275,13 @@ class LlmiChatOpenAI(ChatOpenAI):
             f"the model server refuses {field} for {self.llmi_role}'s model "
             f"{self.model_name} ({server}); {fix}", setting,
         ) from exc
+
+
+@dataclass
+class _Received:
+    """How much of a streamed reply has arrived."""
+
+    chunks: int = 0
 
 
 def _keep_reasoning(fields: Any, message: BaseMessage) -> None:
@@ -362,6 +381,22 @@ def _failure(exc: openai.APIError, model: str, timeout: Any,
     if status >= 500 or status in (408, 409):
         return f"failed with HTTP {status}", f"check the server and its log; {again}"
     return f"refused the request (HTTP {status})", f"check {name} and the server's log"
+
+
+def _broken(exc: openai.APIError, chunks: int, timeout: Any) -> tuple[str, str]:
+    """What the server did to a streamed reply that broke after ``chunks`` chunks, and the hint."""
+    again = "run again: a reply broken part-way is not used, nor tried again by itself"
+    if isinstance(exc, openai.APITimeoutError):
+        return (f"stopped part-way through its reply, after {chunks} chunks: nothing more "
+                f"came within {timeout:g} s",
+                f"check the server, or raise {env_name('model_timeout')}, the longest silence "
+                f"allowed within a reply; {again}")
+    cause = first_line(str(_cause(exc))) or first_line(str(exc))
+    if isinstance(exc, openai.APIConnectionError):
+        return (f"closed the connection part-way through its reply, after {chunks} chunks "
+                f"({cause})", f"check the server and its log; {again}")
+    return (f"broke off its reply after {chunks} chunks ({cause})",
+            f"check the server and its log; {again}")
 
 
 def _cause(exc: BaseException) -> BaseException:

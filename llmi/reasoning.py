@@ -21,7 +21,7 @@ a tool and never decides a score.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from langchain_core.messages import BaseMessage
 
@@ -110,6 +110,70 @@ def _split_text(text: str) -> tuple[str, str, bool]:
         text = text[end + len(CLOSE):]
     answer.append(text)
     return _joined(answer), _joined(reasoning), False
+
+
+class Delta(NamedTuple):
+    """What a piece of streamed content adds to the answer."""
+
+    text: str
+    restart: bool = False
+    """The text before this piece was reasoning after all: the content ended a block whose
+    ``<think>`` the chat template put in the prompt. The answer starts again with ``text``."""
+
+
+class AnswerStream:
+    """The answer of a reply whose content arrives in pieces, as far as it is known yet.
+
+    ``feed`` takes each piece of the content and returns the answer text it makes known;
+    ``end`` returns what was held back. Reasoning in ``<think>`` blocks is left out, as
+    ``split_reply`` leaves it out; a text that may be the start of a tag is held back until
+    the next piece tells. The pieces are for showing: the answer of the whole reply is
+    ``split_reply``'s, which also trims the text around blocks.
+    """
+
+    def __init__(self) -> None:
+        self._held = ""
+        self._inside = False
+        self._opened = False
+        """A ``<think>`` was seen, so a later ``</think>`` no longer ends a prompt's block."""
+
+    def feed(self, piece: str) -> Delta:
+        text, shown, restart = self._held + piece, [], False
+        self._held = ""
+        while text:
+            if self._inside:
+                end = text.find(CLOSE)
+                if end == -1:
+                    self._held = _tag_start(text, (CLOSE,))
+                    break
+                self._inside, text = False, text[end + len(CLOSE):]
+                continue
+            start, close = text.find(OPEN), text.find(CLOSE)
+            if close != -1 and not self._opened and (start == -1 or close < start):
+                shown, restart, self._opened = [], True, True
+                text = text[close + len(CLOSE):]
+                continue
+            if start == -1:
+                self._held = _tag_start(text, (OPEN, *(() if self._opened else (CLOSE,))))
+                shown.append(text[:len(text) - len(self._held)])
+                break
+            shown.append(text[:start])
+            self._inside = self._opened = True
+            text = text[start + len(OPEN):]
+        return Delta("".join(shown), restart)
+
+    def end(self) -> str:
+        """The text held back at the end of the content: answer, unless inside a block."""
+        held, self._held = self._held, ""
+        return "" if self._inside else held
+
+
+def _tag_start(text: str, tags: tuple[str, ...]) -> str:
+    """The longest end of ``text`` that is the start of one of ``tags``."""
+    for size in range(min(len(text), max(map(len, tags)) - 1), 0, -1):
+        if any(tag.startswith(text[-size:]) for tag in tags):
+            return text[-size:]
+    return ""
 
 
 def _joined(parts: list[str]) -> str:

@@ -5,16 +5,17 @@ from __future__ import annotations
 import base64
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import Runnable
 from langgraph.runtime import Runtime
 
 from llmi.artifacts import ArtifactStore
 from llmi.context import Context, context_of
+from llmi.events import Emit, emitter
 from llmi.models import PLANNER, chat_model
 from llmi.tags import parse_draft
 from llmi.prompts import planner_system
-from llmi.reasoning import answer_of, cut_off_note, split_reply
+from llmi.reasoning import AnswerStream, answer_of, cut_off_note, split_reply
 from llmi.state import DocumentState, Finding, ImageRef
 from llmi.state.records import Sampling
 from llmi.tools.registry import ToolRegistry, default_tools
@@ -27,6 +28,10 @@ class Planner:
     that carries a test-time-scaling candidate's ``sampling`` has the model sample with
     it. Only the answer of its reply is the draft: its reasoning, in any form, is dropped,
     and a reply with no answer raises ``llmi.reasoning.NoAnswer``.
+
+    The reply is streamed: each piece of its answer is sent as a ``text`` event (see
+    ``llmi.events``) as it arrives, and the draft is the answer of the whole reply, the
+    chunks merged, as a reply read in one piece would give it.
     """
 
     def __init__(self, model: BaseChatModel | None = None, tools: ToolRegistry | None = None):
@@ -43,7 +48,9 @@ class Planner:
             max_images=ctx.max_images,
         )
         user = _user_message(state["prompt"], inputs, ArtifactStore(ctx.artifact_dir))
-        reply = model.invoke([SystemMessage(system), user])
+        candidate = state.get("candidate")
+        emit = emitter(runtime, **({"candidate": candidate} if candidate else {}))
+        reply = _streamed(model, [SystemMessage(system), user], emit)
         draft = answer_of(reply, who=PLANNER.name, limit=PLANNER.limit_setting)
         plan = parse_draft(
             draft,
@@ -66,6 +73,20 @@ def _sampled(model: BaseChatModel, sampling: Sampling | None) -> Runnable:
     if sampling is None:
         return model
     return model.bind(**{name: value for name, value in sampling.items() if value is not None})
+
+
+def _streamed(model: Runnable, messages: list[BaseMessage], emit: Emit) -> BaseMessage:
+    """The model's whole reply, read as a stream whose answer is sent in ``text`` events."""
+    answer = AnswerStream()
+    reply: BaseMessage | None = None
+    for chunk in model.stream(messages):
+        reply = chunk if reply is None else reply + chunk
+        piece = answer.feed(chunk.text)
+        if piece.text or piece.restart:
+            emit("text", text=piece.text, **({"restart": True} if piece.restart else {}))
+    if rest := answer.end():
+        emit("text", text=rest)
+    return reply if reply is not None else AIMessage("")
 
 
 def _cut_off(reply: BaseMessage) -> list[Finding]:

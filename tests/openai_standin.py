@@ -11,7 +11,12 @@ It answers as the Chat Completions API documents
 - ``finish_reason`` "length" for a reply the token limit cut;
 - with ``"stream": true``, server-sent ``chat.completion.chunk`` events ending in
   ``data: [DONE]`` (https://platform.openai.com/docs/api-reference/chat-streaming), the
-  reasoning in its own delta before the content, as vLLM and DeepSeek stream it;
+  reasoning in its own delta before the content, as vLLM and DeepSeek stream it, in an
+  HTTP/1.1 chunked body as uvicorn (vLLM's, SGLang's server) sends it. A ``Streamed``
+  reply comes in pieces of a few characters, a pause apart, as a server sends tokens as
+  the model makes them; without ``"stream"``, the server is silent for all those pauses
+  and then answers. It may be cut part-way: the server closes the connection (a crashed
+  worker, a proxy's limit) or goes silent with it open (a stuck GPU);
 - OpenAI's refusals of the sampling parameters of its reasoning models (o-series and
   GPT-5, https://platform.openai.com/docs/guides/reasoning): ``max_tokens`` is refused
   with code ``unsupported_parameter`` ("Use 'max_completion_tokens' instead"), any
@@ -28,6 +33,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -102,7 +108,30 @@ def openai_refusal(body: dict[str, Any], served: str) -> dict[str, Any] | None:
     return None
 
 
-Answer = str | Completion | ErrorReply
+@dataclass(frozen=True)
+class Streamed:
+    """``completion`` as a model makes it: ``size`` characters a piece, ``pause`` seconds
+    apart. With ``cut_after``, the reply ends after that many pieces: ``cut`` "close"
+    closes the connection, "stall" sends nothing more until the server shuts down. With
+    ``gate``, the rest waits after the first piece until the test sets it."""
+
+    completion: Completion
+    size: int = 4
+    pause: float = 0.0
+    cut_after: int | None = None
+    cut: str = "close"
+    gate: threading.Event | None = None
+
+    def pieces(self) -> list[dict[str, Any]]:
+        """The deltas after the first (the role's): reasoning, then content."""
+        message = self.completion.message()
+        return [{key: text[start:start + self.size]}
+                for key in ("reasoning_content", "reasoning", "content")
+                if isinstance(text := message.get(key), str)
+                for start in range(0, max(len(text), 1), self.size)]
+
+
+Answer = str | Completion | ErrorReply | Streamed
 
 
 @contextmanager
@@ -125,11 +154,13 @@ def routed_chat_server(answer: Callable[[dict], Answer], *, serves: Mapping[str,
     deployment or a gateway's alias does; OpenAI's refusals follow the model behind it.
     """
     seen: list[dict] = []
+    closing = threading.Event()
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            seen.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
+            record = {"path": self.path, "auth": self.headers.get("Authorization"), "body": body}
+            seen.append(record)
             refusal = openai_refusal(body, (serves or {}).get(body["model"], body["model"]))
             if refusal is not None:
                 self._send(400, {"error": refusal})
@@ -138,10 +169,20 @@ def routed_chat_server(answer: Callable[[dict], Answer], *, serves: Mapping[str,
             if isinstance(reply, ErrorReply):
                 self._send(reply.status, {"error": reply.error})
                 return
-            completion = reply if isinstance(reply, Completion) else Completion(content=reply)
+            if not isinstance(reply, Streamed):
+                completion = reply if isinstance(reply, Completion) else Completion(content=reply)
+                reply = Streamed(completion, size=sys.maxsize)  # each field in one piece
             if body.get("stream"):
-                self._stream(body["model"], completion)
+                self._stream(body["model"], reply, record)
                 return
+            pieces = reply.pieces()
+            if reply.cut_after is not None:
+                time.sleep(reply.pause * reply.cut_after)
+                if reply.cut == "stall":
+                    closing.wait()
+                return
+            time.sleep(reply.pause * len(pieces))
+            completion = reply.completion
             self._send(200, {
                 "id": "chatcmpl-1", "object": "chat.completion", "created": int(time.time()),
                 "model": body["model"],
@@ -150,24 +191,37 @@ def routed_chat_server(answer: Callable[[dict], Answer], *, serves: Mapping[str,
                 "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
             })
 
-        def _stream(self, model: str, completion: Completion) -> None:
-            """Server-sent events of chat.completion.chunk objects, then ``[DONE]``."""
+        def _stream(self, model: str, reply: Streamed, record: dict[str, Any]) -> None:
+            """Server-sent events of chat.completion.chunk objects, then ``[DONE]``;
+            ``record["gate_opened"]`` says whether a gate opened before its wait ran out."""
+            self.protocol_version = "HTTP/1.1"
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.send_header("Connection", "close")
             self.end_headers()
-            message = completion.message()
-            deltas = [{"role": "assistant", "content": ""}]
-            deltas += [{key: message[key]} for key in ("reasoning_content", "reasoning")
-                       if key in message]
-            deltas.append({"content": completion.content})
+            deltas = [{"role": "assistant", "content": ""}, *reply.pieces()]
             for index, delta in enumerate(deltas):
+                if index == 2 and reply.gate is not None:
+                    record["gate_opened"] = reply.gate.wait(10)
+                if index - 1 == reply.cut_after:
+                    if reply.cut == "stall":
+                        closing.wait()
+                    return
+                if index > 1:
+                    time.sleep(reply.pause)
                 last = index == len(deltas) - 1
                 chunk = {"id": "chatcmpl-1", "object": "chat.completion.chunk",
                          "created": int(time.time()), "model": model,
-                         "choices": [{"index": 0, "delta": delta,
-                                      "finish_reason": completion.finish_reason if last else None}]}
-                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
-            self.wfile.write(b"data: [DONE]\n\n")
+                         "choices": [{"index": 0, "delta": delta, "finish_reason":
+                                      reply.completion.finish_reason if last else None}]}
+                self._chunk(f"data: {json.dumps(chunk)}\n\n".encode())
+            self._chunk(b"data: [DONE]\n\n")
+            self._chunk(b"")
+
+        def _chunk(self, data: bytes) -> None:
+            """One chunk of a chunked body; an empty one ends it."""
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
 
         def _send(self, status: int, document: dict[str, Any]) -> None:
             payload = json.dumps(document).encode()
@@ -186,6 +240,7 @@ def routed_chat_server(answer: Callable[[dict], Answer], *, serves: Mapping[str,
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}/v1", seen
     finally:
+        closing.set()
         server.shutdown()
         server.server_close()
 

@@ -285,6 +285,10 @@ def test_a_repair_the_model_cannot_give_is_recorded(context: Context) -> None:
                 raise ConnectionError("model server went away")
             return super()._call(*args, **kwargs)
 
+        def _stream(self, *args, **kwargs):
+            self.calls += 1  # the planner streams its reply
+            yield from super()._stream(*args, **kwargs)
+
     code = FakeTool("code", ("code",), behaviour=lambda call: (_ for _ in ()).throw(
         ToolError("NameError: name 'x' is not defined")))
     planner_model = PlansThenFails(responses=[tag("code", code="plt.plot(x)") + "\n\nText."])

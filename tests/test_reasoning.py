@@ -21,11 +21,11 @@ from llmi.judge import Judge
 from llmi.nodes.polish import Polisher
 from llmi.nodes.verifier import Verifier
 from llmi.prompts import REPAIR_SYSTEM
-from llmi.reasoning import NoAnswer, answer_of, split_reply
+from llmi.reasoning import AnswerStream, NoAnswer, answer_of, split_reply
 from llmi.rewards import DocumentReward
 from llmi.tools.base import ToolCall, ToolError
 from helpers import FakeTool, ScriptedModel, fake_tools, gradient_png, model, tag
-from openai_standin import Completion, chat_server, routed_chat_server
+from openai_standin import Completion, Streamed, chat_server, routed_chat_server
 
 ANSWER = "# Kyoto\n\nRain peaks in June.\n\n" + tag("code", "Rain", code="plt.bar([1], [2])")
 THOUGHT = "I could add a photo: " + tag("search", "A leaked photo", query="leak")
@@ -226,6 +226,40 @@ def test_a_streamed_reply_gives_the_same_document(form: Completion, tmp_path: Pa
     draft = [chunk["draft"] for mode, chunk in streamed if mode == "values" and "draft" in chunk][-1]
     assert draft.startswith("# Kyoto") and "leak" not in draft
     assert tools["search"].calls == [] and len(tools["code"].calls) == 1
+
+
+def shown(events: list[dict]) -> str:
+    """The text a watcher of the planner's ``text`` events has at the end."""
+    text = ""
+    for event in events:
+        text = (text if not event.get("restart") else "") + event["text"]
+    return text
+
+
+@pytest.mark.parametrize("form", FORMS.values(), ids=FORMS.keys())
+def test_the_text_events_are_the_answer_only(form: Completion, tmp_path: Path) -> None:
+    with chat_server(Streamed(form, size=3)) as (url, _):
+        streamed = list(build_graph(tools=fake_tools()).compile().stream(
+            {"prompt": "Kyoto"}, context=served_context(url, tmp_path),
+            stream_mode=["custom", "values"]))
+    events = [chunk for mode, chunk in streamed if mode == "custom" and chunk["llmi"] == "text"]
+    after = events[max((i for i, e in enumerate(events) if e.get("restart")), default=0):]
+    assert not any("leak" in event["text"] or "could add" in event["text"] for event in after)
+    draft = [chunk["draft"] for mode, chunk in streamed if mode == "values" and "draft" in chunk][-1]
+    assert shown(events).strip() == draft == ANSWER
+
+
+@pytest.mark.parametrize("form", [*FORMS.values(), Completion(content="a <b> </thin <th")],
+                         ids=[*FORMS.keys(), "tag-like text"])
+def test_a_streamed_answer_is_the_answer_in_any_pieces(form: Completion) -> None:
+    content = form.content or ""
+    answer = split_reply(content).answer
+    for size in range(1, len(content) + 1):
+        stream = AnswerStream()
+        events = [{"text": piece.text, "restart": piece.restart}
+                  for piece in map(stream.feed, (content[i:i + size]
+                                                 for i in range(0, len(content), size)))]
+        assert shown([*events, {"text": stream.end()}]).strip() == answer, size
 
 
 def test_streamed_reasoning_fields_are_kept(tmp_path: Path) -> None:
