@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import ast
+import json
 import os
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -58,6 +62,106 @@ def fonts_of_a_chart(folder: Path, *, pool: bool, sandbox: str) -> list[tuple[st
     ours, missing = ast.literal_eval(last.removeprefix("RuntimeError: REPORT "))
     assert missing == []
     return ours
+
+
+@pytest.fixture(scope="module")
+def built_font_list(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """matplotlib's own font list, built for a HOME without fonts, as a user's cache
+    folder holds it after a first ``import matplotlib``."""
+    home, cache = tmp_path_factory.mktemp("fontless-home"), tmp_path_factory.mktemp("mpl")
+    subprocess.run([sys.executable, "-I", "-c", "import matplotlib.font_manager"],
+                   env={"PATH": os.environ["PATH"], "HOME": str(home), "MPLCONFIGDIR": str(cache)},
+                   check=True, timeout=120)
+    [font_list] = cache.glob("fontlist-v*.json")
+    return font_list
+
+
+def users_font_list(built: Path, name: str | None = None,
+                    change: Callable[[dict], object] | None = None) -> Path:
+    """``built`` in the user's matplotlib cache folder (XDG_CACHE_HOME's), under ``name``
+    if given, with ``change`` applied to its JSON if given."""
+    cache = Path(os.environ["XDG_CACHE_HOME"], "matplotlib")
+    cache.mkdir(parents=True)
+    path = cache / (name or built.name)
+    if change is None:
+        path.write_bytes(built.read_bytes())
+    else:
+        listed = json.loads(built.read_bytes())
+        change(listed)
+        path.write_text(json.dumps(listed, indent=2))
+    return path
+
+
+def fresh_llmi_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first run: llmi's cache folder, and matplotlib's under it, are not there yet."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def test_the_first_run_takes_the_users_font_list(
+    built_font_list: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fresh_llmi_cache(tmp_path, monkeypatch)
+    users = users_font_list(built_font_list)
+    for jail in (False, True):  # the jail hides HOME's fonts; there are none here
+        config = Path(_child_env(jail)["MPLCONFIGDIR"])
+        assert config.is_relative_to(tmp_path / "cache" / "llmi")
+        assert config.joinpath(users.name).read_bytes() == users.read_bytes()
+
+
+@pytest.mark.slow
+def test_a_chart_draws_with_the_users_font_list_without_building_one(
+    built_font_list: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fresh_llmi_cache(tmp_path, monkeypatch)
+    users = users_font_list(built_font_list)
+    copied = Path(_child_env(False)["MPLCONFIGDIR"], users.name)
+    written = copied.stat().st_mtime_ns
+    run_chart("plt.plot([1, 2])", timeout_s=120, memory_mb=2048, pool=False, sandbox="off")
+    assert copied.stat().st_mtime_ns == written
+    assert copied.read_bytes() == users.read_bytes()
+
+
+def drop_a_font(listed: dict) -> None:
+    listed["ttflist"] = [f for f in listed["ttflist"] if f["fname"] != listed["ttflist"][0]["fname"]]
+
+
+def add_a_missing_font(listed: dict) -> None:
+    listed["ttflist"].append(dict(listed["ttflist"][0], fname="/nonexistent/Gone.ttf"))
+
+
+def another_version(listed: dict) -> None:
+    listed["_version"] = "330"
+
+
+@pytest.mark.parametrize(("name", "change"), [
+    (None, drop_a_font), (None, add_a_missing_font), (None, another_version),
+    ("fontlist-v330.json", None),
+], ids=["a font missing", "a font gone", "another version inside", "another version's file"])
+def test_a_users_font_list_of_other_fonts_or_another_version_is_not_taken(
+    built_font_list: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str | None,
+    change: Callable[[dict], object] | None,
+) -> None:
+    fresh_llmi_cache(tmp_path, monkeypatch)
+    users_font_list(built_font_list, name, change)
+    config = Path(_child_env(False)["MPLCONFIGDIR"])
+    assert not config.joinpath(built_font_list.name).exists()
+
+
+def test_a_users_font_list_older_than_a_font_it_lists_is_not_taken(
+    built_font_list: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fresh_llmi_cache(tmp_path, monkeypatch)
+    system = tmp_path / "system-fonts"
+    monkeypatch.setattr(chart_fonts, "SYSTEM_FONT_FOLDERS",
+                        (*chart_fonts.SYSTEM_FONT_FOLDERS, str(system)))
+    font = install_font(system)
+    users = users_font_list(built_font_list, change=lambda listed: listed["ttflist"].append(
+        dict(listed["ttflist"][0], fname=str(font))))
+    changed = font.stat().st_mtime_ns
+    os.utime(users, ns=(changed - 10**9,) * 2)  # the font was written over since
+    assert not Path(_child_env(False)["MPLCONFIGDIR"], users.name).exists()
+    os.utime(users, ns=(changed + 10**9,) * 2)
+    assert Path(_child_env(False)["MPLCONFIGDIR"], users.name).exists()
 
 
 def test_the_fingerprint_follows_the_font_files(tmp_path: Path) -> None:

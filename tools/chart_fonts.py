@@ -13,15 +13,25 @@ The fingerprint covers matplotlib's own font folders, fontconfig's default ones 
 a font that only a custom fontconfig configuration adds elsewhere is listed by matplotlib
 but does not refresh the cache when it changes. A jailed chart sees the system's fonts
 only: the user's own font folders are in HOME, which the jail hides.
+
+A new folder starts with the user's own font list (matplotlib's cache folder for the user's
+environment) when that lists exactly the fonts the folder is for, so that the first run
+need not build it; a list of another version, or of other fonts, is left alone.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.util
+import json
 import os
+import re
 import sys
+import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any, NamedTuple
 
 FONT_SUFFIXES = (".ttf", ".otf", ".ttc", ".afm")
 """What matplotlib takes for a font file (``font_manager.get_fontext_synonyms``)."""
@@ -36,6 +46,10 @@ MACOS_FONT_FOLDERS = (
 )
 """``font_manager.OSXFontDirectories`` but the user's own."""
 FINGERPRINT_CHARS = 16
+BUNDLED_FONT_FOLDERS = ("ttf", "afm", "pdfcorefonts")
+"""The folders of matplotlib's own fonts under ``mpl-data/fonts``, which every list holds."""
+FONT_LIST_VERSION = re.compile(r"^class FontManager\b.*?^    __version__ = '([^']+)'",
+                               re.MULTILINE | re.DOTALL)
 
 
 def user_font_folders(env: Mapping[str, str]) -> list[Path]:
@@ -66,27 +80,40 @@ def fingerprint(folders: Iterable[Path]) -> str:
     stands, and a call costs one ``stat`` per folder. A font file overwritten in place,
     its folder unchanged, goes unseen until another change, as in fontconfig's own cache.
     """
+    return _scanned(folders).digest
+
+
+class _Scan(NamedTuple):
+    times: dict[str, int]
+    """Every folder's change time."""
+    files: dict[str, tuple[int, int]]
+    """Every font file's size and modification time (ns)."""
+    digest: str
+
+
+def _scanned(folders: Iterable[Path]) -> _Scan:
     key = tuple(map(str, folders))
     known = _scans.get(key)
-    if known is None or any(_change_time(folder) != time for folder, time in known[0].items()):
+    if known is None or any(_change_time(folder) != time for folder, time in known.times.items()):
         known = _scans[key] = _scan(key)  # threads that scan at once store the same
-    return known[1]
+    return known
 
 
-_scans: dict[tuple[str, ...], tuple[dict[str, int], str]] = {}
-"""The last scan of each list of folders: every folder's change time, and the digest."""
+_scans: dict[tuple[str, ...], _Scan] = {}
+"""The last scan of each list of folders."""
 
 
-def _scan(folders: Iterable[str]) -> tuple[dict[str, int], str]:
+def _scan(folders: Iterable[str]) -> _Scan:
     times: dict[str, int] = {}
-    files: list[str] = []
+    files: dict[str, tuple[int, int]] = {}
     for folder in folders:
         _scan_folder(folder, times, files)
-    digest = hashlib.sha256("\n".join(sorted(files)).encode("utf-8", "surrogateescape"))
-    return times, digest.hexdigest()[:FINGERPRINT_CHARS]
+    lines = sorted(f"{path}\0{size}\0{mtime}" for path, (size, mtime) in files.items())
+    digest = hashlib.sha256("\n".join(lines).encode("utf-8", "surrogateescape"))
+    return _Scan(times, files, digest.hexdigest()[:FINGERPRINT_CHARS])
 
 
-def _scan_folder(folder: str, times: dict[str, int], files: list[str]) -> None:
+def _scan_folder(folder: str, times: dict[str, int], files: dict[str, tuple[int, int]]) -> None:
     """Record ``folder``'s change time, then its font files and subfolders, as
     ``os.walk`` finds them: links to folders are not followed."""
     times[folder] = _change_time(folder)  # before the listing: a change during it shows next time
@@ -104,7 +131,7 @@ def _scan_folder(folder: str, times: dict[str, int], files: list[str]) -> None:
                 found = entry.stat()
             except OSError:  # a broken link: matplotlib leaves it out too
                 continue
-            files.append(f"{entry.path}\0{found.st_size}\0{found.st_mtime_ns}")
+            files[entry.path] = (found.st_size, found.st_mtime_ns)
 
 
 def _change_time(folder: str) -> int:
@@ -114,6 +141,102 @@ def _change_time(folder: str) -> int:
         return -1
 
 
-def config_dir(root: Path, env: Mapping[str, str]) -> Path:
-    """matplotlib's config folder under ``root`` for the fonts installed now."""
-    return root / f"fonts-{fingerprint(font_folders(env))}"
+def config_dir(root: Path, env: Mapping[str, str],
+               user_env: Mapping[str, str] | None = None) -> Path:
+    """matplotlib's config folder under ``root`` for the fonts installed now. Without a
+    font list yet, it gets the user's own (matplotlib's for ``user_env``) when that lists
+    the same fonts."""
+    folders = font_folders(env)
+    config = root / f"fonts-{fingerprint(folders)}"
+    if user_env is not None and config not in _listed:
+        if copy_font_list(user_cache_dir(user_env), config, folders):
+            _listed.add(config)
+    return config
+
+
+_listed: set[Path] = set()
+"""Config folders known to have their font list."""
+
+
+def user_cache_dir(env: Mapping[str, str]) -> Path:
+    """matplotlib's cache folder for ``env`` (``matplotlib.get_cachedir``)."""
+    if env.get("MPLCONFIGDIR"):
+        return Path(env["MPLCONFIGDIR"])
+    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+    if sys.platform.startswith(("linux", "freebsd")):
+        return Path(env.get("XDG_CACHE_HOME") or home / ".cache", "matplotlib")
+    return home / ".matplotlib"
+
+
+def copy_font_list(source: Path, config: Path, folders: Iterable[Path]) -> bool:
+    """Give ``config`` the font list of ``source``, a matplotlib cache folder, when it has
+    none and ``source``'s lists the fonts of ``folders`` and matplotlib's own; returns
+    whether ``config`` has a list now.
+
+    The list is taken as matplotlib takes it, by the version in its name and inside, and
+    only when it holds every font file found, no other, and no installed font changed
+    since it was written. The copy is whole or absent, even with another llmi copying at once."""
+    version = font_list_version()
+    if version is None:
+        return False
+    name = f"fontlist-v{version}.json"
+    if (config / name).exists():
+        return True
+    try:
+        raw = (source / name).read_bytes()
+        written = (source / name).stat().st_mtime_ns
+        listed = json.loads(raw)
+    except (OSError, ValueError):
+        return False
+    if not _lists_fonts(listed, version, folders, written):
+        return False
+    try:
+        config.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=config, prefix=f".{name}.", delete=False) as copy:
+            copy.write(raw)
+        os.replace(copy.name, config / name)
+    except OSError:
+        return False
+    return True
+
+
+def _lists_fonts(listed: Any, version: str, folders: Iterable[Path], written: int) -> bool:
+    data = _matplotlib_data()
+    if data is None or not isinstance(listed, dict) or listed.get("_version") != version:
+        return False
+    try:
+        # Relative names are of matplotlib's own fonts, as ``font_manager.json_load`` reads them.
+        names = {os.path.join(data, font["fname"])
+                 for kind in ("ttflist", "afmlist") for font in listed[kind]}
+    except (KeyError, TypeError):
+        return False
+    bundled = _scanned([Path(data, "fonts", folder) for folder in BUNDLED_FONT_FOLDERS]).files
+    installed = _scanned(folders).files
+    # matplotlib's own fonts are as old as its install, which may be newer than a list it
+    # shares with every other install of the same version.
+    return (names == {*bundled, *installed}
+            and all(mtime <= written for _, mtime in installed.values()))
+
+
+def _matplotlib_data() -> str | None:
+    package = _matplotlib_folder()
+    return os.path.join(package, "mpl-data") if package else None
+
+
+@functools.cache
+def font_list_version() -> str | None:
+    """The version matplotlib gives its font list (``FontManager.__version__``), read
+    from its source: importing it would load a font list into this process."""
+    package = _matplotlib_folder()
+    try:
+        source = Path(package, "font_manager.py").read_text(encoding="utf-8") if package else ""
+    except OSError:
+        return None
+    found = FONT_LIST_VERSION.search(source)
+    return found[1] if found else None
+
+
+def _matplotlib_folder() -> str | None:
+    spec = importlib.util.find_spec("matplotlib")  # found, not imported
+    locations = spec.submodule_search_locations if spec else None
+    return locations[0] if locations else None

@@ -171,7 +171,7 @@ def _child_env(jail: bool) -> dict[str, str]:
         env = chart_jail.allowed_env(env)
     # A persistent config folder, so matplotlib builds its font cache once for each set of
     # fonts the chart can see; a font installed since gets a new one (``chart_fonts``).
-    config = chart_fonts.config_dir(default_cache_dir() / "matplotlib", env)
+    config = chart_fonts.config_dir(default_cache_dir() / "matplotlib", env, os.environ)
     return env | {"MPLCONFIGDIR": str(config)}
 
 
