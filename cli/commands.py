@@ -208,6 +208,9 @@ def _generate(args: argparse.Namespace, console: Console) -> int:
         _check_image(path)
     _check_output_folder(ctx.out_dir, "--out (or LLMI_OUT)")
     _check_artifact_folder(ctx)
+    from llmi.tools.code import start_chart_zygote
+
+    start_chart_zygote(ctx)  # its imports overlap llmi's and the model's reply
     console.print(f"[dim]model {ctx.model} at {ctx.base_url or 'api.openai.com'}[/]", highlight=False)
     images = [str(Path(p).resolve()) for p in args.image]
     return _run({"prompt": args.prompt, "images": images, "image_num": args.image_num}, ctx,
@@ -269,6 +272,9 @@ def _demo(args: argparse.Namespace, console: Console) -> int:
     # process limits, so that the first run shows its charts on any machine.
     ctx = Context(out_dir=args.out, code_sandbox="process")
     _check_artifact_folder(ctx)
+    from llmi.tools.code import start_chart_zygote
+
+    start_chart_zygote(ctx)  # its imports overlap llmi's and the model's reply
     return _run({"prompt": PROMPT}, ctx, console, model=RecordedModel())
 
 

@@ -32,12 +32,12 @@ from PIL import Image
 
 from llmi.context import Context
 from llmi.state import ImageRequest
-from llmi.tools import chart_pool
+from llmi.tools import chart_jail, chart_pool
 from llmi.tools import code as code_module
 from llmi.tools.base import ImageTool, ToolCall, ToolError
 from llmi.tools.chart_runner import cjk_font_names, restore_font_fallbacks
 from llmi.tools.code import code as code_tool
-from llmi.tools.code import run_chart
+from llmi.tools.code import run_chart, start_chart_zygote
 
 SANDBOX = "off"
 slow = pytest.mark.slow
@@ -648,11 +648,60 @@ def test_another_matplotlib_config_gets_another_zygote(
     assert Path(config).parent == tmp_path / "cache" / "llmi" / "matplotlib"
 
 
+@slow
+@pytest.mark.parametrize("sandbox", ["off", "strict"])
+def test_the_first_chart_runs_in_the_zygote_started_ahead_of_it(
+    warm: None, fresh_pool: None, sandbox: str,
+) -> None:
+    if sandbox == "strict" and chart_jail.jail_problem():
+        pytest.skip(f"no jail here: {chart_jail.jail_problem()}")
+    start_chart_zygote(Context(code_sandbox=sandbox)).join()
+    started = zygote_pid()
+    assert started is not None
+    png = run_chart(BAR, timeout_s=60, memory_mb=2048, sandbox=sandbox)
+    assert Image.open(io.BytesIO(png)).width > 200
+    assert zygote_pid() == started
+    if sandbox == "off":  # a jailed chart sees the jail's pids, not llmi's
+        assert reported("import os", "os.getppid()") == started
+
+
+@pytest.mark.parametrize("settings", [
+    {"code_pool": False},
+    {"code_sandbox": "strict", "bwrap": "/nonexistent/bwrap"},
+    {"code_sandbox": "nonesuch"},
+], ids=["pool off", "no jail for strict", "unknown sandbox"])
+def test_no_zygote_starts_ahead_where_charts_would_not_use_one(
+    warm: None, fresh_pool: None, settings: dict[str, Any],
+) -> None:
+    thread = start_chart_zygote(Context(**settings))
+    if thread is not None:
+        thread.join()
+    assert zygote_pid() is None
+
+
+ENDS_UNUSED = """
+from llmi.context import Context
+from llmi.tools.chart_pool import shared_pool
+from llmi.tools.code import start_chart_zygote
+
+start_chart_zygote(Context(code_sandbox="off")).join()
+print(shared_pool().zygote_pid(), flush=True)
+"""
+
+
+@slow
+def test_a_zygote_no_chart_used_ends_with_llmi(tmp_path: Path) -> None:
+    ran = subprocess.run([sys.executable, "-c", ENDS_UNUSED], capture_output=True, text=True,
+                         timeout=120, env=os.environ | {"TMPDIR": str(tmp_path)})
+    assert gone(int(ran.stdout)), ran.stderr
+    assert os.listdir(tmp_path) == []
+
+
 LLMI_ENDS = """
 import os, signal, sys, threading, time
 import psutil
 from llmi.tools.chart_pool import shared_pool
-from llmi.tools.code import run_chart
+from llmi.tools.code import run_chart, start_chart_zygote
 
 run_chart("plt.plot([1, 2])", timeout_s=60, memory_mb=2048, pool=True, sandbox="off")
 zygote = shared_pool().zygote_pid()

@@ -16,10 +16,11 @@ This module is the llmi side. ``ChartPool.run`` sends the job over the zygote's
 control socket, waits within the wall-time limit, and kills the job's whole process
 tree when the time is up or the caller fails, as ``llmi.tools.code`` does for a
 fresh interpreter. The pool is thread-safe and jobs run in parallel: the zygote only
-forks, and each job has its own socket. It starts on the first chart, is shared by
-the whole process (``shared_pool``), is closed at exit, and replaces a zygote that
-died. Where no zygote can be had, ``PoolUnavailable`` tells the caller to run the
-chart in a fresh interpreter instead.
+forks, and each job has its own socket. It starts on the first chart, or ahead of it
+(``llmi.tools.code.start_chart_zygote``), is shared by the whole process
+(``shared_pool``), is closed at exit, and replaces a zygote that died. Where no zygote
+can be had, ``PoolUnavailable`` tells the caller to run the chart in a fresh interpreter
+instead.
 
 Linux only: it needs ``fork``, ``waitid``, ``SOCK_SEQPACKET`` and ``prctl``.
 """
@@ -372,6 +373,12 @@ class ChartPool:
                 continue
         raise PoolUnavailable("the chart zygote ended twice before it took the job")
 
+    def start(self, env: dict[str, str], *, bwrap: str | None = None) -> None:
+        """Start the zygote for jobs of ``env`` and ``bwrap`` now, unless one runs or none
+        can be had; the first job waits for it to be ready."""
+        with suppress(PoolUnavailable):
+            self._zygote_for(env, bwrap)
+
     def zygote_pid(self) -> int | None:
         """The current zygote's pid, if one runs."""
         with self._lock:
@@ -445,9 +452,11 @@ def jailed_config(env: dict[str, str], folder: Path) -> dict[str, str]:
     runs no chart code and sees what a chart does (its HOME is the job's), and copied."""
     built = Path(env["MPLCONFIGDIR"])
     if not any(built.glob("fontlist-*.json")):
+        # HOME as the jail sets it, a folder of no fonts: matplotlib lists the user's own
+        # under the real one.
         subprocess.run([sys.executable, "-I", "-c", "import matplotlib.font_manager"],
-                       env=env, stdin=subprocess.DEVNULL, capture_output=True,
-                       timeout=START_LIMIT_S, check=False)
+                       env=env | {"HOME": str(folder)}, stdin=subprocess.DEVNULL,
+                       capture_output=True, timeout=START_LIMIT_S, check=False)
     config = folder / "matplotlib"
     config.mkdir(exist_ok=True)
     for cache in built.glob("fontlist-*.json"):

@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from contextlib import suppress
 from pathlib import Path
@@ -79,6 +80,27 @@ code = CodeTool()
 def unfenced(code: str) -> str:
     """``code`` without the Markdown fence around it, if it has one."""
     return CLOSING_FENCE.sub("", OPENING_FENCE.sub("", code))
+
+
+def start_chart_zygote(ctx: Context) -> threading.Thread | None:
+    """Start the shared pool's zygote for the charts of ``ctx`` now, in a thread of its
+    own, so that its imports overlap llmi's and the model's reply; the first chart finds
+    it by its environment and waits for it to be ready. Returns the thread, or None where
+    charts run in fresh interpreters. A zygote no chart uses is stopped at exit; where the
+    sandbox refuses chart code or no zygote can start, nothing starts, and the chart
+    says why."""
+    if not (ctx.code_pool and chart_pool.SUPPORTED):
+        return None
+    thread = threading.Thread(target=_start_zygote, args=(ctx.code_sandbox, ctx.bwrap),
+                              name="llmi-chart-zygote", daemon=True)
+    thread.start()
+    return thread
+
+
+def _start_zygote(sandbox: str, bwrap: str) -> None:
+    with suppress(ToolError):
+        jail = chart_jail.require_jail(chart_jail.sandbox_mode(sandbox), bwrap)
+        chart_pool.shared_pool().start(_child_env(jail is not None), bwrap=jail)
 
 
 def run_chart(code: str, *, timeout_s: float, memory_mb: int, pool: bool | None = None,
