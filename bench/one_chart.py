@@ -1,0 +1,128 @@
+"""One chart, start to end: ``llmi generate`` of a one-chart document against LLM-I's way.
+
+``llmi generate`` runs as a user runs it, a fresh process from the command line to its exit,
+against a chat stand-in (``tests/openai_standin.py``) that answers at once with a document
+of one paragraph, one chart and another paragraph; its wall time is llmi's own start-up,
+planning, chart, checks, assembly and exit. The comparison is LLM-I's way of drawing the
+same chart: one fresh interpreter that imports the libraries the chart code may assume,
+runs the code and saves the figure. The two alternate, a round of each at a time; the
+first round warms the OS's file cache and is not counted. Target: the document in at most
+1.5x the fresh interpreter's time.
+
+For scale, the same command on a document without a chart (llmi's start and exit alone),
+and on the one-chart document with the warm pool off (``LLMI_CODE_POOL=0``, each chart in
+a fresh interpreter). Charts run as llmi runs them by default: jailed where a jail can be
+had, else with process limits alone. The user's matplotlib font cache and llmi's are used
+as they are, so that no run builds one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.report import Report, p50, ratio, seconds
+from llmi.tools import chart_jail
+from tests.openai_standin import routed_chat_server
+
+NAME = "one_chart"
+TARGET_RATIO = 1.5
+CHART = "plt.bar(['Jan', 'Feb', 'Mar', 'Apr'], [49, 62, 105, 121])\nplt.title('Rainfall in Kyoto (mm)')"
+CHART_DOCUMENT = (
+    "# Rain in Kyoto\n\nKyoto's spring grows wetter month by month.\n\n"
+    f"<imgen>{{'source': 'code', 'description': 'Monthly rainfall in Kyoto', "
+    f"'params': {{'code': {CHART!r}}}}}</imgen>\n\nThe rainy season follows in June.\n"
+)
+CHART_PROMPT, TEXT_PROMPT = "Rain in Kyoto, with a chart", "Rain in Kyoto, in words"
+TEXT_DOCUMENT = "# Rain in Kyoto\n\nKyoto's spring grows wetter month by month.\n"
+LLMI_WAY = (
+    "import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n"
+    "import numpy as np\nimport pandas as pd\nimport seaborn as sns\n"
+    "{code}\nplt.savefig({path!r})\n"
+)
+"""LLM-I's way: the imports its chart code assumes, the code, the figure saved."""
+
+
+def llmi_generate(url: str, prompt: str, folder: Path, extra_env: dict[str, str]) -> float:
+    """Seconds of one ``llmi generate`` in a fresh process; checks its document."""
+    out = folder / "out"
+    env = os.environ | {
+        "LLMI_MODEL": "standin", "OPENAI_BASE_URL": url, "OPENAI_API_KEY": "sk-bench",
+        "LLMI_ARTIFACTS": str(folder / "artifacts"),
+        "LLMI_CHECKPOINT_URL": str(folder / "checkpoints.sqlite"),
+    } | extra_env
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "llmi.cli", "generate", prompt, "--out",
+                           str(out), "--no-cache"], env=env, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=300)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"llmi generate failed:\n{done.stderr[-3000:]}")
+    made = [slot for slot in json.loads((out / "manifest.json").read_text())["slots"] if slot["ok"]]
+    if len(made) != (CHART_PROMPT == prompt):
+        raise RuntimeError(f"the document has {len(made)} images:\n{done.stderr[-3000:]}")
+    return elapsed
+
+
+def llmi_i_way(folder: Path) -> float:
+    """Seconds of LLM-I's way: one fresh interpreter draws and saves the chart."""
+    path = folder / "chart.png"
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", LLMI_WAY.format(code=CHART, path=str(path))],
+                   check=True, stdin=subprocess.DEVNULL, capture_output=True, timeout=300)
+    elapsed = time.perf_counter() - started
+    if not path.stat().st_size:
+        raise RuntimeError("the fresh interpreter drew nothing")
+    return elapsed
+
+
+def sandbox() -> str:
+    return "process" if chart_jail.jail_problem() else "strict"
+
+
+def run(quick: bool) -> Report:
+    rounds, warm_ups = (1, 0) if quick else (6, 1)
+    mode = sandbox()
+    runs: dict[str, list[float]] = {"document": [], "llm-i": [], "text": [], "cold": []}
+    answer = (lambda body: CHART_DOCUMENT if CHART_PROMPT in json.dumps(body["messages"][-1])
+              else TEXT_DOCUMENT)
+    with routed_chat_server(answer) as (url, _), tempfile.TemporaryDirectory() as tmp:
+        for index in range(warm_ups + rounds):
+            folder = Path(tmp, str(index))
+            measured = {
+                "document": llmi_generate(url, CHART_PROMPT, folder / "document",
+                                          {"LLMI_CODE_SANDBOX": mode}),
+                "llm-i": llmi_i_way(folder),
+                "text": llmi_generate(url, TEXT_PROMPT, folder / "text",
+                                      {"LLMI_CODE_SANDBOX": mode}),
+                "cold": llmi_generate(url, CHART_PROMPT, folder / "cold",
+                                      {"LLMI_CODE_SANDBOX": mode, "LLMI_CODE_POOL": "0"}),
+            }
+            if index >= warm_ups:  # a warm-up fills the OS's file cache
+                for name, value in measured.items():
+                    runs[name].append(value)
+    document, llm_i, text, cold = (p50(runs[name]) for name in ("document", "llm-i", "text", "cold"))
+    report = Report(
+        NAME, "One chart, start to end",
+        f"`llmi generate` of a one-chart document against a chat stand-in that answers at "
+        f"once, a fresh process each time (charts: `LLMI_CODE_SANDBOX={mode}`), against "
+        f"LLM-I's way: one fresh interpreter that imports matplotlib, numpy, pandas and "
+        f"seaborn, draws the chart and saves it. Median of {rounds} rounds, the kinds "
+        f"alternating, after {warm_ups} not counted (they fill the OS's file cache).",
+        ("", "wall", "LLM-I's fresh interpreter", "wall / LLM-I's"),
+    )
+    report.row("one-chart document", seconds(document), seconds(llm_i), ratio(document / llm_i))
+    report.row("document without a chart", seconds(text), seconds(llm_i), ratio(text / llm_i))
+    report.row("one-chart document, warm pool off", seconds(cold), seconds(llm_i),
+               ratio(cold / llm_i))
+    report.notes.append(
+        f"The chart's share of the one-chart document, beyond llmi's start and exit: "
+        f"{seconds(document - text)}; with the pool off, {seconds(cold - text)}.")
+    report.target(f"the one-chart document within {TARGET_RATIO}x of LLM-I's fresh interpreter",
+                  document <= TARGET_RATIO * llm_i)
+    return report
