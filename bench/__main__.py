@@ -19,7 +19,7 @@ from rich.markdown import Markdown
 from bench.report import RESULTS, Report, append, run_heading
 
 BENCHMARKS = ("overhead", "scheduling", "chart_executor", "tts_scaling", "cache", "memory",
-              "diffusion")
+              "diffusion", "one_chart")
 
 
 def main(argv: list[str] | None = None) -> int:
