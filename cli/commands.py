@@ -1,4 +1,9 @@
-"""The ``llmi`` command: generate a document, or run the offline demo."""
+"""The ``llmi`` command: generate a document, resume a run, the offline demo, eval, graph.
+
+This module imports only what reading the arguments needs; each command imports what it
+runs (LangGraph, the model clients, the evaluation) when it starts, so that ``llmi
+--help`` and a mistyped flag answer at once.
+"""
 
 from __future__ import annotations
 
@@ -10,40 +15,24 @@ import sys
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from langchain_core.language_models import BaseChatModel
-from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.graph import StateGraph
-from rich.console import Console
-
-from llmi import __version__
-from llmi.artifacts import NotAnImage, inspect_image
-from llmi.checkpoints import describe, latest, open_checkpointer, thread_config
-from llmi.cli.demo import LABEL, PROMPT, RecordedModel
-from llmi.cli.failures import STORAGE_ERRORS, explain
-from llmi.cli.progress import SlotProgress
-from llmi.cli.runs import RunSettings, settings_of
+from llmi.cli.parser import build_parser
 from llmi.context import Context, SettingError, env_name
 from llmi.errors import LlmiError
-from llmi.evaluation.datasets import DatasetError, load_items
-from llmi.evaluation.runner import Evaluation
-from llmi.evaluation.scorers import NAMES, build_scorers
 from llmi.graphs import GraphName, graph_for
-from llmi.graphs.document import build_graph
-from llmi.graphs.tts import build_tts_graph
-from llmi.models import ModelNotConfigured, SettingRefused
-from llmi.nodes.candidates import NoCandidate
-from llmi.nodes.intake import BadInputImage
-from llmi.reasoning import NoAnswer
-from llmi.stopping import RunThread
 
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
+    from langgraph.checkpoint.base import BaseCheckpointSaver
+    from langgraph.graph import StateGraph
+    from rich.console import Console
 
-SCORERS = [name.replace("_", "-") for name in NAMES]
+    from llmi.cli.runs import RunSettings
 
 
 class CliError(LlmiError):
@@ -51,11 +40,15 @@ class CliError(LlmiError):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
+    from rich.console import Console
+
+    from llmi.cli.failures import STORAGE_ERRORS, explain
+
     console = Console(stderr=True)
     try:
         with _signals_interrupt():
-            return args.run(args, console)
+            return _COMMANDS[args.command](args, console)
     except SettingError as exc:
         console.print(f"[bold red]llmi:[/] {exc}", highlight=False, soft_wrap=True)
         console.print(f"[dim]hint: set {exc.name} to a value of that kind, or unset it for "
@@ -75,17 +68,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entry() -> None:
-    """The ``llmi`` command: ``main``, then an exit that does not wait for work an
-    interrupt left behind (a model call cannot be cut short; its step runs again on
-    resume, and everything finished is on disk)."""
+    """The ``llmi`` command: ``main``, then an exit that waits on nothing: when ``main``
+    returns, everything a run made is on disk.
+
+    The interpreter's own exit would join every thread of a ThreadPoolExecutor, daemon or
+    not, among them work an interrupt left behind (a model call cannot be cut short; its
+    step runs again on resume), and then tear down the thousands of modules a run imports,
+    a second on a small machine.
+    """
     status = main()
-    # Daemon or not: the interpreter's exit joins every thread of a ThreadPoolExecutor.
-    if threading.active_count() > 1:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        atexit._run_exitfuncs()  # llmi's own clean-up: chart processes, temporary folders
-        os._exit(status)
-    sys.exit(status)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    atexit._run_exitfuncs()  # llmi's own clean-up: chart processes, temporary folders
+    os._exit(status)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -123,80 +118,6 @@ def _signals_interrupt() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="llmi",
-        description="Write an interleaved text-and-image document: a chat model writes the "
-        "text and picks a tool (search, diffusion, code, edit) for every image.",
-    )
-    parser.add_argument("--version", action="version", version=f"llmi {__version__}")
-    commands = parser.add_subparsers(required=True, metavar="COMMAND")
-
-    generate = commands.add_parser("generate", help="write a document from a prompt")
-    generate.add_argument("prompt", help="what the document should be")
-    generate.add_argument("--image", action="append", default=[], metavar="PATH",
-                          help="an input image (repeatable); input images take the first image indices")
-    generate.add_argument("--out", metavar="DIR", help="output folder (default: $LLMI_OUT or llmi-out)")
-    generate.add_argument("--candidates", type=_positive, metavar="N",
-                          help="sample N candidate documents and keep the best (default: $LLMI_CANDIDATES or 1)")
-    generate.add_argument("--keep", type=_positive, metavar="K",
-                          help="candidates whose plans survive screening and run their tools "
-                          "(default: $LLMI_KEEP or 1)")
-    generate.add_argument("--images", type=_image_num, metavar="N", dest="image_num", default=0,
-                          help="images asked for: -1 none, 0 any (default), 99 at least one, "
-                          "1 to 98 exactly that many")
-    generate.add_argument("--thread", metavar="ID",
-                          help="name the run, to resume it with `llmi resume ID` (default: a new uuid)")
-    _cache_flag(generate)
-    generate.set_defaults(run=_generate)
-
-    resume = commands.add_parser(
-        "resume", help="continue an interrupted run from its last checkpoint",
-        description="Continue a run that was interrupted (killed, Ctrl-C, a server that went "
-        "away) from its last checkpoint, with the settings it started with. Tool calls that "
-        "had finished are not made again: their images come from the tool cache. "
-        "LLMI_CHECKPOINT_URL names the checkpoint store (default: SQLite in the cache folder).",
-    )
-    resume.add_argument("thread", metavar="ID", help="the run's ID, as `llmi generate` printed it")
-    resume.add_argument("--out", metavar="DIR", help="output folder (default: the run's own)")
-    _cache_flag(resume)
-    resume.set_defaults(run=_resume)
-
-    demo = commands.add_parser("demo", help="run offline on recorded model replies, no keys needed")
-    demo.add_argument("--out", metavar="DIR", default="llmi-demo", help="output folder (default: llmi-demo)")
-    demo.set_defaults(run=_demo)
-
-    evaluate = commands.add_parser(
-        "eval", help="write and score a document for every item of a dataset",
-        description="Run the document graph (or, with --candidates, the test-time-scaling "
-        "graph) over a dataset and score every document. Results go to DIR/results.jsonl as "
-        "each item ends; run the same command again to resume: finished items are not run "
-        "again. DIR also gets summary.json, index.html and a page per item.",
-    )
-    evaluate.add_argument("dataset", help="JSONL, JSON or Parquet: LLM-I's schema (chat "
-                          "messages, extra_info) or {prompt, images, criteria} per item")
-    evaluate.add_argument("--out", metavar="DIR", default="llmi-eval",
-                          help="output folder (default: llmi-eval)")
-    evaluate.add_argument("--scorer", action="append", default=[], choices=SCORERS,
-                          help="a scorer (repeatable; default: every one that applies: rubric "
-                          "when items have criteria and a judge is set, reward, tool-use)")
-    evaluate.add_argument("--candidates", type=_positive, metavar="N",
-                          help="sample N candidate documents per item and keep the best")
-    evaluate.add_argument("--keep", type=_positive, metavar="K",
-                          help="candidates whose plans survive screening")
-    evaluate.add_argument("--concurrency", type=_positive, default=4, metavar="N",
-                          help="items run at the same time (default: 4)")
-    evaluate.add_argument("--split", help="only the items of this split")
-    evaluate.add_argument("--limit", type=_positive, metavar="N", help="only the first N items")
-    _cache_flag(evaluate)
-    evaluate.set_defaults(run=_evaluate)
-
-    picture = commands.add_parser("graph", help="print the Mermaid source of the graph")
-    picture.add_argument("--tts", action="store_true", help="the test-time-scaling graph")
-    picture.set_defaults(run=_picture)
-    return parser
-
-
 def _generate(args: argparse.Namespace, console: Console) -> int:
     ctx = Context(out_dir=args.out, candidates=args.candidates, keep=args.keep,
                   tool_cache=False if args.no_cache else None)
@@ -218,6 +139,10 @@ def _generate(args: argparse.Namespace, console: Console) -> int:
 
 
 def _evaluate(args: argparse.Namespace, console: Console) -> int:
+    from llmi.evaluation.datasets import DatasetError, load_items
+    from llmi.evaluation.runner import Evaluation
+    from llmi.evaluation.scorers import build_scorers
+
     ctx = Context(candidates=args.candidates, keep=args.keep,
                   tool_cache=False if args.no_cache else None)
     _require_model(ctx)
@@ -253,6 +178,9 @@ def _evaluate(args: argparse.Namespace, console: Console) -> int:
 
 
 def _builder(name: GraphName, model: BaseChatModel | None = None) -> StateGraph:
+    from llmi.graphs.document import build_graph
+    from llmi.graphs.tts import build_tts_graph
+
     return (build_tts_graph if name == "tts" else build_graph)(model=model)
 
 
@@ -266,6 +194,8 @@ def _require_model(ctx: Context) -> None:
 
 
 def _demo(args: argparse.Namespace, console: Console) -> int:
+    from llmi.cli.demo import LABEL, PROMPT, RecordedModel
+
     _check_output_folder(args.out, "--out")
     console.print(f"[bold yellow]{LABEL}[/]")
     # The recorded chart code is llmi's own: jailed where a jail can be had, else run with
@@ -281,6 +211,10 @@ def _demo(args: argparse.Namespace, console: Console) -> int:
 def _run(inputs: dict[str, Any], ctx: Context, console: Console,
          model: BaseChatModel | None = None, thread_id: str | None = None) -> int:
     """Start a new run, checkpointed as thread ``thread_id`` (default: a new uuid)."""
+    from llmi.checkpoints import latest
+    from llmi.cli.demo import RecordedModel
+    from llmi.cli.runs import RunSettings
+
     thread_id = thread_id or str(uuid.uuid4())
     settings = RunSettings.of(ctx, model="recorded" if isinstance(model, RecordedModel) else "")
     with _checkpointer(ctx) as saver:
@@ -303,6 +237,10 @@ def _picture(args: argparse.Namespace, console: Console) -> int:
 
 def _resume(args: argparse.Namespace, console: Console) -> int:
     """Continue a run from its last checkpoint, with the settings it was started with."""
+    from llmi.checkpoints import describe, latest, thread_config
+    from llmi.cli.demo import RecordedModel
+    from llmi.cli.runs import settings_of
+
     if args.out:
         _check_output_folder(args.out, "--out")
     env = Context()
@@ -346,12 +284,18 @@ def _graph(settings: RunSettings, model: BaseChatModel | None, saver: BaseCheckp
 def _stream(inputs: dict[str, Any] | None, settings: RunSettings, ctx: Context, console: Console,
             saver: BaseCheckpointSaver, thread_id: str, model: BaseChatModel | None) -> dict[str, str]:
     """Run (``inputs``) or resume (``None``) the thread; returns the document's outputs."""
+    from llmi.checkpoints import thread_config
+    from llmi.cli.failures import STORAGE_ERRORS, explain
+    from llmi.cli.progress import SlotProgress
+    from llmi.models import ModelNotConfigured, SettingRefused
+    from llmi.nodes.candidates import NoCandidate
+    from llmi.nodes.intake import BadInputImage
+    from llmi.reasoning import NoAnswer
+    from llmi.stopping import RunThread
+
     graph = _graph(settings, model, saver)
     config = thread_config(thread_id, settings.metadata())
-    # "sync": each checkpoint is on disk before the next step starts, so a run killed in
-    # the middle of a step resumes at that step.
-    run = RunThread(lambda: graph.stream(inputs, config, context=ctx, subgraphs=True,
-                                         stream_mode=["custom", "updates"], durability="sync"))
+    run = RunThread(lambda: stream_run(graph, inputs, config, ctx))
     with SlotProgress(console) as progress:
         try:
             for _, mode, chunk in run.chunks():
@@ -380,8 +324,22 @@ def _stream(inputs: dict[str, Any] | None, settings: RunSettings, ctx: Context, 
     return graph.get_state(config).values.get("outputs", {})
 
 
+def stream_run(graph: Any, inputs: dict[str, Any] | None, config: dict[str, Any],
+               ctx: Context) -> Iterator[tuple[tuple[str, ...], str, Any]]:
+    """A run of ``graph`` (compiled with a checkpointer) as the command makes it: the
+    chunks of its custom events and node updates, subgraphs included, as
+    ``(namespace, mode, chunk)``."""
+    # "sync": each checkpoint is on disk before the next step starts, so a run killed in
+    # the middle of a step resumes at that step.
+    return graph.stream(inputs, config, context=ctx, subgraphs=True,
+                        stream_mode=["custom", "updates"], durability="sync")
+
+
 def _saved(saver: BaseCheckpointSaver, thread_id: str) -> bool:
     """Whether the run has a checkpoint to resume from, as far as the store can say."""
+    from llmi.checkpoints import latest
+    from llmi.cli.failures import STORAGE_ERRORS
+
     try:
         return latest(saver, thread_id) is not None
     except STORAGE_ERRORS:
@@ -394,6 +352,8 @@ def _print_outputs(outputs: dict[str, str]) -> None:
 
 
 def _check_image(path: str) -> None:
+    from llmi.artifacts import NotAnImage, inspect_image
+
     try:
         inspect_image(Path(path).read_bytes(), decode=True)
     except OSError as exc:
@@ -406,13 +366,9 @@ def _check_image(path: str) -> None:
 def _checkpointer(ctx: Context) -> AbstractContextManager[BaseCheckpointSaver]:
     """The CLI's checkpointer (SQLite, or PostgreSQL: see ``llmi.checkpoints``); it raises
     CheckpointStoreError on entry when the store cannot be opened."""
+    from llmi.checkpoints import open_checkpointer
+
     return open_checkpointer(ctx.checkpoint_url)
-
-
-def _cache_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--no-cache", action="store_true",
-                        help="call every tool again instead of reusing the images of identical "
-                        "earlier requests (default: $LLMI_TOOL_CACHE, on)")
 
 
 def _check_scaling(ctx: Context) -> None:
@@ -466,28 +422,10 @@ def _check_writable(folder: str, what: str, setting: str) -> Path:
     return out
 
 
-def _whole(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
-
-
-def _positive(text: str) -> int:
-    value = _whole(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
-    return value
-
-
-def _image_num(text: str) -> int:
-    """LLM-I's count of images asked for: -1 none, 0 any, 99 at least one, n exactly n."""
-    value = _whole(text)
-    if not -1 <= value <= 99:
-        raise argparse.ArgumentTypeError(
-            f"must be -1 (none), 0 (any), 99 (at least one) or 1 to 98 (exactly that many), "
-            f"not {value}")
-    return value
+_COMMANDS: dict[str, Callable[[argparse.Namespace, Console], int]] = {
+    "generate": _generate, "resume": _resume, "demo": _demo, "eval": _evaluate,
+    "graph": _picture,
+}
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from llmi.cli import main
-from llmi.cli.commands import _parser
+from llmi.cli.parser import build_parser
 
 from helpers import gradient_png, tag
 from openai_standin import chat_server, closed_port_url, silent_server
@@ -41,6 +41,41 @@ def test_help_lists_the_commands() -> None:
     result = llmi("--help")
     assert result.returncode == 0
     assert "generate" in result.stdout and "demo" in result.stdout
+
+
+MODEL_CLIENTS = {"openai", "langchain_openai"}
+
+
+def imported_by(*args: str, env: dict[str, str] | None = None) -> tuple[set[str], str]:
+    """The top-level packages ``llmi ARGS`` imports, as ``-X importtime`` lists them, and
+    what it said on stderr besides."""
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "llmi.cli", *args],
+                            capture_output=True, text=True, timeout=120, env=env,
+                            stdin=subprocess.DEVNULL)
+    lines = result.stderr.splitlines()
+    imports = [line for line in lines if line.startswith("import time:")]
+    said = "\n".join(line for line in lines if not line.startswith("import time:"))
+    return {line.rsplit("|", 1)[1].strip().split(".")[0] for line in imports}, said
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["eval", "--help"],
+                                  ["generate", "x", "--images", "100"]],
+                         ids=["help", "version", "eval-help", "argument-error"])
+def test_reading_the_arguments_imports_no_model_client_nor_the_graphs(args: list[str]) -> None:
+    imported, said = imported_by(*args)
+    assert "llmi" in imported and "argparse" in imported
+    assert imported & (MODEL_CLIENTS | {"langgraph", "langchain_core", "matplotlib", "torch"}) \
+        == set()
+    if args[-1] == "100":
+        assert "argument --images: must be" in said
+
+
+def test_a_run_refused_before_its_first_model_call_imports_no_model_client(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    imported, said = imported_by("generate", "a guide", env=_env(monkeypatch))
+    assert "llmi: no chat model is configured" in said
+    assert imported & (MODEL_CLIENTS | {"matplotlib", "torch"}) == set()
 
 
 def test_no_model_configured(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -280,7 +315,7 @@ def test_images_takes_only_the_counts_llmi_reads(
     assert "argument --images: must be" in capsys.readouterr().err
     # None, any, at least one, or exactly n.
     for count in (-1, 0, 99, 1, 98):
-        assert _parser().parse_args(["generate", "x", "--images", str(count)]).image_num == count
+        assert build_parser().parse_args(["generate", "x", "--images", str(count)]).image_num == count
 
 
 @pytest.mark.parametrize("command", [["demo"], ["resume", "some-run"], ["eval", "items.jsonl"]])

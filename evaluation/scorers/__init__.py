@@ -9,13 +9,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from llmi.context import Context
-from llmi.evaluation.records import EvalItem
-from llmi.evaluation.scorers.base import Scorer
-from llmi.evaluation.scorers.reward import RewardScorer
-from llmi.evaluation.scorers.rubric import RubricScorer
-from llmi.evaluation.scorers.tool_use import ToolUseScorer
+
+if TYPE_CHECKING:
+    from llmi.evaluation.records import EvalItem
+    from llmi.evaluation.scorers.base import Scorer
 
 NAMES = ("rubric", "reward", "tool_use")
 
@@ -35,17 +35,25 @@ def build_scorers(
     notes: list[str] = []
     if any(item["criteria"] for item in items):
         try:
-            scorers.append(RubricScorer.from_context(ctx))
+            scorers.append(_build("rubric", ctx))
         except ValueError as exc:
             notes.append(f"no rubric scores: {exc}")
-    return scorers + [RewardScorer.from_context(ctx), ToolUseScorer()], notes
+    return scorers + [_build("reward", ctx), _build("tool_use", ctx)], notes
 
 
 def _build(name: str, ctx: Context) -> Scorer:
+    # Imported here: the scorers bring model clients, and the command line reads NAMES
+    # before it knows whether it will score anything.
     if name == "rubric":
+        from llmi.evaluation.scorers.rubric import RubricScorer
+
         return RubricScorer.from_context(ctx)
     if name == "reward":
+        from llmi.evaluation.scorers.reward import RewardScorer
+
         return RewardScorer.from_context(ctx)
     if name == "tool_use":
+        from llmi.evaluation.scorers.tool_use import ToolUseScorer
+
         return ToolUseScorer()
     raise ValueError(f"unknown scorer {name!r}: pick from {', '.join(NAMES)}")
