@@ -16,8 +16,9 @@ whose hint names the setting to change.
 
 ``LLMI_MODEL_TIMEOUT`` is the client's timeout of each read, not of the whole reply: a
 streamed reply may take as long as the model writes, while it is never silent for longer.
-A stream that breaks part-way (silent too long, the connection closed) is not tried
-again, since the reply had begun: it raises ``ModelServerError`` saying so.
+A stream that breaks part-way (silent too long, the connection closed, or a body that
+ends before the chunk with the reply's ``finish_reason``) is not tried again, since the
+reply had begun: it raises ``ModelServerError`` saying so.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
@@ -225,31 +226,43 @@ class LlmiChatOpenAI(ChatOpenAI):
     def _stream(self, *args: Any, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
         with self._explained() as received:
             for chunk in super()._stream(*args, **kwargs):
-                received.chunks += 1
+                received.add(chunk)
                 yield chunk
+        self._check_ended(received)
 
     async def _astream(self, *args: Any, **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
         with self._explained() as received:
             async for chunk in super()._astream(*args, **kwargs):
-                received.chunks += 1
+                received.add(chunk)
                 yield chunk
+        self._check_ended(received)
+
+    def _check_ended(self, received: _Received) -> None:
+        """Raise ModelServerError for a stream whose body ended before its reply did: every
+        OpenAI-compatible server sends a ``finish_reason`` in the reply's last chunk."""
+        if received.chunks and not received.finished:
+            raise ModelServerError(
+                f"the model server at {self._where()} ended its reply part-way, after "
+                f"{received.chunks} chunks, without saying that it had finished (no "
+                f"finish_reason)", f"check the server and any proxy before it; {_AGAIN}",
+                tries=1, seconds=received.seconds())
 
     @contextmanager
     def _explained(self) -> Iterator[_Received]:
         """Turn the openai client's errors into SettingRefused or ModelServerError."""
-        started, received = time.monotonic(), _Received()
+        received = _Received()
         try:
             yield received
         except openai.BadRequestError as exc:
             self._name_the_setting(exc)
-            raise self._server_error(exc, time.monotonic() - started, received) from exc
+            raise self._server_error(exc, received.seconds(), received) from exc
         except openai.APIError as exc:
-            raise self._server_error(exc, time.monotonic() - started, received) from exc
+            raise self._server_error(exc, received.seconds(), received) from exc
 
     def _server_error(self, exc: openai.APIError, seconds: float,
                       received: _Received) -> ModelServerError:
         tries = tries_of(exc)
-        where = f"the model server at {self.openai_api_base or 'api.openai.com'}"
+        where = f"the model server at {self._where()}"
         if received.chunks:
             what, hint = _broken(exc, received.chunks, self.request_timeout)
         else:
@@ -258,6 +271,9 @@ class LlmiChatOpenAI(ChatOpenAI):
         if isinstance(exc, openai.APIStatusError):
             reason += f": {first_line(server_message(exc))}"
         return ModelServerError(reason, hint, tries=tries, seconds=seconds)
+
+    def _where(self) -> str:
+        return self.openai_api_base or "api.openai.com"
 
     def _name_the_setting(self, exc: openai.BadRequestError) -> None:
         """Raise SettingRefused when ``exc`` refuses a parameter that an llmi setting sent."""
@@ -279,9 +295,18 @@ class LlmiChatOpenAI(ChatOpenAI):
 
 @dataclass
 class _Received:
-    """How much of a streamed reply has arrived."""
+    """How much of a streamed reply has arrived, since when, and whether its end has."""
 
     chunks: int = 0
+    finished: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+    def add(self, chunk: ChatGenerationChunk) -> None:
+        self.chunks += 1
+        self.finished = self.finished or bool((chunk.generation_info or {}).get("finish_reason"))
+
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
 
 
 def _keep_reasoning(fields: Any, message: BaseMessage) -> None:
@@ -383,20 +408,22 @@ def _failure(exc: openai.APIError, model: str, timeout: Any,
     return f"refused the request (HTTP {status})", f"check {name} and the server's log"
 
 
+_AGAIN = "run again: a reply broken part-way is not used, nor tried again by itself"
+
+
 def _broken(exc: openai.APIError, chunks: int, timeout: Any) -> tuple[str, str]:
     """What the server did to a streamed reply that broke after ``chunks`` chunks, and the hint."""
-    again = "run again: a reply broken part-way is not used, nor tried again by itself"
     if isinstance(exc, openai.APITimeoutError):
         return (f"stopped part-way through its reply, after {chunks} chunks: nothing more "
                 f"came within {timeout:g} s",
                 f"check the server, or raise {env_name('model_timeout')}, the longest silence "
-                f"allowed within a reply; {again}")
+                f"allowed within a reply; {_AGAIN}")
     cause = first_line(str(_cause(exc))) or first_line(str(exc))
     if isinstance(exc, openai.APIConnectionError):
         return (f"closed the connection part-way through its reply, after {chunks} chunks "
-                f"({cause})", f"check the server and its log; {again}")
+                f"({cause})", f"check the server and its log; {_AGAIN}")
     return (f"broke off its reply after {chunks} chunks ({cause})",
-            f"check the server and its log; {again}")
+            f"check the server and its log; {_AGAIN}")
 
 
 def _cause(exc: BaseException) -> BaseException:

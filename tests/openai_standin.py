@@ -16,7 +16,9 @@ It answers as the Chat Completions API documents
   reply comes in pieces of a few characters, a pause apart, as a server sends tokens as
   the model makes them; without ``"stream"``, the server is silent for all those pauses
   and then answers. It may be cut part-way: the server closes the connection (a crashed
-  worker, a proxy's limit) or goes silent with it open (a stuck GPU);
+  worker), ends the body as if it were whole (a proxy that loses its upstream and ends its
+  own response, as a body delimited by the connection's close ends: RFC 9112, section
+  6.3), or goes silent with the connection open (a stuck GPU);
 - OpenAI's refusals of the sampling parameters of its reasoning models (o-series and
   GPT-5, https://platform.openai.com/docs/guides/reasoning): ``max_tokens`` is refused
   with code ``unsupported_parameter`` ("Use 'max_completion_tokens' instead"), any
@@ -112,7 +114,8 @@ def openai_refusal(body: dict[str, Any], served: str) -> dict[str, Any] | None:
 class Streamed:
     """``completion`` as a model makes it: ``size`` characters a piece, ``pause`` seconds
     apart. With ``cut_after``, the reply ends after that many pieces: ``cut`` "close"
-    closes the connection, "stall" sends nothing more until the server shuts down. With
+    closes the connection, "end" ends the body (no ``finish_reason``, no ``[DONE]``),
+    "stall" sends nothing more until the server shuts down. With
     ``gate``, the rest waits after the first piece until the test sets it."""
 
     completion: Completion
@@ -207,6 +210,8 @@ def routed_chat_server(answer: Callable[[dict], Answer], *, serves: Mapping[str,
                 if index - 1 == reply.cut_after:
                     if reply.cut == "stall":
                         closing.wait()
+                    elif reply.cut == "end":
+                        self._chunk(b"")
                     return
                 if index > 1:
                     time.sleep(reply.pause)

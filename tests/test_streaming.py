@@ -71,6 +71,9 @@ CUTS = {
     "connection closed": (Streamed(Completion(content=ANSWER), size=5, cut_after=6),
                           "closed the connection part-way through its reply, after 7 chunks",
                           "check the server and its log"),
+    "body ended": (Streamed(Completion(content=ANSWER), size=5, cut_after=6, cut="end"),
+                   "ended its reply part-way, after 7 chunks, without saying that it had "
+                   "finished (no finish_reason)", "check the server and any proxy before it"),
     "silent": (Streamed(Completion(content=ANSWER), size=5, cut_after=6, cut="stall"),
                "stopped part-way through its reply, after 7 chunks: nothing more came within 0.5 s",
                "raise LLMI_MODEL_TIMEOUT, the longest silence allowed within a reply"),
