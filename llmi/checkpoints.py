@@ -19,14 +19,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
-
-from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
-from langgraph.checkpoint.sqlite import SqliteSaver
 
 from llmi.context import default_cache_dir, env_name
 from llmi.errors import LlmiError, first_line
+
+if TYPE_CHECKING:
+    from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
 
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 CONNECT_TIMEOUT_S = 10
@@ -68,6 +68,9 @@ def open_checkpointer(url: str | None) -> Iterator[BaseCheckpointSaver]:
         with _postgres(url or "") as saver:
             yield saver
         return
+    # Imported here: the CLI words a failed write through this module without LangGraph.
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
     path = sqlite_path(url)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
