@@ -9,9 +9,10 @@ runs the code and saves the figure. The two alternate, a round of each at a time
 first round warms the OS's file cache and is not counted. Target: the document in at most
 1.5x the fresh interpreter's time.
 
-For scale, the same command on a document without a chart (llmi's start and exit alone),
-and on the one-chart document with the warm pool off (``LLMI_CODE_POOL=0``, each chart in
-a fresh interpreter). Charts run as llmi runs them by default: jailed where a jail can be
+For scale, the same command on a document without a chart (llmi's start and exit alone,
+with the zygote it starts unused, and with the warm pool off, ``LLMI_CODE_POOL=0``, so
+that none starts), and on the one-chart document with the warm pool off (its chart in a
+fresh interpreter). Charts run as llmi runs them by default: jailed where a jail can be
 had, else with process limits alone. The user's matplotlib font cache and llmi's are used
 as they are, so that no run builds one.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -48,25 +50,33 @@ LLMI_WAY = (
 """LLM-I's way: the imports its chart code assumes, the code, the figure saved."""
 
 
-def llmi_generate(url: str, prompt: str, folder: Path, extra_env: dict[str, str]) -> float:
-    """Seconds of one ``llmi generate`` in a fresh process; checks its document."""
+def llmi_generate(url: str, prompt: str, folder: Path, extra_env: dict[str, str]
+                  ) -> tuple[float, float]:
+    """Wall and CPU seconds of one ``llmi generate`` in a fresh process, the CPU of every
+    process it waited for included (its zygote's too); checks its document."""
     out = folder / "out"
     env = os.environ | {
         "LLMI_MODEL": "standin", "OPENAI_BASE_URL": url, "OPENAI_API_KEY": "sk-bench",
         "LLMI_ARTIFACTS": str(folder / "artifacts"),
         "LLMI_CHECKPOINT_URL": str(folder / "checkpoints.sqlite"),
     } | extra_env
+    cpu = _children_cpu()
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "llmi.cli", "generate", prompt, "--out",
                            str(out), "--no-cache"], env=env, capture_output=True, text=True,
                           stdin=subprocess.DEVNULL, timeout=300)
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, _children_cpu() - cpu
     if done.returncode != 0:
         raise RuntimeError(f"llmi generate failed:\n{done.stderr[-3000:]}")
     made = [slot for slot in json.loads((out / "manifest.json").read_text())["slots"] if slot["ok"]]
     if len(made) != (CHART_PROMPT == prompt):
         raise RuntimeError(f"the document has {len(made)} images:\n{done.stderr[-3000:]}")
-    return elapsed
+    return elapsed, cpu
+
+
+def _children_cpu() -> float:
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
 
 
 def llmi_i_way(folder: Path) -> float:
@@ -88,7 +98,8 @@ def sandbox() -> str:
 def run(quick: bool) -> Report:
     rounds, warm_ups = (1, 0) if quick else (6, 1)
     mode = sandbox()
-    runs: dict[str, list[float]] = {"document": [], "llm-i": [], "text": [], "cold": []}
+    runs: dict[str, list[tuple[float, float]]] = {
+        name: [] for name in ("document", "llm-i", "text", "text, no pool", "cold")}
     answer = (lambda body: CHART_DOCUMENT if CHART_PROMPT in json.dumps(body["messages"][-1])
               else TEXT_DOCUMENT)
     with routed_chat_server(answer) as (url, _), tempfile.TemporaryDirectory() as tmp:
@@ -97,16 +108,21 @@ def run(quick: bool) -> Report:
             measured = {
                 "document": llmi_generate(url, CHART_PROMPT, folder / "document",
                                           {"LLMI_CODE_SANDBOX": mode}),
-                "llm-i": llmi_i_way(folder),
+                "llm-i": (llmi_i_way(folder), 0.0),
                 "text": llmi_generate(url, TEXT_PROMPT, folder / "text",
                                       {"LLMI_CODE_SANDBOX": mode}),
+                "text, no pool": llmi_generate(url, TEXT_PROMPT, folder / "text-no-pool",
+                                               {"LLMI_CODE_SANDBOX": mode, "LLMI_CODE_POOL": "0"}),
                 "cold": llmi_generate(url, CHART_PROMPT, folder / "cold",
                                       {"LLMI_CODE_SANDBOX": mode, "LLMI_CODE_POOL": "0"}),
             }
             if index >= warm_ups:  # a warm-up fills the OS's file cache
                 for name, value in measured.items():
                     runs[name].append(value)
-    document, llm_i, text, cold = (p50(runs[name]) for name in ("document", "llm-i", "text", "cold"))
+    document, llm_i, text, text_alone, cold = (p50([wall for wall, _ in measured])
+                                               for measured in runs.values())
+    text_cpu, text_alone_cpu = (p50([cpu for _, cpu in runs[name]])
+                                for name in ("text", "text, no pool"))
     report = Report(
         NAME, "One chart, start to end",
         f"`llmi generate` of a one-chart document against a chat stand-in that answers at "
@@ -118,11 +134,18 @@ def run(quick: bool) -> Report:
     )
     report.row("one-chart document", seconds(document), seconds(llm_i), ratio(document / llm_i))
     report.row("document without a chart", seconds(text), seconds(llm_i), ratio(text / llm_i))
+    report.row("document without a chart, warm pool off (no zygote)", seconds(text_alone),
+               seconds(llm_i), ratio(text_alone / llm_i))
     report.row("one-chart document, warm pool off", seconds(cold), seconds(llm_i),
                ratio(cold / llm_i))
-    report.notes.append(
+    report.notes += [
         f"The chart's share of the one-chart document, beyond llmi's start and exit: "
-        f"{seconds(document - text)}; with the pool off, {seconds(cold - text)}.")
+        f"{seconds(document - text)}; with the pool off, {seconds(cold - text_alone)}.",
+        f"A zygote started with the command that no chart uses costs the document "
+        f"{seconds(text - text_alone)} of wall time ({ratio(text / text_alone)}x the run "
+        f"without one) and {seconds(text_cpu - text_alone_cpu)} of CPU time "
+        f"({seconds(text_cpu)} against {seconds(text_alone_cpu)}, every process counted).",
+    ]
     report.target(f"the one-chart document within {TARGET_RATIO}x of LLM-I's fresh interpreter",
                   document <= TARGET_RATIO * llm_i)
     return report

@@ -680,20 +680,30 @@ def test_no_zygote_starts_ahead_where_charts_would_not_use_one(
 
 
 ENDS_UNUSED = """
+import sys, time
+import psutil
 from llmi.context import Context
 from llmi.tools.chart_pool import shared_pool
 from llmi.tools.code import start_chart_zygote
 
-start_chart_zygote(Context(code_sandbox="off")).join()
-print(shared_pool().zygote_pid(), flush=True)
+start_chart_zygote(Context(code_sandbox=sys.argv[1])).join()
+zygote = psutil.Process(shared_pool().zygote_pid())
+while sys.argv[1] == "strict" and not zygote.children():  # bwrap, then the zygote in it
+    time.sleep(0.01)
+print(zygote.pid, *(child.pid for child in zygote.children()), flush=True)
 """
 
 
 @slow
-def test_a_zygote_no_chart_used_ends_with_llmi(tmp_path: Path) -> None:
-    ran = subprocess.run([sys.executable, "-c", ENDS_UNUSED], capture_output=True, text=True,
-                         timeout=120, env=os.environ | {"TMPDIR": str(tmp_path)})
-    assert gone(int(ran.stdout)), ran.stderr
+@pytest.mark.parametrize("sandbox", ["off", "strict"])
+def test_a_zygote_no_chart_used_ends_with_llmi(sandbox: str, tmp_path: Path) -> None:
+    if sandbox == "strict" and chart_jail.jail_problem():
+        pytest.skip(f"no jail here: {chart_jail.jail_problem()}")
+    ran = subprocess.run([sys.executable, "-c", ENDS_UNUSED, sandbox], capture_output=True,
+                         text=True, timeout=120, env=os.environ | {"TMPDIR": str(tmp_path)})
+    pids = list(map(int, ran.stdout.split()))
+    assert pids, ran.stderr
+    assert all(gone(pid) for pid in pids)
     assert os.listdir(tmp_path) == []
 
 
