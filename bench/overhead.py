@@ -3,12 +3,14 @@
 A 12-slot document (search, diffusion, code and chained edits) runs through the
 document graph with a model and tools that answer at once, so its wall time is
 llmi's own work and LangGraph's: parsing, scheduling, storing and checking images,
-assembling Markdown, HTML and the manifest. Compared in the same run with a 1-slot
-document (the marginal cost of a slot), with the same graph under the SQLite
-checkpointer ``llmi generate`` uses, and with a bare LangGraph graph of the same
-five nodes doing nothing (LangGraph's own floor). Each document gets a fresh
-artifact folder, so every image goes through the tool path, not the cache.
-Target: under 5 ms per slot.
+assembling Markdown, HTML and the manifest, checkpointing. It runs as ``llmi generate``
+runs it (``llmi.cli.commands.stream_run``): under the SQLite checkpointer, streamed, each
+checkpoint on disk before the next step starts (durability "sync"); the terminal display
+aside. Compared in the same run with a 1-slot document (the marginal cost of a slot), with
+the same graph invoked under LangGraph's default durability ("async") and without a
+checkpointer (a graph inside an app), and with a bare LangGraph graph of the same five
+nodes doing nothing (LangGraph's own floor). Each document gets a fresh artifact folder,
+so every image goes through the tool path, not the cache. Target: under 5 ms per slot.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from langgraph.graph import END, START, StateGraph
 
@@ -33,7 +36,8 @@ from bench.simulated import (
     prepare,
     simulated_tools,
 )
-from llmi.checkpoints import open_checkpointer
+from llmi.checkpoints import open_checkpointer, thread_config
+from llmi.cli.commands import stream_run
 from llmi.state import DocumentState
 
 NAME = "overhead"
@@ -54,10 +58,15 @@ Run = Callable[[int], float]
 """Makes document ``index`` and returns its wall seconds."""
 
 
+Mode = Literal["cli", "async", "memory"]
+"""As ``llmi generate`` runs a graph; invoked under SQLite with LangGraph's default
+durability; invoked without a checkpointer."""
+
+
 @dataclass(frozen=True)
 class Variant:
     slots: list[Slot]
-    checkpointed: bool = False
+    mode: Mode = "cli"
     sizes: dict[str, Size] = field(default_factory=lambda: SMALL)
 
 
@@ -86,15 +95,21 @@ def _documents(variant: Variant, folder: Path) -> Iterator[Run]:
     prepare(variant.slots, variant.sizes)
     graph = document_graph(variant.slots, simulated_tools(variant.sizes))
     # The checkpointer ``llmi generate`` opens.
-    saver = open_checkpointer(f"{folder}.sqlite") if variant.checkpointed else nullcontext()
+    saver = nullcontext() if variant.mode == "memory" else open_checkpointer(f"{folder}.sqlite")
     with saver as checkpointer:
-        compiled = graph.compile(checkpointer=checkpointer)
+        compiled = graph.compile(checkpointer=checkpointer, name="llmi")
 
         def run(index: int) -> float:
             ctx = context(folder / str(index))
-            config = {"configurable": {"thread_id": str(index)}}
+            config = thread_config(str(index))
+            inputs = {"prompt": "A document"}
             started = time.perf_counter()
-            output = compiled.invoke({"prompt": "A document"}, config, context=ctx)
+            if variant.mode == "cli":
+                for _ in stream_run(compiled, inputs, config, ctx):
+                    pass
+                output = compiled.get_state(config).values
+            else:
+                output = compiled.invoke(inputs, config, context=ctx)
             seconds = time.perf_counter() - started
             _check(output, len(variant.slots), Path(ctx.out_dir))
             return seconds
@@ -135,18 +150,20 @@ def run(quick: bool) -> Report:
     documents = 5 if quick else 30
     slots = twelve_slots()
     figures = medians({"twelve": Variant(slots), "one": Variant(slots[:1]),
-                       "saved": Variant(slots, checkpointed=True), "bare": None,
+                       "async": Variant(slots, mode="async"),
+                       "memory": Variant(slots, mode="memory"), "bare": None,
                        "full": Variant(slots, sizes=FULL)}, documents)
-    twelve, one, saved, bare, full = (figures[name] for name in
-                                      ("twelve", "one", "saved", "bare", "full"))
+    twelve, one, durable_async, memory, bare, full = (
+        figures[name] for name in ("twelve", "one", "async", "memory", "bare", "full"))
     per_slot = twelve / len(slots)
     marginal = (twelve - one) / (len(slots) - 1)
     report = Report(
         NAME, "Orchestration overhead",
         f"A {len(slots)}-slot document (3 each of search, diffusion, code, and an edit of the "
-        f"diffusion image) with a model and tools that answer at once; median of {documents} "
-        "documents of each kind after one warm-up, the kinds interleaved, each document in a "
-        "fresh artifact folder.",
+        f"diffusion image) with a model and tools that answer at once, run as `llmi generate` "
+        f"runs it (SQLite checkpointer, streamed, durability \"sync\") unless a row says "
+        f"otherwise; median of {documents} documents of each kind after one warm-up, the kinds "
+        "interleaved, each document in a fresh artifact folder.",
         ("", "measured", "comparison", "measured / comparison"),
     )
     report.row(f"{len(slots)}-slot document, per document", seconds(twelve),
@@ -155,11 +172,11 @@ def run(quick: bool) -> Report:
                f"target: {seconds(TARGET_PER_SLOT_S)}", ratio(per_slot / TARGET_PER_SLOT_S))
     report.row("marginal slot ((12-slot − 1-slot) / 11)", seconds(marginal),
                f"1-slot document: {seconds(one)}", ratio(marginal / one))
-    report.row(f"{len(slots)}-slot document with the SQLite checkpointer", seconds(saved),
-               f"without: {seconds(twelve)}", ratio(saved / twelve))
-    report.row("per slot with the SQLite checkpointer", seconds(saved / len(slots)),
-               f"target: {seconds(TARGET_PER_SLOT_S)}",
-               ratio(saved / len(slots) / TARGET_PER_SLOT_S))
+    report.row(f"{len(slots)}-slot document", seconds(twelve),
+               f"invoked, LangGraph's default durability (\"async\"): {seconds(durable_async)}",
+               ratio(twelve / durable_async))
+    report.row(f"{len(slots)}-slot document", seconds(twelve),
+               f"invoked without a checkpointer: {seconds(memory)}", ratio(twelve / memory))
     report.row("per slot with full-size images", seconds(full / len(slots)),
                f"320x240: {seconds(per_slot)}", ratio(full / twelve))
     report.notes.append(
@@ -169,10 +186,9 @@ def run(quick: bool) -> Report:
         "images cost more in the work every image gets (hash, decode for the verifier's "
         "checks, base64 for the self-contained HTML): that is image handling, which grows "
         "with pixels, not orchestration.")
-    report.target(f"per slot under {seconds(TARGET_PER_SLOT_S)}, checkpointed or not",
-                  max(twelve, saved) / len(slots) < TARGET_PER_SLOT_S)
+    report.target(f"per slot under {seconds(TARGET_PER_SLOT_S)}, as `llmi generate` runs it",
+                  per_slot < TARGET_PER_SLOT_S)
     return report
-
 
 
 def _sizes(sizes: dict[str, Size]) -> str:
