@@ -33,7 +33,8 @@ from tests.openai_standin import routed_chat_server
 
 NAME = "one_chart"
 TARGET_RATIO = 1.5
-CHART = "plt.bar(['Jan', 'Feb', 'Mar', 'Apr'], [49, 62, 105, 121])\nplt.title('Rainfall in Kyoto (mm)')"
+CHART = ("plt.bar(['Jan', 'Feb', 'Mar', 'Apr'], [49, 62, 105, 121])\n"
+         "plt.title('Rainfall in Kyoto (mm)')")
 CHART_DOCUMENT = (
     "# Rain in Kyoto\n\nKyoto's spring grows wetter month by month.\n\n"
     f"<imgen>{{'source': 'code', 'description': 'Monthly rainfall in Kyoto', "

@@ -122,7 +122,8 @@ def test_a_chart_draws_with_the_users_font_list_without_building_one(
 
 
 def drop_a_font(listed: dict) -> None:
-    listed["ttflist"] = [f for f in listed["ttflist"] if f["fname"] != listed["ttflist"][0]["fname"]]
+    first = listed["ttflist"][0]["fname"]
+    listed["ttflist"] = [font for font in listed["ttflist"] if font["fname"] != first]
 
 
 def add_a_missing_font(listed: dict) -> None:

@@ -175,7 +175,8 @@ def copy_font_list(source: Path, config: Path, folders: Iterable[Path]) -> bool:
 
     The list is taken as matplotlib takes it, by the version in its name and inside, and
     only when it holds every font file found, no other, and no installed font changed
-    since it was written. The copy is whole or absent, even with another llmi copying at once."""
+    since it was written. The copy is whole or absent, even with another llmi copying at
+    once."""
     version = font_list_version()
     if version is None:
         return False
@@ -192,9 +193,12 @@ def copy_font_list(source: Path, config: Path, folders: Iterable[Path]) -> bool:
         return False
     try:
         config.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=config, prefix=f".{name}.", delete=False) as copy:
+        with tempfile.NamedTemporaryFile(dir=config, prefix=f".{name}.") as copy:
             copy.write(raw)
-        os.replace(copy.name, config / name)
+            copy.flush()
+            os.link(copy.name, config / name)
+    except FileExistsError:  # another llmi's copy, or matplotlib's own list, came first
+        return True
     except OSError:
         return False
     return True
