@@ -256,6 +256,9 @@ def _resume(args: argparse.Namespace, console: Console) -> int:
         if args.no_cache:
             settings = replace(settings, tool_cache=False)
         model = RecordedModel() if settings.model == "recorded" else None
+        from llmi.tools.code import start_chart_zygote
+
+        start_chart_zygote(settings.context())  # its imports overlap the graph's
         state = _graph(settings, model, saver).get_state(thread_config(args.thread))
         # A step that finished its writes but was stopped before the next checkpoint has
         # nothing next, yet its writes are pending in ``tasks``: resuming applies them.
