@@ -392,7 +392,7 @@ def _failure(exc: openai.APIError, model: str, timeout: Any,
                 f"check that {url} names an OpenAI-compatible server")
     status = exc.status_code
     if is_quota(exc):
-        return (f"refused the request for the account's quota (HTTP 429 {QUOTA_CODE})",
+        return (f"refused the request for the account's quota (HTTP 429 {exc.code or exc.type})",
                 f"add credit or raise the spending limit of the account that {key} belongs "
                 "to, or use another key; waiting does not help, so llmi did not try again")
     if status in (401, 403):
@@ -435,15 +435,15 @@ def _cause(exc: BaseException) -> BaseException:
 
 # --- quota: not a passing failure -------------------------------------------------------
 
-QUOTA_CODE = "insufficient_quota"
-"""OpenAI's error code (and type) of the 429 it answers for an account out of credit or
-past its spending limit ("You exceeded your current quota, please check your plan and
-billing details", https://platform.openai.com/docs/guides/error-codes): unlike a rate
-limit, waiting does not end it."""
+QUOTA_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached", "billing_not_active"})
+"""OpenAI's error codes (and types) of the 429 it answers for an account out of credit,
+past its spending limit or without billing ("You exceeded your current quota, please check
+your plan and billing details", https://platform.openai.com/docs/guides/error-codes):
+unlike a rate limit, waiting does not end it."""
 
 
 def is_quota(exc: openai.APIStatusError) -> bool:
-    return exc.status_code == 429 and QUOTA_CODE in (exc.code, exc.type)
+    return exc.status_code == 429 and bool(QUOTA_CODES & {exc.code, exc.type})
 
 
 def _quota_in(body: bytes) -> bool:
@@ -452,7 +452,7 @@ def _quota_in(body: bytes) -> bool:
     except ValueError:  # JSON and UTF-8 errors alike
         return False
     error = document.get("error", document) if isinstance(document, dict) else None
-    return isinstance(error, dict) and QUOTA_CODE in (error.get("code"), error.get("type"))
+    return isinstance(error, dict) and bool(QUOTA_CODES & {error.get("code"), error.get("type")})
 
 
 def _no_retry_on_quota(response: Any) -> None:
@@ -461,15 +461,18 @@ def _no_retry_on_quota(response: Any) -> None:
     the openai package uses (httpx's, or from openai 3 httpx2's)."""
     if response.status_code == 429:
         response.read()
-        if _quota_in(response.content):
-            response.headers["x-should-retry"] = "false"
+        _mark_quota(response)
 
 
 async def _no_async_retry_on_quota(response: Any) -> None:
     if response.status_code == 429:
         await response.aread()
-        if _quota_in(response.content):
-            response.headers["x-should-retry"] = "false"
+        _mark_quota(response)
+
+
+def _mark_quota(response: Any) -> None:
+    if _quota_in(response.content):
+        response.headers["x-should-retry"] = "false"
 
 
 @cache

@@ -56,6 +56,7 @@ from openai.types import ImagesResponse
 from PIL import Image, ImageOps
 
 from llmi.context import Context
+from llmi.models import QUOTA_CODES
 from llmi.tools.base import Backend, ToolCall, ToolError, ToolOutput
 from llmi.tools.retry import retry_transient
 from llmi.tools.synthesis import Size, applied_seed, prompt_of, setting_size, size_text
@@ -72,7 +73,6 @@ _DALL_E_2_MAX_BYTES = 4 * 1024 * 1024
 _KEPT_FORMATS = {"PNG", "JPEG", "WEBP", "GIF"}
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa"}
 _REFUSED_FIELD_CODES = {"unknown_parameter", "invalid_value"}
-_QUOTA_CODES = {"insufficient_quota", "billing_hard_limit_reached", "billing_not_active"}
 _PARAMETERS_SEED = re.compile(r"(?:^|[\s,])Seed:\s*(\d+)")
 
 _REFERENCE = "https://platform.openai.com/docs/api-reference/images"
@@ -362,7 +362,7 @@ def _server_message(error: openai.APIStatusError) -> str:
 
 
 def _is_quota(error: openai.APIStatusError, message: str) -> bool:
-    if error.code in _QUOTA_CODES or error.type in _QUOTA_CODES:
+    if error.code in QUOTA_CODES or error.type in QUOTA_CODES:
         return True
     lowered = message.lower()
     return "quota" in lowered or "billing" in lowered
