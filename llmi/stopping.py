@@ -79,11 +79,10 @@ class RunThread:
             else:
                 return
 
-    def stop(self, grace_s: float = STOP_GRACE_S) -> bool:
-        """Request a stop; returns whether the run's thread ended within ``grace_s``."""
+    def stop(self) -> None:
+        """Request a stop, and wait at most ``STOP_GRACE_S`` for the run's thread to end."""
         request()
-        self._thread.join(grace_s)
-        return not self._thread.is_alive()
+        self._thread.join(STOP_GRACE_S)
 
     def _run(self) -> None:
         try:
