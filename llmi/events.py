@@ -28,8 +28,10 @@ Emit = Callable[..., None]
 
 
 def emitter(runtime: Any, **always: Any) -> Emit:
-    """A function that sends ``emit(event, **fields)`` events; a no-op outside a stream."""
+    """A function that sends ``emit(event, **fields)`` events, each with the ``always``
+    fields that are not None; a no-op outside a stream."""
     writer = getattr(runtime, "stream_writer", None)
+    always = {name: value for name, value in always.items() if value is not None}
 
     def emit(event: str, /, **fields: Any) -> None:
         if writer is not None:

@@ -48,8 +48,7 @@ class Planner:
             max_images=ctx.max_images,
         )
         user = _user_message(state["prompt"], inputs, ArtifactStore(ctx.artifact_dir))
-        candidate = state.get("candidate")
-        emit = emitter(runtime, **({"candidate": candidate} if candidate else {}))
+        emit = emitter(runtime, candidate=state.get("candidate"))
         reply = _streamed(model, [SystemMessage(system), user], emit)
         draft = answer_of(reply, who=PLANNER.name, limit=PLANNER.limit_setting)
         plan = parse_draft(

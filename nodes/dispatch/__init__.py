@@ -117,5 +117,5 @@ def _since(started: float) -> float:
 
 
 def _progress(runtime: Runtime[Context], candidate: str | None) -> Callable[[dict[str, Any]], None]:
-    emit = emitter(runtime, **({"candidate": candidate} if candidate else {}))
+    emit = emitter(runtime, candidate=candidate)
     return lambda event: emit("slot", **event)

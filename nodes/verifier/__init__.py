@@ -68,7 +68,7 @@ class Verifier:
         failures = [Failure(r, situation.requests.get(r["slot"]))
                     for r in checked.values() if not r["ok"]]
         fixed = repair(failures, situation, lambda: self.model or chat_model(ctx))
-        emit = emitter(runtime, **({"candidate": state["candidate"]} if "candidate" in state else {}))
+        emit = emitter(runtime, candidate=state.get("candidate"))
         for tried in fixed.repairs:
             emit("repair", slot=tried["slot"], kind=tried["kind"], failed=tried["failed"],
                  tried=tried["tried"])
