@@ -58,6 +58,8 @@ SYSTEM_FOLDERS = (
 )
 """Mounted read-only where they exist: the interpreter's libraries and the fonts."""
 PROBE_TIMEOUT_S = 10.0
+STDERR_TAIL_CHARS = 2000
+"""How much of a chart process's stderr a failure reports."""
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +142,13 @@ def read_result(folder: int, name: str, limit: int | None = None) -> bytes | Non
         if limit is not None and size.st_size > limit:
             file.seek(size.st_size - limit)
         return file.read()
+
+
+def stderr_tail(folder: int) -> str:
+    """The last ``STDERR_TAIL_CHARS`` of ``stderr.txt`` in the folder open as ``folder``,
+    read as ``read_result`` reads; empty when there is none."""
+    tail = read_result(folder, "stderr.txt", limit=STDERR_TAIL_CHARS) or b""
+    return tail.decode("utf-8", errors="replace").strip()
 
 
 def allowed_env(env: Mapping[str, str]) -> dict[str, str]:

@@ -66,7 +66,6 @@ running jobs are lost, so the limit is generous."""
 CONFIRM_KILL_S = 2.0
 """How long to wait for the zygote to confirm that a killed job ended."""
 STOP_ZYGOTE_S = 2.0
-LOG_TAIL_CHARS = 2000
 
 
 class PoolUnavailable(Exception):
@@ -214,10 +213,9 @@ class Zygote:
         with suppress(OSError):
             folder = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
             try:
-                tail = chart_jail.read_result(folder, "stderr.txt", limit=LOG_TAIL_CHARS)
+                return chart_jail.stderr_tail(folder)
             finally:
                 os.close(folder)
-            return (tail or b"").decode("utf-8", errors="replace").strip()
         return ""
 
     def retire(self) -> None:

@@ -38,7 +38,6 @@ CREDENTIALS_IN_URL = re.compile(r"://[^/@\s]+:[^/@\s]*@")
 """So does one whose value is a URL with a password, like ``postgres://me:pw@db``."""
 CPU_SPARE_S = 2
 """The CPU limit is this much over the wall-time limit, which should strike first."""
-STDERR_TAIL_CHARS = 2000
 SIGNALLED = 128
 OPENING_FENCE = re.compile(r"\A\s*```(?:[\w+-]*[ \t]*\n)?")
 CLOSING_FENCE = re.compile(r"\n?[ \t]*```\s*\Z")
@@ -211,7 +210,7 @@ def _result(folder: int, status: int, cpu_s: int) -> bytes:
     error = chart_jail.read_result(folder, "error.txt")
     if error is not None:
         raise ToolError(error.decode("utf-8", errors="replace"))
-    raise ToolError(_crash_report(status, cpu_s, _stderr_tail(folder)))
+    raise ToolError(_crash_report(status, cpu_s, chart_jail.stderr_tail(folder)))
 
 
 def _crash_report(status: int, cpu_s: int, stderr: str) -> str:
@@ -222,8 +221,3 @@ def _crash_report(status: int, cpu_s: int, stderr: str) -> str:
     else:
         report = f"the chart process exited with status {status} and no chart"
     return f"{report}\n{stderr}" if stderr else report
-
-
-def _stderr_tail(folder: int) -> str:
-    tail = chart_jail.read_result(folder, "stderr.txt", limit=STDERR_TAIL_CHARS) or b""
-    return tail.decode("utf-8", errors="replace").strip()
