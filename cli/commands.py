@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmi.cli.parser import build_parser
-from llmi.context import Context, SettingError, env_name
+from llmi.context import Context, env_name
 from llmi.errors import LlmiError
 from llmi.graphs import GraphName, graph_for
 
@@ -49,22 +49,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with _signals_interrupt():
             return _COMMANDS[args.command](args, console)
-    except SettingError as exc:
-        console.print(f"[bold red]llmi:[/] {exc}", highlight=False, soft_wrap=True)
-        console.print(f"[dim]hint: set {exc.name} to a value of that kind, or unset it for "
-                      f"the default[/]", highlight=False, soft_wrap=True)
+    except LlmiError as exc:
+        _say(console, exc.reason, exc.hint)
         return 2
-    except (LlmiError, *STORAGE_ERRORS) as exc:
+    except STORAGE_ERRORS as exc:
         failure = explain(exc, Context(out_dir=getattr(args, "out", None)))
-        console.print(f"[bold red]llmi:[/] {failure.reason}", highlight=False, soft_wrap=True)
-        console.print(f"[dim]hint: {failure.hint}[/]", highlight=False, soft_wrap=True)
+        _say(console, failure.reason, failure.hint)
         return 2
     except KeyboardInterrupt as exc:
         interrupt = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
-        console.print(f"[bold red]llmi:[/] {interrupt.reason}", highlight=False)
-        if interrupt.hint:
-            console.print(f"[dim]hint: {interrupt.hint}[/]", highlight=False, soft_wrap=True)
+        _say(console, interrupt.reason, interrupt.hint)
         return 128 + interrupt.signum
+
+
+def _say(console: Console, reason: str, hint: str) -> None:
+    """The command's last words: one ``llmi:`` line, and a ``hint:`` line when there is one."""
+    console.print(f"[bold red]llmi:[/] {reason}", highlight=False, soft_wrap=True)
+    if hint:
+        console.print(f"[dim]hint: {hint}[/]", highlight=False, soft_wrap=True)
 
 
 def entry() -> None:
@@ -129,9 +131,6 @@ def _generate(args: argparse.Namespace, console: Console) -> int:
         _check_image(path)
     _check_output_folder(ctx.out_dir, "--out (or LLMI_OUT)")
     _check_artifact_folder(ctx)
-    from llmi.tools.code import start_chart_zygote
-
-    start_chart_zygote(ctx)  # its imports overlap llmi's and the model's reply
     console.print(f"[dim]model {ctx.model} at {ctx.base_url or 'api.openai.com'}[/]", highlight=False)
     images = [str(Path(p).resolve()) for p in args.image]
     return _run({"prompt": args.prompt, "images": images, "image_num": args.image_num}, ctx,
@@ -202,9 +201,6 @@ def _demo(args: argparse.Namespace, console: Console) -> int:
     # process limits, so that the first run shows its charts on any machine.
     ctx = Context(out_dir=args.out, code_sandbox="process")
     _check_artifact_folder(ctx)
-    from llmi.tools.code import start_chart_zygote
-
-    start_chart_zygote(ctx)  # its imports overlap llmi's and the model's reply
     return _run({"prompt": PROMPT}, ctx, console, model=RecordedModel())
 
 
@@ -214,7 +210,9 @@ def _run(inputs: dict[str, Any], ctx: Context, console: Console,
     from llmi.checkpoints import latest
     from llmi.cli.demo import RecordedModel
     from llmi.cli.runs import RunSettings
+    from llmi.tools.code import start_chart_zygote
 
+    start_chart_zygote(ctx)  # its imports overlap llmi's and the model's reply
     thread_id = thread_id or str(uuid.uuid4())
     settings = RunSettings.of(ctx, model="recorded" if isinstance(model, RecordedModel) else "")
     with _checkpointer(ctx) as saver:
@@ -223,7 +221,8 @@ def _run(inputs: dict[str, Any], ctx: Context, console: Console,
                            f"continue it with `llmi resume {thread_id}`, or pick another --thread")
         console.print(f"[dim]run {thread_id} (if it stops, continue it with "
                       f"`llmi resume {thread_id}`)[/]", highlight=False, soft_wrap=True)
-        outputs = _stream(inputs, settings, ctx, console, saver, thread_id, model)
+        graph = _graph(settings, model, saver)
+        outputs = _stream(graph, inputs, settings, ctx, console, saver, thread_id)
     _print_outputs(outputs)
     return 0
 
@@ -241,8 +240,7 @@ def _resume(args: argparse.Namespace, console: Console) -> int:
     from llmi.cli.demo import RecordedModel
     from llmi.cli.runs import settings_of
 
-    if args.out:
-        _check_output_folder(args.out, "--out")
+    out = _check_output_folder(args.out, "--out") if args.out else None
     env = Context()
     with _checkpointer(env) as saver:
         saved = latest(saver, args.thread)
@@ -251,15 +249,16 @@ def _resume(args: argparse.Namespace, console: Console) -> int:
                            "use the ID `llmi generate` printed when the run started; "
                            "LLMI_CHECKPOINT_URL names the checkpoint store it used")
         settings = settings_of(saved, env)
-        if args.out:
-            settings = replace(settings, out_dir=str(Path(args.out).expanduser().resolve()))
+        if out:
+            settings = replace(settings, out_dir=str(out))
         if args.no_cache:
             settings = replace(settings, tool_cache=False)
-        model = RecordedModel() if settings.model == "recorded" else None
+        ctx = settings.context()
         from llmi.tools.code import start_chart_zygote
 
-        start_chart_zygote(settings.context())  # its imports overlap the graph's
-        state = _graph(settings, model, saver).get_state(thread_config(args.thread))
+        start_chart_zygote(ctx)  # its imports overlap the graph's
+        graph = _graph(settings, RecordedModel() if settings.model == "recorded" else None, saver)
+        state = graph.get_state(thread_config(args.thread))
         # A step that finished its writes but was stopped before the next checkpoint has
         # nothing next, yet its writes are pending in ``tasks``: resuming applies them.
         if not state.next and not state.tasks:
@@ -275,7 +274,7 @@ def _resume(args: argparse.Namespace, console: Console) -> int:
         at = state.next or tuple(task.name for task in state.tasks)
         console.print(f"[dim]resuming run {args.thread} at {', '.join(at)}[/]",
                       highlight=False, soft_wrap=True)
-        outputs = _stream(None, settings, settings.context(), console, saver, args.thread, model)
+        outputs = _stream(graph, None, settings, ctx, console, saver, args.thread)
     _print_outputs(outputs)
     return 0
 
@@ -284,9 +283,10 @@ def _graph(settings: RunSettings, model: BaseChatModel | None, saver: BaseCheckp
     return _builder(settings.graph, model).compile(checkpointer=saver, name="llmi")
 
 
-def _stream(inputs: dict[str, Any] | None, settings: RunSettings, ctx: Context, console: Console,
-            saver: BaseCheckpointSaver, thread_id: str, model: BaseChatModel | None) -> dict[str, str]:
-    """Run (``inputs``) or resume (``None``) the thread; returns the document's outputs."""
+def _stream(graph: Any, inputs: dict[str, Any] | None, settings: RunSettings, ctx: Context,
+            console: Console, saver: BaseCheckpointSaver, thread_id: str) -> dict[str, str]:
+    """Run (``inputs``) or resume (``None``) the thread on ``graph`` (compiled with
+    ``saver``); returns the document's outputs."""
     from llmi.checkpoints import thread_config
     from llmi.cli.failures import STORAGE_ERRORS, explain
     from llmi.cli.progress import SlotProgress
@@ -296,7 +296,6 @@ def _stream(inputs: dict[str, Any] | None, settings: RunSettings, ctx: Context, 
     from llmi.reasoning import NoAnswer
     from llmi.stopping import RunThread
 
-    graph = _graph(settings, model, saver)
     config = thread_config(thread_id, settings.metadata())
     run = RunThread(lambda: stream_run(graph, inputs, config, ctx))
     with SlotProgress(console) as progress:

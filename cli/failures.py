@@ -17,7 +17,6 @@ from pathlib import Path
 
 from llmi.checkpoints import describe, is_postgres, sqlite_path
 from llmi.context import Context, env_name
-from llmi.errors import LlmiError
 
 OUT = "--out"
 """The setting of the document's folder as a user gives it (``LLMI_OUT`` by default)."""
@@ -52,11 +51,9 @@ class Failure:
 
 
 def explain(exc: Exception, ctx: Context, *, run: str | None = None) -> Failure:
-    """The reason and hint for ``exc``: its own when it has them, else those of a file or
-    checkpoint write that failed (one of ``STORAGE_ERRORS``) in the run ``ctx`` configures;
-    with ``run``, the ID of a run that stopped, the hint says how to continue it."""
-    if isinstance(exc, LlmiError):
-        return Failure(exc.reason, exc.hint)
+    """The reason and hint for ``exc``, a file or checkpoint write that failed (one of
+    ``STORAGE_ERRORS``) in the run ``ctx`` configures; with ``run``, the ID of a run that
+    stopped, the hint says how to continue it."""
     if isinstance(exc, OSError):
         reason, fix, setting = _file(exc, ctx)
     else:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from llmi.errors import LlmiError
+
 
 def _env(name: str, default: Any = None, *, secret: bool = False) -> Any:
     return field(default=None, repr=not secret, metadata={"env": name, "default": default})
@@ -151,11 +153,12 @@ class Context:
                 setattr(self, f.name, value)
 
 
-class SettingError(ValueError):
+class SettingError(LlmiError, ValueError):
     """An environment variable holds a value its setting cannot take."""
 
     def __init__(self, name: str, raw: str, expected: str) -> None:
-        super().__init__(f"{name}={raw!r} is not {expected}")
+        super().__init__(f"{name}={raw!r} is not {expected}",
+                         f"set {name} to a value of that kind, or unset it for the default")
         self.name = name
 
 
