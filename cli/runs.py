@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from langgraph.checkpoint.base import CheckpointTuple
 
@@ -65,7 +65,7 @@ class RunSettings:
             settings = cls(**{k: v for k, v in raw.items() if k in known})
         except (KeyError, TypeError, ValueError):
             return None
-        return settings if settings.graph in ("document", "tts") else None
+        return settings if settings.graph in get_args(GraphName) else None
 
 
 def settings_of(saved: CheckpointTuple, ctx: Context) -> RunSettings:
