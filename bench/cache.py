@@ -3,7 +3,9 @@
 A 12-slot document (the overhead benchmark's plan) whose tools take their time:
 search 0.8 s, diffusion 1.0 s, code 0.4 s, edit 0.6 s. It is made once into a fresh
 artifact folder, then again into the same folder with the tool cache on (every
-image a hit) and with it off (every tool called again), in the same process. With
+image a hit) and with it off (every tool called again), in the same process, each
+run as ``llmi generate`` runs it (``bench.simulated.run_document``: SQLite
+checkpointer, streamed, durability "sync"). With
 tools that answer at once, documents with the cache on and off show what a miss
 costs: the key, the lookup and the entry written.
 """
@@ -16,20 +18,20 @@ from dataclasses import replace
 
 from bench.overhead import twelve_slots
 from bench.report import Report, p50, ratio, seconds
-from bench.simulated import Slot, context, document_graph, simulated_tools
-from llmi.context import Context
+from bench.simulated import Slot, cli_graph, context, document_graph, run_document, simulated_tools
 
 NAME = "cache"
 LATENCY_S = {"search": 0.8, "diffusion": 1.0, "code": 0.4, "edit": 0.6}
 
 
-def document(slots: list[Slot], ctx: Context) -> tuple[float, int, int]:
-    """Wall seconds, tool calls, and images the cache answered."""
+def document(slots: list[Slot], root: str, cached: bool = True) -> tuple[float, int, int]:
+    """Wall seconds, tool calls, and images the cache answered, of a document made into the
+    artifact folder under ``root``."""
     tools = simulated_tools()
-    graph = document_graph(slots, tools).compile()
-    started = time.perf_counter()
-    output = graph.invoke({"prompt": "A document"}, context=ctx)
-    wall = time.perf_counter() - started
+    with cli_graph(document_graph(slots, tools), f"{root}/checkpoints.sqlite") as compiled:
+        started = time.perf_counter()
+        output = run_document(compiled, context(root, tool_cache=cached))
+        wall = time.perf_counter() - started
     hits = sum(bool(result["provenance"].get("cached")) for result in output["results"])
     return wall, sum(tool.calls for tool in tools.values()), hits
 
@@ -40,8 +42,7 @@ def miss_cost(slots: list[Slot], documents: int) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as folder:
         for index in range(documents + 1):
             for cached in (True, False):
-                ctx = context(f"{folder}/{index}-{cached}", tool_cache=cached)
-                timings[cached].append(document(slots, ctx)[0])
+                timings[cached].append(document(slots, f"{folder}/{index}-{cached}", cached)[0])
     return p50(timings[True][1:]), p50(timings[False][1:])
 
 
@@ -49,16 +50,17 @@ def run(quick: bool) -> Report:
     scale = 0.25 if quick else 1.0
     slots = [replace(slot, seconds=LATENCY_S[slot.source] * scale) for slot in twelve_slots()]
     with tempfile.TemporaryDirectory() as folder:
-        ctx = context(folder)
-        first = document(slots, ctx)
-        hit = document(slots, ctx)
-        missed = document(slots, replace(ctx, tool_cache=False))
+        first = document(slots, folder)
+        hit = document(slots, folder)
+        missed = document(slots, folder, cached=False)
     on, off = miss_cost(twelve_slots(), 3 if quick else 15)
     report = Report(
         NAME, "Tool cache",
         f"The {len(slots)}-slot document; tools take search {LATENCY_S['search'] * scale:g} s, "
         f"diffusion {LATENCY_S['diffusion'] * scale:g} s, code {LATENCY_S['code'] * scale:g} s, "
-        f"edit {LATENCY_S['edit'] * scale:g} s. Seed fixed, so diffusion and edits are cached too.",
+        f"edit {LATENCY_S['edit'] * scale:g} s. Seed fixed, so diffusion and edits are cached too. "
+        "Each run as `llmi generate` runs it (SQLite checkpointer, streamed, durability "
+        "\"sync\").",
         ("", "wall", "tool calls", "images from the cache", "wall / first"),
     )
     for label, (wall, calls, hits) in (("first run", first), ("repeated, cache on", hit),

@@ -2,7 +2,8 @@
 
 The 12-slot document (the overhead benchmark's plan) with tools that answer at once
 with full-size images (``bench.simulated.FULL``: photographs, charts, renders) runs
-in a fresh interpreter under the SQLite checkpointer ``llmi generate`` uses.
+in a fresh interpreter as ``llmi generate`` runs it (``bench.simulated.run_document``:
+the SQLite checkpointer, streamed, durability "sync").
 Reported: the checkpoint database's size and the latest checkpoint's, beside the bytes of the images the document holds
 (state holds references; the bytes live in the artifact store) and beside a 1-slot
 document; the peak of Python's allocations during the run (tracemalloc) and the
@@ -37,8 +38,15 @@ class Run:
 
 def document(slots: int) -> Run:
     """Runs in a fresh interpreter: one checkpointed document of the first ``slots`` slots."""
-    from bench.simulated import FULL, context, document_graph, prepare, simulated_tools
-    from llmi.checkpoints import open_checkpointer
+    from bench.simulated import (
+        FULL,
+        cli_graph,
+        context,
+        document_graph,
+        prepare,
+        run_document,
+        simulated_tools,
+    )
 
     plan = twelve_slots()[:slots]
     prepare(plan, FULL)
@@ -47,14 +55,13 @@ def document(slots: int) -> Run:
     _reset_peak_rss()
     with tempfile.TemporaryDirectory() as folder:
         database = Path(folder) / "checkpoints.sqlite"
-        config = {"configurable": {"thread_id": "bench"}}
-        with open_checkpointer(str(database)) as saver:  # as ``llmi generate`` opens it
-            compiled = graph.compile(checkpointer=saver)
+        with cli_graph(graph, database) as compiled:
             tracemalloc.start()
-            compiled.invoke({"prompt": "A document"}, config, context=context(folder))
+            run_document(compiled, context(folder))
             peak_traced = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()
-            checkpoints = list(saver.list(config))
+            saver = compiled.checkpointer
+            checkpoints = list(saver.list(None))  # the document's thread is the only one
             latest = saver.conn.execute(
                 "SELECT length(checkpoint) FROM checkpoints ORDER BY checkpoint_id DESC LIMIT 1"
             ).fetchone()[0]
@@ -87,8 +94,9 @@ def run(quick: bool) -> Report:
     twelve, one = in_fresh_interpreter(slots), in_fresh_interpreter(1)
     report = Report(
         NAME, "Checkpoints and memory",
-        f"The {slots}-slot document with full-size images from tools that "
-        "answer at once, under the SQLite checkpointer, each run in a fresh interpreter.",
+        f"The {slots}-slot document with full-size images from tools that answer at once, "
+        "run as `llmi generate` runs it (SQLite checkpointer, streamed, durability \"sync\"), "
+        "each in a fresh interpreter.",
         ("", f"{slots}-slot document", "comparison", "ratio"),
     )
     report.row("checkpoint database", _mb(twelve.database_bytes),

@@ -25,9 +25,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from bench.report import Report, p50, ratio, seconds
+from bench.report import Report, medians, ratio, seconds
 from llmi.tools import chart_jail
 from tests.openai_standin import routed_chat_server
 
@@ -90,28 +91,22 @@ def sandbox() -> str:
 def run(quick: bool) -> Report:
     rounds, warm_ups = (1, 0) if quick else (6, 1)
     mode = sandbox()
-    runs: dict[str, list[float]] = {name: [] for name in ("document", "llm-i", "text",
-                                                         "text, no pool", "cold")}
     answer = (lambda body: CHART_DOCUMENT if CHART_PROMPT in json.dumps(body["messages"][-1])
               else TEXT_DOCUMENT)
     with routed_chat_server(answer) as (url, _), tempfile.TemporaryDirectory() as tmp:
-        for index in range(warm_ups + rounds):
-            folder = Path(tmp, str(index))
-            measured = {
-                "document": llmi_generate(url, CHART_PROMPT, folder / "document",
-                                          {"LLMI_CODE_SANDBOX": mode}),
-                "llm-i": llmi_i_way(folder),
-                "text": llmi_generate(url, TEXT_PROMPT, folder / "text",
-                                      {"LLMI_CODE_SANDBOX": mode}),
-                "text, no pool": llmi_generate(url, TEXT_PROMPT, folder / "text-no-pool",
-                                               {"LLMI_CODE_SANDBOX": mode, "LLMI_CODE_POOL": "0"}),
-                "cold": llmi_generate(url, CHART_PROMPT, folder / "cold",
-                                      {"LLMI_CODE_SANDBOX": mode, "LLMI_CODE_POOL": "0"}),
-            }
-            if index >= warm_ups:  # a warm-up fills the OS's file cache
-                for name, value in measured.items():
-                    runs[name].append(value)
-    document, llm_i, text, text_alone, cold = (p50(seconds) for seconds in runs.values())
+        def generate(prompt: str, kind: str, **env: str) -> Callable[[int], float]:
+            return lambda index: llmi_generate(url, prompt, Path(tmp, str(index), kind),
+                                               {"LLMI_CODE_SANDBOX": mode} | env)
+
+        # A warm-up round fills the OS's file cache.
+        figures = medians({
+            "document": generate(CHART_PROMPT, "document"),
+            "llm-i": lambda index: llmi_i_way(Path(tmp, str(index))),
+            "text": generate(TEXT_PROMPT, "text"),
+            "text, no pool": generate(TEXT_PROMPT, "text-no-pool", LLMI_CODE_POOL="0"),
+            "cold": generate(CHART_PROMPT, "cold", LLMI_CODE_POOL="0"),
+        }, rounds, warm_ups)
+    document, llm_i, text, text_alone, cold = figures.values()
     report = Report(
         NAME, "One chart, start to end",
         f"`llmi generate` of a one-chart document against a chat stand-in that answers at "

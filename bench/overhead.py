@@ -4,12 +4,12 @@ A 12-slot document (search, diffusion, code and chained edits) runs through the
 document graph with a model and tools that answer at once, so its wall time is
 llmi's own work and LangGraph's: parsing, scheduling, storing and checking images,
 assembling Markdown, HTML and the manifest, checkpointing. It runs as ``llmi generate``
-runs it (``llmi.cli.commands.stream_run``): under the SQLite checkpointer, streamed, each
-checkpoint on disk before the next step starts (durability "sync"); the terminal display
-aside. Compared in the same run with a 1-slot document (the marginal cost of a slot), with
-the same graph invoked under LangGraph's default durability ("async") and without a
-checkpointer (a graph inside an app), and with a bare LangGraph graph of the same five
-nodes doing nothing (LangGraph's own floor). Each document gets a fresh artifact folder,
+runs it (``bench.simulated.run_document``, through ``llmi.cli.commands.stream_run``): under
+the SQLite checkpointer, streamed, each checkpoint on disk before the next step starts
+(durability "sync"); the terminal display aside. Compared in the same run with a 1-slot
+document (the marginal cost of a slot), with the same graph invoked under LangGraph's
+default durability ("async") and without a checkpointer (a graph inside an app), and with
+a bare LangGraph graph of the same five nodes doing nothing (LangGraph's own floor). Each document gets a fresh artifact folder,
 so every image goes through the tool path, not the cache. Target: under 5 ms per slot.
 """
 
@@ -25,19 +25,20 @@ from typing import Literal
 
 from langgraph.graph import END, START, StateGraph
 
-from bench.report import Report, p50, ratio, seconds
+from bench.report import Report, medians, ratio, seconds
 from bench.simulated import (
     FULL,
     SMALL,
     Size,
     Slot,
+    cli_graph,
     context,
     document_graph,
     prepare,
+    run_document,
     simulated_tools,
 )
-from llmi.checkpoints import open_checkpointer, thread_config
-from llmi.cli.commands import stream_run
+from llmi.checkpoints import thread_config
 from llmi.state import DocumentState
 
 NAME = "overhead"
@@ -70,12 +71,9 @@ class Variant:
     sizes: dict[str, Size] = field(default_factory=lambda: SMALL)
 
 
-def medians(variants: dict[str, Variant | None], documents: int) -> dict[str, float]:
-    """Median wall seconds of one document of each variant (None: the bare graph).
-
-    The variants' documents are interleaved, so the machine's bursts of load fall on all
-    of them alike; the first of each warms imports and caches and is not counted.
-    """
+def document_medians(variants: dict[str, Variant | None], documents: int) -> dict[str, float]:
+    """Median wall seconds of one document of each variant (None: the bare graph), the
+    variants interleaved; the first of each warms imports and caches and is not counted."""
     with ExitStack() as stack:
         folder = stack.enter_context(tempfile.TemporaryDirectory())
         runs: dict[str, Run] = {
@@ -83,33 +81,25 @@ def medians(variants: dict[str, Variant | None], documents: int) -> dict[str, fl
             if variant else _bare()
             for name, variant in variants.items()
         }
-        timings: dict[str, list[float]] = {name: [] for name in variants}
-        for index in range(documents + 1):
-            for name, run in runs.items():
-                timings[name].append(run(index))
-    return {name: p50(seconds[1:]) for name, seconds in timings.items()}
+        return medians(runs, documents)
 
 
 @contextmanager
 def _documents(variant: Variant, folder: Path) -> Iterator[Run]:
     prepare(variant.slots, variant.sizes)
     graph = document_graph(variant.slots, simulated_tools(variant.sizes))
-    # The checkpointer ``llmi generate`` opens.
-    saver = nullcontext() if variant.mode == "memory" else open_checkpointer(f"{folder}.sqlite")
-    with saver as checkpointer:
-        compiled = graph.compile(checkpointer=checkpointer, name="llmi")
+    compiling = (nullcontext(graph.compile(name="llmi")) if variant.mode == "memory"
+                 else cli_graph(graph, f"{folder}.sqlite"))
+    with compiling as compiled:
 
         def run(index: int) -> float:
             ctx = context(folder / str(index))
-            config = thread_config(str(index))
-            inputs = {"prompt": "A document"}
             started = time.perf_counter()
             if variant.mode == "cli":
-                for _ in stream_run(compiled, inputs, config, ctx):
-                    pass
-                output = compiled.get_state(config).values
+                output = run_document(compiled, ctx)
             else:
-                output = compiled.invoke(inputs, config, context=ctx)
+                output = compiled.invoke({"prompt": "A document"}, thread_config(str(index)),
+                                         context=ctx)
             seconds = time.perf_counter() - started
             _check(output, len(variant.slots), Path(ctx.out_dir))
             return seconds
@@ -149,7 +139,7 @@ def _no_op(state: DocumentState) -> dict:
 def run(quick: bool) -> Report:
     documents = 5 if quick else 30
     slots = twelve_slots()
-    figures = medians({"twelve": Variant(slots), "one": Variant(slots[:1]),
+    figures = document_medians({"twelve": Variant(slots), "one": Variant(slots[:1]),
                        "async": Variant(slots, mode="async"),
                        "memory": Variant(slots, mode="memory"), "bare": None,
                        "full": Variant(slots, sizes=FULL)}, documents)

@@ -11,6 +11,7 @@ import math
 import os
 import platform
 import statistics
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -92,6 +93,20 @@ def append(path: Path, text: str) -> None:
 
 def p50(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def medians(runs: Mapping[str, Callable[[int], float]], rounds: int,
+            warm_ups: int = 1) -> dict[str, float]:
+    """Median seconds of each run over ``rounds``, after ``warm_ups`` rounds not counted.
+
+    A round calls every run once, in turn, with the round's index, so the machine's bursts
+    of load fall on all of them alike; the warm-ups fill caches (imports, the OS's files).
+    """
+    timings: dict[str, list[float]] = {name: [] for name in runs}
+    for index in range(warm_ups + rounds):
+        for name, measure in runs.items():
+            timings[name].append(measure(index))
+    return {name: p50(values[warm_ups:]) for name, values in timings.items()}
 
 
 def p95(values: list[float]) -> float:

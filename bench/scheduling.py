@@ -2,10 +2,11 @@
 
 Random 12-slot plans (seeded) mix search, diffusion and code with chains of edits,
 each tool sleeping a random latency. Each plan runs through the document graph
-twice in the same process: with llmi's dispatch, where an edit starts the moment
-its source is done, and with the dispatch node swapped for wave scheduling as
-LLM-I's reference code does it (start every request that is ready, wait for all of
-them, then the next wave). The floor is the critical path (the longest chain of
+twice in the same process, as ``llmi generate`` runs it (``bench.simulated.run_document``:
+SQLite checkpointer, streamed, durability "sync"): with llmi's dispatch, where an edit
+starts the moment its source is done, and with the dispatch node swapped for wave
+scheduling as LLM-I's reference code does it (start every request that is ready, wait
+for all of them, then the next wave). The floor is the critical path (the longest chain of
 dependent tool calls) plus the planner's time. A last plan puts a slow search
 beside an unrelated chain of edits and times when the chain finishes.
 Targets: wall time within 10% of the critical path plus model time; the chain
@@ -26,10 +27,12 @@ from bench.simulated import (
     FULL,
     SimulatedTool,
     Slot,
+    cli_graph,
     context,
     document_graph,
     prepare,
     registry,
+    run_document,
     simulated_tools,
 )
 from llmi.artifacts import ArtifactStore
@@ -103,11 +106,11 @@ def run_plan(slots: list[Slot], dispatch: type[Dispatch] = Dispatch
              ) -> tuple[float, dict[str, SimulatedTool]]:
     """Wall seconds of the document, and its tools (whose spans say when each call ran)."""
     tools = simulated_tools(FULL)
-    graph = document_graph(slots, tools, latency=MODEL_S,
-                           dispatch=dispatch(registry(tools))).compile()
-    with tempfile.TemporaryDirectory() as folder:
+    graph = document_graph(slots, tools, latency=MODEL_S, dispatch=dispatch(registry(tools)))
+    with (tempfile.TemporaryDirectory() as folder,
+          cli_graph(graph, f"{folder}/checkpoints.sqlite") as compiled):
         started = time.perf_counter()
-        output = graph.invoke({"prompt": "A document"}, context=context(folder))
+        output = run_document(compiled, context(folder))
         wall = time.perf_counter() - started
     if not all(result["ok"] for result in output["results"]):
         raise RuntimeError("a simulated tool call failed")
@@ -137,8 +140,9 @@ def run(quick: bool) -> Report:
         f"{plans} random {SLOTS}-slot plans (seed 7): a slot is an edit of a random earlier "
         f"slot with probability {EDIT_SHARE}, else search, diffusion or code; tool latencies "
         f"uniform in {_ranges(scale)}, each answering an image of full size; the "
-        f"planner takes {MODEL_S} s. Floor: critical path "
-        "plus model time. Each plan runs once with each scheduler.",
+        f"planner takes {MODEL_S} s. Floor: critical path plus model time. Each plan runs "
+        "once with each scheduler, as `llmi generate` runs it (SQLite checkpointer, streamed, "
+        "durability \"sync\").",
         ("plan", "floor (critical path + model)", "llmi", "wave floor", "wave scheduling",
          "llmi / floor", "wave / llmi"),
     )

@@ -1,8 +1,9 @@
-"""A chat model and image tools with set latencies, for benchmarks of llmi's own work.
+"""A chat model and image tools with set latencies, for benchmarks of llmi's own work,
+and documents run as ``llmi generate`` runs them.
 
-The model answers after ``latency`` seconds; the tools sleep for the latency their
-request names and return the image of their source and slot, made once per process,
-so neither costs more than the wait it is given.
+The model answers after ``latency`` seconds, streamed at ``tokens_per_s`` when that is
+set; the tools sleep for the latency their request names and return the image of their
+source and slot, made once per process, so neither costs more than the wait it is given.
 """
 
 from __future__ import annotations
@@ -11,17 +12,22 @@ import functools
 import io
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langgraph.graph import StateGraph
+from langgraph.graph.state import CompiledStateGraph
 from PIL import Image, ImageDraw
 
+from llmi.checkpoints import open_checkpointer, thread_config
+from llmi.cli.commands import stream_run
 from llmi.context import Context
 from llmi.graphs.document import build_graph
 from llmi.tools.base import ToolCall, ToolOutput
@@ -35,6 +41,7 @@ FULL: dict[str, Size] = {"search": (800, 600), "code": (832, 624), "diffusion": 
                          "edit": (1024, 1024)}
 """Sizes as the tools make them: a web photograph, a chart at the code tool's 130 dpi,
 a diffusion model's square."""
+CHARS_PER_TOKEN = 4
 
 
 @dataclass(frozen=True)
@@ -50,21 +57,33 @@ def plan_text(slots: list[Slot], title: str = "Plan") -> str:
     """A planner's draft with one paragraph and one tag per slot."""
     parts = [f"# {title}"]
     for index, slot in enumerate(slots):
-        params: dict[str, Any] = {"latency": slot.seconds}
-        key = REQUIRED[slot.source][-1]
-        params[key] = f"{title} image {index}"
-        if slot.edits is not None:
-            params["img_index"] = slot.edits
-        tag = {"source": slot.source, "description": f"image {index} of {title}", "params": params}
-        parts.append(f"Paragraph {index} of {title}, about its picture.\n\n<imgen>{tag!r}</imgen>")
+        parts.append(f"Paragraph {index} of {title}, about its picture.\n\n"
+                     f"{image_tag(slot, index, title)}")
     return "\n\n".join(parts)
 
 
+def image_tag(slot: Slot, index: int, title: str) -> str:
+    """The tag of image ``index`` of the draft ``title``; its params carry the latency."""
+    params: dict[str, Any] = {"latency": slot.seconds}
+    key = REQUIRED[slot.source][-1]
+    params[key] = f"{title} image {index}"
+    if slot.edits is not None:
+        params["img_index"] = slot.edits
+    tag = {"source": slot.source, "description": f"image {index} of {title}", "params": params}
+    return f"<imgen>{tag!r}</imgen>"
+
+
 class SimulatedModel(BaseChatModel):
-    """Answers ``answer(messages, kwargs)`` after ``latency`` seconds; counts its calls."""
+    """Answers ``answer(messages, kwargs)`` after ``latency`` seconds; counts its calls.
+
+    Streamed, the answer comes ``CHARS_PER_TOKEN`` characters a chunk at ``tokens_per_s``
+    (0: in one chunk), each chunk on a schedule kept from the stream's start, so that
+    ``sent_at`` says when each character is sent.
+    """
 
     answer: Callable[[list[BaseMessage], dict[str, Any]], str]
     latency: float = 0.0
+    tokens_per_s: float = 0.0
     calls: int = 0
 
     @property
@@ -78,6 +97,22 @@ class SimulatedModel(BaseChatModel):
             time.sleep(self.latency)
         message = AIMessage(self.answer(messages, kwargs))
         return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _stream(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None,
+                **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        self.calls += 1
+        started = time.monotonic()
+        text = self.answer(messages, kwargs)
+        size = CHARS_PER_TOKEN if self.tokens_per_s else max(1, len(text))
+        for offset in range(0, len(text), size):
+            time.sleep(max(0.0, started + self.sent_at(offset) - time.monotonic()))
+            yield ChatGenerationChunk(message=AIMessageChunk(text[offset:offset + size]))
+
+    def sent_at(self, offset: int) -> float:
+        """Seconds from the call to the chunk that holds character ``offset`` of the answer."""
+        if not self.tokens_per_s:
+            return self.latency
+        return self.latency + (offset // CHARS_PER_TOKEN + 1) / self.tokens_per_s
 
 
 def planner(text: str, latency: float = 0.0) -> SimulatedModel:
@@ -157,8 +192,29 @@ def document_graph(slots: list[Slot], tools: dict[str, SimulatedTool], *, latenc
 
 
 def context(root: str | Path, **settings: Any) -> Context:
-    """A run context with its artifacts and output under ``root`` and the seed fixed."""
-    return Context(artifact_dir=f"{root}/artifacts", out_dir=f"{root}/out", seed=0, **settings)
+    """A run context with its artifacts and output under ``root``, the seed fixed and the
+    tool cache on (``settings`` may say otherwise), whatever the environment sets."""
+    return Context(**{"artifact_dir": f"{root}/artifacts", "out_dir": f"{root}/out", "seed": 0,
+                      "tool_cache": True} | settings)
+
+
+@contextmanager
+def cli_graph(graph: StateGraph, database: str | Path) -> Iterator[CompiledStateGraph]:
+    """``graph`` compiled as ``llmi generate`` compiles it, under the SQLite checkpointer it
+    opens (on the file ``database``), for the block."""
+    with open_checkpointer(str(database)) as saver:
+        yield graph.compile(checkpointer=saver, name="llmi")
+
+
+def run_document(compiled: CompiledStateGraph, ctx: Context,
+                 prompt: str = "A document") -> dict[str, Any]:
+    """Runs one document on a graph from ``cli_graph`` as ``llmi generate`` runs it
+    (``stream_run``: streamed, each checkpoint written before the next step), the terminal
+    display aside, in a thread of its own; returns its final state."""
+    config = thread_config(uuid.uuid4().hex)
+    for _ in stream_run(compiled, {"prompt": prompt}, config, ctx):
+        pass
+    return compiled.get_state(config).values
 
 
 def registry(tools: dict[str, SimulatedTool]) -> ToolRegistry:

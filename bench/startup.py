@@ -18,9 +18,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 
-from bench.report import Report, p50, ratio, seconds
+from bench.report import Report, medians, ratio, seconds
 
 NAME = "startup"
 TARGET_RATIO = 6.0
@@ -54,22 +53,13 @@ def exit_after_output(args: list[str]) -> float:
     return time.perf_counter() - last
 
 
-def medians(runs: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:
-    """Median seconds of each run over ``rounds``, the runs alternating, after one round
-    not counted (it fills the OS's file cache)."""
-    timings: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(rounds + 1):
-        for name, measure in runs.items():
-            timings[name].append(measure())
-    return {name: p50(values[1:]) for name, values in timings.items()}
-
-
 def run(quick: bool) -> Report:
     starts, exits = (5, 1) if quick else (20, 3)
-    start = medians({"bare": lambda: wall(BARE), "help": lambda: wall(HELP),
-                     "refused": lambda: wall(REFUSED)}, starts)
-    end = medians({"llmi": lambda: exit_after_output(GRAPH),
-                   "interpreter": lambda: exit_after_output(GRAPH_BY_INTERPRETER)}, exits)
+    # The first round of each fills the OS's file cache and is not counted.
+    start = medians({"bare": lambda _: wall(BARE), "help": lambda _: wall(HELP),
+                     "refused": lambda _: wall(REFUSED)}, starts)
+    end = medians({"llmi": lambda _: exit_after_output(GRAPH),
+                   "interpreter": lambda _: exit_after_output(GRAPH_BY_INTERPRETER)}, exits)
     report = Report(
         NAME, "Start and exit",
         f"Fresh processes, as a user runs the command. Start: median of {starts} rounds of "

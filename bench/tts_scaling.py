@@ -2,7 +2,9 @@
 
 Every chat-model call (planner, text judge, vision judge, polish) sleeps a set
 latency, every image tool call another; each plan asks for four searches. For each
-N the test-time-scaling graph runs twice in the same process: keeping K = 2 (K = 1
+N the test-time-scaling graph runs twice in the same process, as ``llmi generate
+--candidates N`` runs it (``bench.simulated.run_document``: SQLite checkpointer, streamed,
+durability "sync"): keeping K = 2 (K = 1
 for N = 1), and running all N candidates to the end (K = N), the cost that pruning
 saves. Median of the repeats. Targets: N = 4, K = 2 takes at most 1.3x the wall
 time of one candidate, and at most K/N of the tool calls of running all N.
@@ -18,7 +20,16 @@ from typing import Any
 from langchain_core.messages import BaseMessage
 
 from bench.report import Report, ratio, seconds
-from bench.simulated import SimulatedModel, Slot, context, plan_text, registry, simulated_tools
+from bench.simulated import (
+    SimulatedModel,
+    Slot,
+    cli_graph,
+    context,
+    plan_text,
+    registry,
+    run_document,
+    simulated_tools,
+)
 from llmi.graphs.tts import build_tts_graph
 from llmi.judge import Judge
 from llmi.prompts import POLISH_SYSTEM
@@ -47,11 +58,12 @@ def run_once(candidates: int, keep: int, model_s: float, tool_s: float) -> tuple
 
     tools = simulated_tools()
     graph = build_tts_graph(model=model(), judge=Judge(llm=model(), vlm=model()),
-                            tools=registry(tools)).compile()
-    with tempfile.TemporaryDirectory() as folder:
+                            tools=registry(tools))
+    with (tempfile.TemporaryDirectory() as folder,
+          cli_graph(graph, f"{folder}/checkpoints.sqlite") as compiled):
         ctx = context(folder, candidates=candidates, keep=keep)
         started = time.perf_counter()
-        graph.invoke({"prompt": "A guide in four pictures"}, context=ctx)
+        run_document(compiled, ctx, prompt="A guide in four pictures")
         wall = time.perf_counter() - started
     return wall, sum(tool.calls for tool in tools.values())
 
@@ -68,7 +80,9 @@ def run(quick: bool) -> Report:
     report = Report(
         NAME, "Test-time scaling",
         f"Each chat-model call sleeps {model_s} s, each tool call {tool_s} s; {SLOTS} searches "
-        f"per plan; median of {repeats}. Pruned: K = {KEEP} (K = 1 for N = 1); all: K = N.",
+        f"per plan; median of {repeats}, each run as `llmi generate` runs it (SQLite "
+        f"checkpointer, streamed, durability \"sync\"). Pruned: K = {KEEP} (K = 1 for N = 1); "
+        "all: K = N.",
         ("N", "wall, pruned", "wall, N = 1", "pruned / N = 1", "tool calls, pruned",
          "tool calls, all N", "pruned / all"),
     )
