@@ -19,6 +19,7 @@ import tracemalloc
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import simulated
 from bench.overhead import twelve_slots
 from bench.report import Report, ratio
 
@@ -38,26 +39,16 @@ class Run:
 
 def document(slots: int) -> Run:
     """Runs in a fresh interpreter: one checkpointed document of the first ``slots`` slots."""
-    from bench.simulated import (
-        FULL,
-        cli_graph,
-        context,
-        document_graph,
-        prepare,
-        run_document,
-        simulated_tools,
-    )
-
     plan = twelve_slots()[:slots]
-    prepare(plan, FULL)
-    graph = document_graph(plan, simulated_tools(FULL))
+    simulated.prepare(plan, simulated.FULL)
+    graph = simulated.document_graph(plan, simulated.simulated_tools(simulated.FULL))
     imported = _rss("VmRSS")
     _reset_peak_rss()
     with tempfile.TemporaryDirectory() as folder:
         database = Path(folder) / "checkpoints.sqlite"
-        with cli_graph(graph, database) as compiled:
+        with simulated.cli_graph(graph, database) as compiled:
             tracemalloc.start()
-            run_document(compiled, context(folder))
+            simulated.run_document(compiled, simulated.context(folder))
             peak_traced = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()
             saver = compiled.checkpointer
