@@ -18,8 +18,8 @@ from rich.markdown import Markdown
 
 from bench.report import RESULTS, Report, append, run_heading
 
-BENCHMARKS = ("overhead", "scheduling", "chart_executor", "tts_scaling", "cache", "memory",
-              "diffusion", "one_chart", "startup")
+BENCHMARKS = ("overhead", "scheduling", "streaming", "chart_executor", "tts_scaling", "cache",
+              "memory", "diffusion", "one_chart", "startup")
 
 
 def main(argv: list[str] | None = None) -> int:
