@@ -103,6 +103,9 @@ class Context:
     """Seconds one image may take before its slot is failed."""
     max_parallel: int | None = _env("LLMI_MAX_PARALLEL", 16)
     """Image requests that run at the same time."""
+    early_tools: bool | None = _env("LLMI_EARLY_TOOLS", True)
+    """Start each cacheable image request as its tag closes in the planner's streamed
+    draft, before the draft ends (see ``llmi.tools.early``); 0 waits for the whole draft."""
     code_timeout: float | None = _env("LLMI_CODE_TIMEOUT", 20.0)
     code_memory_mb: int | None = _env("LLMI_CODE_MEMORY_MB", 2048)
     code_sandbox: str | None = _env("LLMI_CODE_SANDBOX", "strict")

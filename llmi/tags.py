@@ -69,12 +69,59 @@ def parse_draft(
         _add_text(plan, text)
         if body is None:
             continue
-        slot = n_inputs + ordinal
-        plan.segments.append({"kind": "slot", "slot": slot})
-        over_limit = max_images is not None and ordinal >= max_images
-        outcome = _slot(slot, body, required_params, over_limit=over_limit, limit=max_images)
+        plan.segments.append({"kind": "slot", "slot": n_inputs + ordinal})
+        outcome = _numbered_slot(ordinal, body, required_params, n_inputs, max_images)
         (plan.failures if "ok" in outcome else plan.requests).append(outcome)  # type: ignore[arg-type]
     return plan
+
+
+class TagScanner:
+    """The requests of a draft that arrives in pieces, each read as soon as its tag closes.
+
+    ``feed`` takes the next piece of the draft and returns the requests of the tags that
+    piece closed, numbered and read as ``parse_draft`` numbers and reads them; tags that
+    cannot be read are left to ``parse_draft``. The plan is ``parse_draft``'s of the whole
+    draft: a request read here is in it unless later text changes how the draft splits
+    (a fence closed around an earlier tag is the same tag; a tag left unclosed is not).
+    """
+
+    def __init__(self, required_params: Mapping[str, tuple[str, ...]], *, n_inputs: int = 0,
+                 max_images: int | None = None) -> None:
+        self._required = required_params
+        self._n_inputs = n_inputs
+        self._max_images = max_images
+        self._draft = ""
+        self._tags = 0
+
+    def feed(self, piece: str) -> list[ImageRequest]:
+        searched_from = max(0, len(self._draft) - len(CLOSE))
+        self._draft += piece
+        if self._draft.find(CLOSE, searched_from) == -1:
+            return []
+        closed = self._draft[: self._draft.rfind(CLOSE) + len(CLOSE)]
+        bodies = [body for _, body in _split(_unwrap_fences(closed)) if body is not None]
+        outcomes = [
+            _numbered_slot(ordinal, bodies[ordinal], self._required, self._n_inputs, self._max_images)
+            for ordinal in range(self._tags, len(bodies))
+        ]
+        self._tags = len(bodies)
+        return [outcome for outcome in outcomes if "ok" not in outcome]  # type: ignore[misc]
+
+    def restart(self) -> None:
+        """Forget the draft so far: it was not the draft (see ``llmi.reasoning.Delta``)."""
+        self._draft, self._tags = "", 0
+
+
+def _numbered_slot(
+    ordinal: int,
+    body: str,
+    required_params: Mapping[str, tuple[str, ...]],
+    n_inputs: int,
+    max_images: int | None,
+) -> ImageRequest | ImageResult:
+    """The slot of the draft's tag number ``ordinal``: input images come first."""
+    over_limit = max_images is not None and ordinal >= max_images
+    return _slot(n_inputs + ordinal, body, required_params, over_limit=over_limit, limit=max_images)
 
 
 def _slot(

@@ -196,7 +196,8 @@ def routed_chat_server(answer: Callable[[dict], Answer], *, serves: Mapping[str,
 
         def _stream(self, model: str, reply: Streamed, record: dict[str, Any]) -> None:
             """Server-sent events of chat.completion.chunk objects, then ``[DONE]``;
-            ``record["gate_opened"]`` says whether a gate opened before its wait ran out."""
+            ``record["gate_opened"]`` says whether a gate opened before its wait ran out;
+            ``record["sent"]`` counts the chunks sent so far, of ``record["chunks"]``."""
             self.protocol_version = "HTTP/1.1"
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
@@ -204,6 +205,7 @@ def routed_chat_server(answer: Callable[[dict], Answer], *, serves: Mapping[str,
             self.send_header("Connection", "close")
             self.end_headers()
             deltas = [{"role": "assistant", "content": ""}, *reply.pieces()]
+            record.update(sent=0, chunks=len(deltas))
             for index, delta in enumerate(deltas):
                 if index == 2 and reply.gate is not None:
                     record["gate_opened"] = reply.gate.wait(10)
@@ -221,6 +223,7 @@ def routed_chat_server(answer: Callable[[dict], Answer], *, serves: Mapping[str,
                          "choices": [{"index": 0, "delta": delta, "finish_reason":
                                       reply.completion.finish_reason if last else None}]}
                 self._chunk(f"data: {json.dumps(chunk)}\n\n".encode())
+                record["sent"] = index + 1
             self._chunk(b"data: [DONE]\n\n")
             self._chunk(b"")
 

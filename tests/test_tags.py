@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llmi.tags import parse_draft
+from llmi.tags import TagScanner, parse_draft, tag_bodies
 from conftest import CORPUS
 
 REQUIRED = {
@@ -133,3 +133,41 @@ def test_parser_never_raises(pieces: list[str]) -> None:
     for segment in plan.segments:
         if segment["kind"] == "text":
             assert "<imgen>" not in segment["text"] and "</imgen>" not in segment["text"]
+
+
+def _scanned(draft: str, cuts: list[int], n_inputs: int) -> list:
+    scanner = TagScanner(REQUIRED, n_inputs=n_inputs, max_images=12)
+    bounds = [0, *sorted(cuts), len(draft)]
+    return [request for start, end in zip(bounds, bounds[1:])
+            for request in scanner.feed(draft[start:end])]
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+@settings(max_examples=30, deadline=None)
+@given(data=st.data())
+def test_a_streamed_corpus_draft_yields_the_plan_s_requests_as_tags_close(name: str, data) -> None:
+    case = CASES[name]
+    draft = (CORPUS / name).read_text()
+    plan = parse_draft(draft, REQUIRED, n_inputs=case["inputs"], max_images=12)
+    cuts = data.draw(st.lists(st.integers(0, len(draft)), max_size=40))
+    scanned = _scanned(draft, cuts, case["inputs"])
+    assert len({r["slot"] for r in scanned}) == len(scanned)
+    # Every request read early is the plan's; only a tag whose closing tag is missing
+    # waits for the whole draft.
+    assert all(request in plan.requests for request in scanned)
+    bodies = tag_bodies(draft)
+    closed = {r["slot"] for r in plan.requests
+              if f"{bodies[r['slot'] - case['inputs']]}</imgen>" in draft}
+    assert {r["slot"] for r in scanned} >= closed
+
+
+def test_a_tag_is_read_the_moment_its_closing_tag_arrives() -> None:
+    scanner = TagScanner(REQUIRED)
+    tag = "<imgen>{'source': 'code', 'description': 'd', 'params': {'code': 'plt.plot([1])'}}"
+    assert scanner.feed("Intro. " + tag) == []
+    assert scanner.feed("</img") == []
+    (request,) = scanner.feed("en> and on")
+    assert (request["slot"], request["params"]) == (0, {"code": "plt.plot([1])"})
+    assert scanner.feed(" and on</imgen>") == []  # a stray closing tag is no new tag
+    scanner.restart()
+    assert [r["slot"] for r in scanner.feed(tag + "</imgen>")] == [0]

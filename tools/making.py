@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
 from llmi.artifacts import ArtifactStore
-from llmi.tools.cache import ToolCache
 from llmi.context import Context
 from llmi.state import ImageRef, ImageRequest
+from llmi.tools import inflight
 from llmi.tools.base import ImageTool, ToolCall
+from llmi.tools.cache import ToolCache
 
 
 @dataclass(frozen=True)
@@ -27,11 +29,27 @@ def make_image(
 ) -> Made:
     """The image of an identical earlier request, else the tool's, stored by content.
 
-    ``source`` is the image an edit changes. The cache is also what spares a resumed
-    run the tool calls that had finished. Raises what the tool raises.
+    ``source`` is the image an edit changes. A call already in flight for the same
+    request (started by the planner, see ``llmi.tools.early``) is joined, not made
+    again. The cache is also what spares a resumed run the tool calls that had
+    finished. Raises what the tool raises.
     """
-    cache = ToolCache(store) if ctx.tool_cache else None
-    key = cache.key(tool, request, ctx, source) if cache else None
+    key = ToolCache(store).key(tool, request, ctx, source)
+    if key and (started := inflight.CALLS.claim(in_flight_key(store, key))):
+        return started.result()
+    return make_keyed(tool, request, source, ctx, store, key)
+
+
+def in_flight_key(store: ArtifactStore, key: str) -> inflight.Key:
+    return os.fspath(store.root), key
+
+
+def make_keyed(
+    tool: ImageTool, request: ImageRequest, source: ImageRef | None, ctx: Context,
+    store: ArtifactStore, key: str | None,
+) -> Made:
+    """``make_image`` for a request whose tool-cache ``key`` is known (None: not cached)."""
+    cache = ToolCache(store) if ctx.tool_cache and key else None
     if cache and key and (hit := cache.get(key)):
         return Made(hit.image, hit.backend, {**hit.provenance, "cached": True}, hit.data)
     call = ToolCall(
