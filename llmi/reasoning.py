@@ -14,8 +14,10 @@ chat template and the server:
   and later, Ollama). ``llmi.models`` keeps either in the message's
   ``additional_kwargs["reasoning_content"]``, where LangChain's provider packages put it.
 
-Only the answer is the model's output: reasoning is never part of a document, never runs
-a tool and never decides a score.
+Only the answer is the model's output: reasoning is never part of a document, never
+decides a tool call or a score. One exception shows while a reply streams: text before a
+bare ``</think>`` reads as answer until that tag arrives (``AnswerStream``'s restart), so a
+tag in it may start its tool early (``llmi.tools.early``), whose image no document uses.
 """
 
 from __future__ import annotations
