@@ -164,6 +164,13 @@ def test_jpegs_are_checked_whole_at_a_reduced_size() -> None:
     assert image_problem(_jpeg(Image.new("RGB", (640, 40), (9, 9, 9)))).startswith("is too small")
 
 
+def test_an_image_whose_middle_row_is_flat_is_checked_whole() -> None:
+    banded = Image.new("RGB", (640, 480), "white")
+    banded.paste((200, 30, 30), (0, 0, 640, 48))
+    assert image_problem(_jpeg(banded)) is None
+    assert image_problem(flat_png((200, 100))) == "is one flat colour"
+
+
 def test_dispatch_checks_each_image_as_it_arrives(context: Context) -> None:
     tools = fake_tools(search=FakeTool("search", ("query",), make=lambda call: flat_png()))
     requests = [
