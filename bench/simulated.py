@@ -210,7 +210,7 @@ def run_document(compiled: CompiledStateGraph, ctx: Context,
                  prompt: str = "A document") -> dict[str, Any]:
     """Runs one document on a graph from ``cli_graph`` as ``llmi generate`` runs it
     (``stream_run``: streamed, each checkpoint written before the next step), the terminal
-    display aside, in a thread of its own; returns its final state."""
+    display aside, as a LangGraph thread of its own; returns its final state."""
     config = thread_config(uuid.uuid4().hex)
     for _ in stream_run(compiled, {"prompt": prompt}, config, ctx):
         pass

@@ -163,7 +163,7 @@ def run(quick: bool) -> Report:
                ratio(walls["on"] / on_floor))
     report.row("after the draft (off)", seconds(walls["off"]), seconds(off_floor),
                ratio(walls["off"] / off_floor))
-    report.row("off / on", ratio(walls["off"] / walls["on"]), ratio(off_floor / on_floor), "")
+    report.row("off / on (ratios)", ratio(walls["off"] / walls["on"]), ratio(off_floor / on_floor), "")
     report.notes.append(
         f"The stream ends at {seconds(end)}. Floor on: the later of that and each tag's "
         "close plus its chain (its latency, after the image it edits); floor off: the "
@@ -175,5 +175,5 @@ def run(quick: bool) -> Report:
 
 
 def _tags(plan: Draft) -> str:
-    return ", ".join(f"{slot.source}{'' if slot.edits is None else f' of {slot.edits}'} "
-                     f"{slot.seconds:g} s" for slot in plan.slots)
+    return ", ".join(f"{slot.source}{'' if slot.edits is None else f' of image {slot.edits}'} "
+                     f"({slot.seconds:g} s)" for slot in plan.slots)
