@@ -6,9 +6,9 @@ diffusion image, a chart, an edit of that diffusion image, and late in the draft
 diffusion image and an edit of it. Each tool sleeps its tag's latency (1.5 to 3 s). The
 document runs as ``llmi generate`` runs it (``bench.simulated.run_document``: SQLite
 checkpointer, streamed, durability "sync") with early tool start on (each tag's tool
-starts as its tag closes) and off (``Planner(start_early=False)``: tools start when the
-draft is parsed), the two alternating, median of 3 rounds of each, every document in a
-fresh artifact folder so that no image comes from the cache.
+starts as its tag closes) and off (the context's ``early_tools``, ``LLMI_EARLY_TOOLS=0``:
+tools start when the draft is parsed), the two alternating, median of 3 rounds of each,
+every document in a fresh artifact folder so that no image comes from the cache.
 
 The floors come from the stream's schedule (the model knows when it sends each character)
 and the latencies. Early start on: the later of the stream's end and, for each tag, the
@@ -24,8 +24,6 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-
-from langgraph.graph import StateGraph
 
 from bench.report import Report, medians, ratio, seconds
 from bench.scheduling import critical_path
@@ -43,8 +41,6 @@ from bench.simulated import (
     simulated_tools,
 )
 from llmi.graphs.document import build_graph
-from llmi.nodes.planner import Planner
-from llmi.tools.registry import ToolRegistry
 
 NAME = "streaming"
 TARGET = 1.05
@@ -110,19 +106,14 @@ def stream_end(plan: Draft, model: SimulatedModel) -> float:
     return model.sent_at(len(plan.text) - 1)
 
 
-def document_graph(model: SimulatedModel, tools: ToolRegistry, start_early: bool) -> StateGraph:
-    """The document graph, its planner starting each tag's tool as the tag closes or not."""
-    planner = Planner(model=model, tools=tools, start_early=start_early)
-    return build_graph(model=model, tools=tools, planner=planner)
-
-
-def document(plan: Draft, model: SimulatedModel, start_early: bool, root: Path) -> float:
-    """Wall seconds of one document, made into a fresh artifact folder under ``root``."""
+def document(plan: Draft, model: SimulatedModel, early_tools: bool, root: Path) -> float:
+    """Wall seconds of one document, made into a fresh artifact folder under ``root``, its
+    tools started as their tags close (``early_tools``) or after the draft."""
     tools = simulated_tools()
-    graph = document_graph(model, registry(tools), start_early)
+    graph = build_graph(model=model, tools=registry(tools))
     with cli_graph(graph, root / "checkpoints.sqlite") as compiled:
         started = time.perf_counter()
-        output = run_document(compiled, context(root))
+        output = run_document(compiled, context(root, early_tools=early_tools))
         wall = time.perf_counter() - started
     made = sum(result["ok"] for result in output["results"])
     calls = sum(tool.calls for tool in tools.values())
