@@ -154,7 +154,8 @@ def run(quick: bool) -> Report:
                ratio(walls["on"] / on_floor))
     report.row("after the draft (off)", seconds(walls["off"]), seconds(off_floor),
                ratio(walls["off"] / off_floor))
-    report.row("off / on (ratios)", ratio(walls["off"] / walls["on"]), ratio(off_floor / on_floor), "")
+    report.row("off / on (ratios)", ratio(walls["off"] / walls["on"]),
+               ratio(off_floor / on_floor), "")
     report.notes.append(
         f"The stream ends at {seconds(end)}. Floor on: the later of that and each tag's "
         "close plus its chain (its latency, after the image it edits); floor off: the "
