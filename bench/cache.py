@@ -5,9 +5,9 @@ search 0.8 s, diffusion 1.0 s, code 0.4 s, edit 0.6 s. It is made once into a fr
 artifact folder, then again into the same folder with the tool cache on (every
 image a hit) and with it off (every tool called again), in the same process, each
 run as ``llmi generate`` runs it (``bench.simulated.run_document``: SQLite
-checkpointer, streamed, durability "sync"). With
-tools that answer at once, documents with the cache on and off show what a miss
-costs: the key, the lookup and the entry written.
+checkpointer, streamed, durability "sync"). With tools that answer at once, documents
+with the cache on and off show what a miss costs: the key, the lookup and the entry
+written.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 from dataclasses import replace
 
 from bench.overhead import twelve_slots
-from bench.report import Report, p50, ratio, seconds
+from bench.report import Report, medians, ratio, seconds
 from bench.simulated import Slot, cli_graph, context, document_graph, run_document, simulated_tools
 
 NAME = "cache"
@@ -37,13 +37,14 @@ def document(slots: list[Slot], root: str, cached: bool = True) -> tuple[float, 
 
 
 def miss_cost(slots: list[Slot], documents: int) -> tuple[float, float]:
-    """Median seconds of a document with instant tools, cache on and off, fresh folders."""
-    timings: dict[bool, list[float]] = {True: [], False: []}
+    """Median seconds of a document with instant tools, cache on and off, fresh folders,
+    after one of each not counted."""
     with tempfile.TemporaryDirectory() as folder:
-        for index in range(documents + 1):
-            for cached in (True, False):
-                timings[cached].append(document(slots, f"{folder}/{index}-{cached}", cached)[0])
-    return p50(timings[True][1:]), p50(timings[False][1:])
+        figures = medians({
+            "on": lambda index: document(slots, f"{folder}/{index}-on")[0],
+            "off": lambda index: document(slots, f"{folder}/{index}-off", cached=False)[0],
+        }, documents)
+    return figures["on"], figures["off"]
 
 
 def run(quick: bool) -> Report:

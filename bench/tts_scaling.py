@@ -4,10 +4,10 @@ Every chat-model call (planner, text judge, vision judge, polish) sleeps a set
 latency, every image tool call another; each plan asks for four searches. For each
 N the test-time-scaling graph runs twice in the same process, as ``llmi generate
 --candidates N`` runs it (``bench.simulated.run_document``: SQLite checkpointer, streamed,
-durability "sync"): keeping K = 2 (K = 1
-for N = 1), and running all N candidates to the end (K = N), the cost that pruning
-saves. Median of the repeats. Targets: N = 4, K = 2 takes at most 1.3x the wall
-time of one candidate, and at most K/N of the tool calls of running all N.
+durability "sync"): keeping K = 2 (K = 1 for N = 1), and running all N candidates to the
+end (K = N), the cost that pruning saves. Median of the repeats. Targets: N = 4, K = 2
+takes at most 1.3x the wall time of one candidate, and at most K/N of the tool calls of
+running all N.
 """
 
 from __future__ import annotations
