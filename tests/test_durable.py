@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from llmi.checkpoints import describe, is_postgres, sqlite_path
+from llmi.checkpoints import describe, is_postgres, latest, open_checkpointer, sqlite_path
 from llmi.cli.runs import RunSettings
 from llmi.cli import main
 from llmi.context import Context
@@ -254,6 +254,15 @@ def test_checkpoint_urls(tmp_path: Path) -> None:
     assert not is_postgres("sqlite:///x") and not is_postgres("/tmp/x")
     shown = describe("postgresql://me:hunter2@db.internal:5432/llmi")
     assert shown == "PostgreSQL at db.internal:5432/llmi" and "hunter2" not in shown
+
+
+def test_sqlite_commits_ahead_of_the_disk(tmp_path: Path) -> None:
+    # A killed run keeps its checkpoints all the same (the test above); the file is never
+    # flushed in the middle of a commit without a journal that makes the commit whole.
+    with open_checkpointer(str(tmp_path / "runs.sqlite")) as saver:
+        latest(saver, "none")  # makes its tables
+        assert saver.conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert saver.conn.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL
 
 
 def test_a_sqlite_url_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
