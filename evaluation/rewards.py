@@ -2,11 +2,15 @@
 
 A completion is a policy's document with ``<imgen>`` tags. Its reward renders the tags
 with the tools (no repairs: the policy answers for its own tags), then scores the result
-as ``llmi.judge.scoring`` does: rules, a text judge, a vision judge.
+as ``llmi.judge.scoring`` does: rules, a text judge, a vision judge, by LLM-I's rules
+(``RewardRules.LLM_I``; ``rules=RewardRules.STRICT`` takes llmi's stricter ones). The
+image count is lenient on the train split and exact on any other, as LLM-I's
+``compute_score`` decides by ``extra_info["split"]``.
 
 Unlike LLM-I, a tool that fails because its service did (down, out of quota, too slow,
 not configured) is not charged to the policy by default: such slots are left out of the
-reward and reported on their own (``exclude_infrastructure=False`` charges them).
+reward and reported on their own (``exclude_infrastructure=False`` charges them); and a
+document asked for images that has none gets no vision credit (LLM-I gives it 5, 5, 5).
 
 TRL::
 
@@ -34,7 +38,7 @@ from llmi.artifacts import ArtifactStore
 from llmi.context import Context
 from llmi.evaluation.datasets import image_bytes, prompt_text
 from llmi.nodes.dispatch import Dispatch
-from llmi.judge import TEXT_KEYS, VISION_KEYS, Judge, Scores
+from llmi.judge import TEXT_KEYS, VISION_KEYS, Judge, RewardRules, Scores
 from llmi.tags import parse_draft
 from llmi.reasoning import no_answer_reason, split_reply
 from llmi.tools.registry import ToolRegistry, default_tools
@@ -53,7 +57,9 @@ class DocumentReward:
     """The hybrid reward of completions, callable as a TRL ``reward_funcs`` entry.
 
     ``judge`` defaults to the context's judge models; ``tools`` to the default tools.
-    ``lenient`` gives partial credit for an image count that is close (as for training).
+    ``lenient`` gives partial credit for an image count that is close (as LLM-I does on
+    the train split), for rows that name no ``split``; a row's ``split`` decides for
+    itself: ``"train"`` is lenient, any other exact. ``rules`` picks the reward's rules.
     """
 
     __name__ = "llmi_reward"
@@ -67,6 +73,7 @@ class DocumentReward:
         tools: ToolRegistry | None = None,
         exclude_infrastructure: bool = True,
         lenient: bool = True,
+        rules: RewardRules = RewardRules.LLM_I,
         max_parallel: int = 8,
     ) -> None:
         self.context = context or Context()
@@ -74,12 +81,20 @@ class DocumentReward:
         self.tools = tools if tools is not None else default_tools()
         self.exclude_infrastructure = exclude_infrastructure
         self.lenient = lenient
+        self.rules = rules
         self.max_parallel = max_parallel
 
     def score(
-        self, prompt: str, completion: str, *, images: Sequence[bytes] = (), image_num: int = 0
+        self,
+        prompt: str,
+        completion: str,
+        *,
+        images: Sequence[bytes] = (),
+        image_num: int = 0,
+        lenient: bool | None = None,
     ) -> Scores:
-        """Render ``completion``'s tags with the tools, then judge the document.
+        """Render ``completion``'s tags with the tools, then judge the document, with the
+        lenient image count unless ``lenient`` is False (None: this reward's ``lenient``).
 
         The document is the completion's answer: its reasoning never runs a tool nor
         reaches a judge. A completion with no answer (empty, only reasoning, or ending
@@ -100,8 +115,8 @@ class DocumentReward:
         results = plan.failures + Dispatch(self.tools).run(state, ctx)
         return self.judge.score(
             prompt, draft, plan.segments, results, store=store, inputs=inputs,
-            image_num=image_num, lenient=self.lenient,
-            exclude_infrastructure=self.exclude_infrastructure,
+            image_num=image_num, lenient=self.lenient if lenient is None else lenient,
+            exclude_infrastructure=self.exclude_infrastructure, rules=self.rules,
         )
 
     def score_all(self, samples: Sequence[Mapping[str, Any]]) -> list[Scores]:
@@ -123,9 +138,9 @@ class DocumentReward:
         """One reward per completion, as TRL's GRPO trainer calls a reward function.
 
         ``prompts`` and ``completions`` are strings or chat messages. The dataset's other
-        columns arrive as lists, one value per completion: ``image_num`` (or inside
-        ``extra_info``) and input ``images`` (or ``image``): paths, bytes, base64 or PIL
-        images. Trainer arguments such as ``completion_ids`` and ``trainer_state`` are
+        columns arrive as lists, one value per completion: ``image_num`` and ``split``
+        (or inside ``extra_info``) and input ``images`` (or ``image``): paths, bytes,
+        base64 or PIL images. Trainer arguments such as ``completion_ids`` and ``trainer_state`` are
         ignored. Infrastructure failures go to ``log_metric`` and ``log_extra`` when
         the trainer passes them, and to the log.
         """
@@ -161,8 +176,9 @@ def compute_score(
     """verl's reward function: the reward of ``solution_str``, with every component.
 
     ``extra_info`` holds the request (``prompt`` or ``question``: a string or chat
-    messages), ``image_num`` and optional input ``images``, as the dataset's rows carry
-    them. Every answer has the same keys, as verl requires: ``score``, the rule scores,
+    messages), ``image_num``, ``split`` (``"train"`` counts images leniently, any other
+    split exactly; LLM-I requires it, llmi takes a missing one as training) and optional
+    input ``images``, as the dataset's rows carry them. Every answer has the same keys, as verl requires: ``score``, the rule scores,
     the judges' scores (NaN when unknown) and ``infrastructure_failures``. The settings
     come from the environment.
     """
@@ -181,6 +197,7 @@ def _row(columns: Mapping[str, Any], index: int) -> dict[str, Any]:
 
 
 def _sample(prompt: Any, completion: str, row: Mapping[str, Any]) -> dict[str, Any]:
+    """``DocumentReward.score``'s keyword arguments for one row."""
     images = row.get("images")
     if images is None and row.get("image") is not None:
         images = [row["image"]]
@@ -189,6 +206,7 @@ def _sample(prompt: Any, completion: str, row: Mapping[str, Any]) -> dict[str, A
         "completion": completion,
         "images": [image_bytes(image, base_dir=Path.cwd()) for image in images or ()],
         "image_num": int(row.get("image_num") or 0),
+        "lenient": None if row.get("split") is None else row["split"] == "train",
     }
 
 

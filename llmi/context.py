@@ -133,6 +133,9 @@ class Context:
     """Server of the judges; empty falls back to ``base_url``."""
     reward_weights: str | None = _env("LLMI_REWARD_WEIGHTS", "0.2,0.3,0.5")
     """Weights of the image-count, vision and text scores in the reward."""
+    text_judge_weights: str | None = _env("LLMI_TEXT_JUDGE_WEIGHTS", "1.4,0.6")
+    """Weights of the text judge's text and image scores in the text score: LLM-I's
+    recipe for LLMs; its recipe for MLLMs uses ``1.5,0.5``."""
     candidates: int | None = _env("LLMI_CANDIDATES", 1)
     """Candidate documents test-time scaling samples."""
     keep: int | None = _env("LLMI_KEEP", 1)

@@ -110,12 +110,14 @@ def data_url(data: bytes) -> str:
     (99, 1, 1.0, 1.0),
     (99, 12, 1.0, 1.0),
     (3, 3, 1.0, 1.0),
-    (3, 2, 0.0, 2 / 3),
-    (3, 4, 0.0, 2 / 3),
+    (3, 2, 0.0, 2 / 3),  # too few: 2 / 3
+    (3, 4, 0.0, 0.7),  # too many: 1 - 0.3 * 1
     (3, 0, 0.0, 0.0),
-    (3, 7, 0.0, 0.0),
+    (3, 6, 0.0, 0.1),  # 1 - 0.3 * 3
+    (3, 7, 0.0, 0.0),  # max(0, 1 - 0.3 * 4)
     (4, 3, 0.0, 0.75),
     (1, 0, 0.0, 0.0),
+    (1, 2, 0.0, 0.7),  # LLM-I's 2 / 1 > 1 becomes 1 - 0.3 * 1
 ])
 def test_image_count_score(image_num: int, n_images: int, strict: float, lenient: float) -> None:
     assert image_count_score(n_images, image_num, lenient=False) == strict
@@ -194,11 +196,12 @@ def test_reward_matches_llm_i_formula_with_default_weights(store: ArtifactStore)
     got = judge.score("Two pictures of Kyoto", "draft", segments, results, store=store,
                       image_num=2)
 
-    # S_num = 1; S_mllm = mean(0.75, 1, 0.5) = 0.75; S_llm = mean(0.75, 0.25) = 0.5
+    # S_num = 1; S_mllm = mean(0.75, 1, 0.5) = 0.75;
+    # S_llm = ((1.4 * 4 + 0.6 * 2) / 2 - 1) / 4 = (3.4 - 1) / 4 = 0.6
     assert got["rules"] == {"tag_validity": 1.0, "tool_success": 1.0, "image_count": 1.0}
     assert got["llm"] == {"text": 4, "image": 2}
     assert got["vision"] == {"quality": 4, "task_relevance": 5, "text_image_relevance": 3}
-    assert got["reward"] == pytest.approx(0.2 * 1 + 0.3 * 0.75 * 1 + 0.5 * 0.5)
+    assert got["reward"] == pytest.approx(0.2 * 1 + 0.3 * 0.75 * 1 + 0.5 * 0.6)
     assert got["unknown"] == [] and got["errors"] == []
 
 
@@ -230,10 +233,31 @@ def test_custom_weights_swap_the_ranking(store: ArtifactStore) -> None:
 
 def test_weights_from_setting() -> None:
     assert RewardWeights.from_setting("0.2,0.3,0.5") == RewardWeights()
+    assert RewardWeights.from_setting("0.2,0.3,0.5", "1.4,0.6") == RewardWeights()
     assert RewardWeights.from_setting(" 1, 0 ,2 ") == RewardWeights(1.0, 0.0, 2.0)
+    assert RewardWeights.from_setting("0.2,0.3,0.5", " 1.5, 0.5") == RewardWeights(
+        text=1.5, image=0.5)
     for bad in ["", "0.2,0.3", "0.2,0.3,0.5,0", "a,b,c", "-1,1,1", "0,0,0", "nan,1,1"]:
         with pytest.raises(ValueError, match="reward weight"):
             RewardWeights.from_setting(bad)
+    for bad in ["", "1.4", "1.4,0.6,0", "a,b", "-1,1", "0,0", "inf,1"]:
+        with pytest.raises(ValueError, match="text judge|reward weight"):
+            RewardWeights.from_setting("0.2,0.3,0.5", bad)
+
+
+def test_text_judge_weights_weigh_text_over_image(store: ArtifactStore) -> None:
+    segments, results = document(store, 1)
+    answers = {"text": model(TEXT_JSON.format(5, 1)), "image": model(TEXT_JSON.format(1, 5))}
+
+    def reward_of(good: str, weights: RewardWeights) -> float:
+        judge = Judge(llm=answers[good], vlm=model(VISION_JSON.format(5, 5, 5)), weights=weights)
+        return judge.score("p", "d", segments, results, store=store, image_num=1)["reward"]
+
+    # S_llm = (w_text * (5 - 1) / 4 + w_image * (1 - 1) / 4) / (w_text + w_image)
+    assert reward_of("text", RewardWeights()) == pytest.approx(0.2 + 0.3 + 0.5 * 1.4 / 2)
+    assert reward_of("image", RewardWeights()) == pytest.approx(0.2 + 0.3 + 0.5 * 0.6 / 2)
+    equal = RewardWeights(text=1, image=1)
+    assert reward_of("text", equal) == reward_of("image", equal) == pytest.approx(0.75)
 
 
 def test_weights_need_not_sum_to_one() -> None:
@@ -305,6 +329,29 @@ def test_failing_and_confused_judges_are_recorded_as_unknown(store: ArtifactStor
     assert "TimeoutError" in got["errors"][0] and "120 s" in got["errors"][0]
     assert "What a lovely picture!" in got["errors"][1]
     assert got["reward"] == pytest.approx(1.0)  # the rules alone
+
+
+def test_an_unreadable_answer_is_asked_for_once_more(store: ArtifactStore) -> None:
+    segments, results = document(store, 1)
+    vlm = Recording(replies=["What a lovely picture!", VISION_JSON.format(4, 4, 4)])
+    llm = Recording(replies=["Text: 5. Image: I cannot tell.", "Image: 3", "Text: 1, Image: 1"])
+
+    got = Judge(llm=llm, vlm=vlm).score("p", "d", segments, results, store=store, image_num=1)
+
+    assert len(vlm.seen) == 2 and len(llm.seen) == 2  # one retry, no more
+    assert got["vision"] == {"quality": 4, "task_relevance": 4, "text_image_relevance": 4}
+    assert got["llm"] == {"text": 5, "image": 3}  # each score from the answer that gave it
+    assert got["errors"] == []
+
+
+def test_a_judge_unreadable_twice_or_failing_is_not_asked_a_third_time() -> None:
+    confused = Recording(replies=["No idea."])
+    scores, errors = Judge(llm=confused).judge_text("p", "d")
+    assert scores == {"text": None, "image": None} and len(confused.seen) == 2
+    assert "No idea." in errors[0]
+
+    scores, errors = Judge(llm=Raising()).judge_text("p", "d")
+    assert scores == {"text": None, "image": None} and "TimeoutError" in errors[0]
 
 
 def test_partly_unknown_judge_uses_its_known_scores() -> None:
@@ -431,10 +478,11 @@ def test_check_relevance_without_or_with_a_failing_vlm() -> None:
 
 def test_judge_from_context() -> None:
     ctx = Context(judge_model="judge", vision_judge_model="eyes",
-                  judge_base_url="http://127.0.0.1:9/v1", reward_weights="0.1,0.2,0.7")
+                  judge_base_url="http://127.0.0.1:9/v1", reward_weights="0.1,0.2,0.7",
+                  text_judge_weights="1.5,0.5")
     judge = Judge.from_context(ctx)
     assert judge.llm.model_name == "judge" and judge.vlm.model_name == "eyes"
-    assert judge.weights == RewardWeights(0.1, 0.2, 0.7)
+    assert judge.weights == RewardWeights(0.1, 0.2, 0.7, text=1.5, image=0.5)
 
     bare = Judge.from_context(Context(judge_model="", vision_judge_model=""))
     assert bare.llm is None and bare.vlm is None and bare.weights == RewardWeights()

@@ -9,10 +9,13 @@ from llmi.judge.scoring import (
     TEXT_KEYS,
     VISION_KEYS,
     Judge,
+    RewardRules,
     RewardWeights,
     Scores,
     rank,
     reward,
 )
 
-__all__ = ["TEXT_KEYS", "VISION_KEYS", "Judge", "RewardWeights", "Scores", "rank", "reward"]
+__all__ = [
+    "TEXT_KEYS", "VISION_KEYS", "Judge", "RewardRules", "RewardWeights", "Scores", "rank", "reward",
+]

@@ -1,25 +1,40 @@
 """LLM-I's hybrid reward: rule scores, a text judge and a vision judge.
 
-The reward of a document (Guo et al. 2025, arXiv 2509.13642) is
+The reward of a document (Guo et al. 2025, arXiv 2509.13642; LLM-I's
+``verl/workers/reward_manager/llmi.py``) is
 
     R = w_num * S_num + w_mllm * S_mllm * S_num + w_llm * S_llm
 
-with every 1-5 judge score mapped to 0-1 by (x - 1) / 4, and these choices of ours:
+with every 1-5 judge score mapped to 0-1 by (x - 1) / 4. S_mllm is the mean of the vision
+judge's three scores; S_llm is the text judge's text and image scores weighted 1.4 and 0.6
+(``RewardWeights``, ``LLMI_TEXT_JUDGE_WEIGHTS``). Two rule sets (``RewardRules``) turn
+the scores into R:
 
-- S_num, the rule score, is the product of the rule scores that apply: image count,
-  tag validity and, once tools ran, tool success. With valid tags and working tools it
-  is LLM-I's image-count score; broken tags or failed tools lower it, so rules alone
-  still tell documents apart when no judge is configured.
-- S_mllm and S_llm are the means of their judges' known scores.
+- ``llm-i``, the trainer rewards' default (``llmi.rewards``), is LLM-I's
+  (``verl/utils/reward_score/llmi_rm.py``): S_num is the image-count score of the images
+  made, lenient on the train split and exact on any other; more than ten images get the
+  vision judge's lowest scores unasked; a document of images alone gets the lowest text
+  score; a score a configured judge did not give (its call failed, or its answer could
+  not be read after one retry) counts as the lowest, 1, so a policy gains nothing by
+  confusing its judge. A broken tag or a failed tool costs its image, once.
+- ``strict``, the judge's default (evaluation and test-time scaling), is llmi's: S_num is
+  the product of the image-count score, tag validity and, once tools ran, tool success,
+  so rules alone still tell documents apart when no judge is configured. Unknown scores
+  are recorded and left out: a term whose scores are all unknown leaves the reward, which
+  is the weighted sum of the known terms divided by the sum of their weights. With all
+  terms known and weights that sum to 1 that is LLM-I's formula, and R stays within
+  0..1 for any weights.
+
+Under both, and unlike LLM-I:
+
 - No free image credit: a document asked for images (``image_num`` != -1) that has
-  none gets S_mllm = 0 (LLM-I gives it full credit). One asked for none that has none
-  gets S_mllm = 1, so the vision term becomes w_mllm * S_num and follows the rules.
-- Unknown scores (no judge model, a failed call, a nonsense answer) are recorded, and a
-  term whose judge scores are all unknown is left out: R is the weighted sum of the
-  known terms divided by the sum of their weights. With all terms known and weights
-  that sum to 1 that is exactly LLM-I's formula, and R stays within 0..1 for any
-  weights. With no judge configured, R is S_num (or, for a document that has no images
-  though some were asked for, S_num * w_num / (w_num + w_mllm)).
+  none gets S_mllm = 0 (LLM-I gives it 5, 5, 5). One asked for none that has none gets
+  S_mllm = 1, as in LLM-I, so the vision term becomes w_mllm * S_num.
+- A slot that failed because its tool's service did (down, out of quota, too slow, not
+  configured) is not charged when the caller excludes infrastructure failures (the
+  trainer rewards' default): it counts as an image, and the vision judge leaves it out.
+- A judge that is not configured has unknown scores, left out of the reward under
+  either rule set; with no judge models R follows the rules alone.
 """
 
 from __future__ import annotations
@@ -30,6 +45,7 @@ import math
 import re
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, TypedDict
 
 from langchain_core.language_models import BaseChatModel
@@ -71,46 +87,99 @@ class Scores(TypedDict):
 
 @dataclass(frozen=True)
 class RewardWeights:
-    """Weights of the image-count, vision and text terms of the reward."""
+    """Weights of the reward's image-count, vision and text terms, and of the text judge's
+    two scores within the text term.
+
+    The defaults are LLM-I's recipe for LLMs (``recipe/llmi/llmi_grpo.sh``:
+    ``img_num_factor``, ``mllm_factor``, ``llm_factor`` 0.2, 0.3, 0.5 and
+    ``llm_text_factor``, ``llm_image_factor`` 1.4, 0.6); its recipe for MLLMs
+    (``mllmi_grpo.sh``) weighs text and image 1.5, 0.5. LLM-I weighs the vision judge's
+    three scores equally (its ``mllm_*_factor`` are 1.0), and so does llmi.
+    """
 
     num: float = 0.2
     mllm: float = 0.3
     llm: float = 0.5
+    text: float = 1.4
+    image: float = 0.6
 
     def __post_init__(self) -> None:
-        for name in ("num", "mllm", "llm"):
+        for name in ("num", "mllm", "llm", "text", "image"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"reward weight {name} must be a number >= 0, not {value!r}")
         if self.num + self.mllm + self.llm == 0:
             raise ValueError("at least one reward weight must be above 0")
+        if self.text + self.image == 0:
+            raise ValueError("at least one of the text judge's weights must be above 0")
 
     @classmethod
-    def from_setting(cls, text: str) -> RewardWeights:
-        """Weights from ``"num,mllm,llm"``, such as LLM-I's ``"0.2,0.3,0.5"``."""
-        parts = text.split(",")
-        try:
-            if len(parts) != 3:
-                raise ValueError
-            values = [float(part) for part in parts]
-        except ValueError:
-            raise ValueError(
-                f"reward weights must be three numbers 'num,mllm,llm' such as "
-                f"'0.2,0.3,0.5', not {text!r}"
-            ) from None
-        return cls(*values)
+    def from_setting(cls, text: str, text_judge: str | None = None) -> RewardWeights:
+        """Weights from ``"num,mllm,llm"``, such as LLM-I's ``"0.2,0.3,0.5"``, and the text
+        judge's ``"text,image"``, such as LLM-I's ``"1.4,0.6"`` (None keeps the defaults)."""
+        terms = _numbers(text, "reward weights", "num,mllm,llm", "0.2,0.3,0.5")
+        if text_judge is None:
+            return cls(*terms)
+        return cls(*terms, *_numbers(text_judge, "text judge weights", "text,image", "1.4,0.6"))
+
+    def of_text_judge(self) -> dict[str, float]:
+        """The weight of each of the text judge's scores, by key."""
+        return {key: getattr(self, key) for key in TEXT_KEYS}
+
+
+def _numbers(setting: str, what: str, form: str, example: str) -> list[float]:
+    """The comma-separated numbers of ``setting``, as many as ``form`` names."""
+    parts = setting.split(",")
+    try:
+        if len(parts) != len(form.split(",")):
+            raise ValueError
+        return [float(part) for part in parts]
+    except ValueError:
+        raise ValueError(
+            f"{what} must be {len(form.split(','))} numbers {form!r} such as {example!r}, "
+            f"not {setting!r}"
+        ) from None
+
+
+class RewardRules(StrEnum):
+    """Which rules turn the rule and judge scores into a reward."""
+
+    LLM_I = "llm-i"
+    """LLM-I's (``verl/utils/reward_score/llmi_rm.py``, ``compute_score``): S_num is the
+    image-count score alone, of the images made; a document of more than
+    ``LLM_I_MOST_JUDGED_IMAGES`` images gets the vision judge's lowest scores unasked; one
+    of images alone, with no text, gets the lowest text score; a score that a configured
+    judge was asked for and did not give counts as the lowest (``judge_client.py`` reads a
+    failed or unreadable answer as 1). The trainer rewards' default."""
+    STRICT = "strict"
+    """llmi's: S_num is the product of the image-count score, tag validity and tool
+    success, so rules alone tell documents apart; unknown scores leave the reward. The
+    judge's default, for evaluation and test-time scaling."""
+
+    def s_num(self, rules: Mapping[str, float]) -> float:
+        """S_num of the rule scores ``rules``."""
+        return rules["image_count"] if self is RewardRules.LLM_I else rule_score(rules)
+
+
+LLM_I_MOST_JUDGED_IMAGES = 10
+"""More images than this get the vision judge's lowest scores under LLM-I's rules
+(``llmi_rm.compute_score``: ``vlm_response_str.count("<image>") > 10``)."""
+LOWEST = 1
+"""The lowest 1-5 score."""
 
 
 # Rule scores
 
 
 def image_count_score(n_images: int, image_num: int, *, lenient: bool) -> float:
-    """How well ``n_images`` meets LLM-I's ``image_num``.
+    """How well ``n_images`` meets LLM-I's ``image_num`` (``llmi_rm.image_num_score_eval``,
+    and ``image_num_score`` when ``lenient``).
 
     -1: none allowed (1 with zero images, else 0); 0: no constraint (1);
     99: at least one (1 with one or more, else 0); n: exactly n (1 on a match, else 0).
-    ``lenient`` (for training) gives partial credit for exactly-n only:
-    max(0, 1 - |n_images - n| / n), so one image off of four scores 0.75.
+    ``lenient`` (LLM-I's for the train split) gives partial credit for exactly-n only:
+    n_images / n for too few, max(0, 1 - 0.3 * (n_images - n)) for too many, so one image
+    short of four scores 0.75 and one too many 0.7.
     """
     if image_num < -1:
         raise ValueError(f"image_num must be -1, 0, 99 or a count of at least 1, not {image_num}")
@@ -120,9 +189,11 @@ def image_count_score(n_images: int, image_num: int, *, lenient: bool) -> float:
         return 1.0
     if image_num == 99:
         return float(n_images >= 1)
-    if n_images == image_num:
-        return 1.0
-    return max(0.0, 1 - abs(n_images - image_num) / image_num) if lenient else 0.0
+    if n_images == image_num or not lenient:
+        return float(n_images == image_num)
+    if n_images < image_num:
+        return n_images / image_num
+    return max(0.0, 1 - 0.3 * (n_images - image_num))
 
 
 def tag_validity(n_requests: int, n_failed_tags: int) -> float:
@@ -141,7 +212,7 @@ def tool_success(results: Sequence[ImageResult]) -> float:
 
 
 def rule_score(rules: Mapping[str, float]) -> float:
-    """S_num: the product of the rule scores."""
+    """The product of the rule scores: S_num under llmi's strict rules."""
     return math.prod(rules.values())
 
 
@@ -309,7 +380,8 @@ class Judge:
         return cls(
             llm=judge_model(ctx),
             vlm=judge_model(ctx, vision=True),
-            weights=RewardWeights.from_setting(ctx.reward_weights or ""),
+            weights=RewardWeights.from_setting(ctx.reward_weights or "",
+                                               ctx.text_judge_weights or ""),
         )
 
     def screen(
@@ -328,13 +400,14 @@ class Judge:
         term is left out of the reward, except for a plan without valid tags, whose
         S_mllm the no-image rule fixes.
         """
-        rules = {
+        rule_scores = {
             "tag_validity": tag_validity(len(plan_requests), len(plan_failures)),
             "image_count": image_count_score(len(plan_requests), image_num, lenient=lenient),
         }
         llm, errors = self.judge_text(prompt, draft, image_num=image_num)
-        s_mllm = None if plan_requests else _no_image_mllm(image_num)
-        return self._scores(rules, llm, {}, s_mllm, errors)
+        imageless = None if plan_requests else _no_image_mllm(image_num)
+        return self._scores(rule_scores, llm, {}, errors, rules=RewardRules.STRICT,
+                            imageless_mllm=imageless)
 
     def score(
         self,
@@ -349,9 +422,11 @@ class Judge:
         lenient: bool = False,
         text_scores: Mapping[str, int | None] | None = None,
         exclude_infrastructure: bool = False,
+        rules: RewardRules = RewardRules.STRICT,
     ) -> Scores:
         """Scores of a finished document: rules on its slots and made images, the text
-        judge on its draft, the vision judge on its images in document order.
+        judge on its draft, the vision judge on its images in document order, and the
+        reward by ``rules``.
 
         A slot of ``segments`` without a result counts as a failed tool call.
         ``text_scores`` are the text judge's scores of this draft from its screening,
@@ -365,26 +440,32 @@ class Judge:
         n_broken = sum(r["tool"] == PARSER for r in slots.values())
         infrastructure = [s for s, r in slots.items() if not r["ok"] and r.get("infrastructure")]
         excused = set(infrastructure) if exclude_infrastructure else set()
-        rules = {
+        n_images = len(made) + len(excused)
+        rule_scores = {
             "tag_validity": tag_validity(len(slots) - n_broken, n_broken),
             "tool_success": tool_success([r for s, r in slots.items() if s not in excused]),
-            "image_count": image_count_score(len(made) + len(excused), image_num, lenient=lenient),
+            "image_count": image_count_score(n_images, image_num, lenient=lenient),
         }
         if text_scores is None:
             llm, errors = self.judge_text(prompt, draft, image_num=image_num)
         else:
             llm, errors = dict(text_scores), []
-        if made:
+        if rules is RewardRules.LLM_I and _images_only(segments, slots, excused):
+            llm = {**llm, "text": LOWEST}
+        if rules is RewardRules.LLM_I and n_images > LLM_I_MOST_JUDGED_IMAGES:
+            vision, vision_errors = dict.fromkeys(VISION_KEYS, LOWEST), []
+        elif made:
             vision, vision_errors = self.judge_images(
                 prompt, segments, list(slots.values()), store=store, inputs=inputs,
                 image_num=image_num, unavailable=excused,
             )
-            s_mllm = _mean_unit(vision)
         else:
             vision, vision_errors = {}, []
-            s_mllm = None if excused else _no_image_mllm(image_num)
-        return self._scores(rules, llm, vision, s_mllm, errors + vision_errors,
-                            infrastructure=len(infrastructure))
+        return self._scores(
+            rule_scores, llm, vision, errors + vision_errors, rules=rules,
+            imageless_mllm=None if excused else _no_image_mllm(image_num),
+            infrastructure=len(infrastructure),
+        )
 
     def judge_text(
         self, prompt: str, draft: str, *, image_num: int = 0
@@ -449,24 +530,39 @@ class Judge:
 
     def _scores(
         self,
-        rules: dict[str, float],
+        rule_scores: dict[str, float],
         llm: dict[str, int | None],
         vision: dict[str, int | None],
-        s_mllm: float | None,
         errors: list[str],
         *,
+        rules: RewardRules,
+        imageless_mllm: float | None,
         infrastructure: int = 0,
     ) -> Scores:
+        """The scores and their reward; ``imageless_mllm`` is S_mllm when ``vision`` is
+        empty, for there was no image to show."""
+        s_mllm = _mean_unit(self._counted(vision, self.vlm, rules)) if vision else imageless_mllm
+        s_llm = _mean_unit(self._counted(llm, self.llm, rules), self.weights.of_text_judge())
         return Scores(
-            rules=rules,
+            rules=rule_scores,
             llm=llm,
             vision=vision,
-            reward=reward(rule_score(rules), s_mllm, _mean_unit(llm), self.weights),
+            reward=reward(rules.s_num(rule_scores), s_mllm, s_llm, self.weights),
             unknown=[f"llm.{k}" for k, v in llm.items() if v is None]
             + [f"vision.{k}" for k, v in vision.items() if v is None],
             errors=errors,
             infrastructure_failures=infrastructure,
         )
+
+    @staticmethod
+    def _counted(
+        scores: dict[str, int | None], model: BaseChatModel | None, rules: RewardRules
+    ) -> dict[str, int | None]:
+        """The scores the reward counts: under LLM-I's rules, a score that a configured
+        judge did not give is the lowest; a judge that is not configured stays unknown."""
+        if rules is not RewardRules.LLM_I or model is None:
+            return scores
+        return {key: LOWEST if score is None else score for key, score in scores.items()}
 
 
 def _no_image_mllm(image_num: int) -> float:
@@ -474,34 +570,67 @@ def _no_image_mllm(image_num: int) -> float:
     return 1.0 if image_num == -1 else 0.0
 
 
-def _mean_unit(scores: Mapping[str, int | None]) -> float | None:
-    """The mean of the known 1-5 scores, mapped to 0..1; None when none is known."""
-    known = [(score - 1) / 4 for score in scores.values() if score is not None]
-    return sum(known) / len(known) if known else None
+def _mean_unit(
+    scores: Mapping[str, int | None], weights: Mapping[str, float] | None = None
+) -> float | None:
+    """The weighted mean of the known 1-5 scores (``weights`` by key, 1 where not given),
+    mapped to 0..1 by (x - 1) / 4 as ``verl/workers/reward_manager/llmi.py`` maps its
+    ``llm_score`` and ``mllm_score``; None when no score of weight above 0 is known."""
+    known = {key: (score - 1) / 4 for key, score in scores.items() if score is not None}
+    weight = {key: (weights or {}).get(key, 1.0) for key in known}
+    total = sum(weight.values())
+    return sum(weight[key] * known[key] for key in known) / total if total else None
+
+
+def _images_only(
+    segments: Sequence[Segment], slots: Mapping[int, ImageResult], excused: Collection[int]
+) -> bool:
+    """Whether the document is images alone: no text, and every slot an image (or excused).
+
+    LLM-I's test (``llmi_rm.compute_score``) is that the rendered answer is empty once
+    each ``<image>`` is taken out; a slot that failed leaves its
+    ``<fail_to_generate_image>`` mark in it (``imageutils/interleaved_gen.py``).
+    """
+    no_text = all(not s["text"].strip() for s in segments if s["kind"] == "text")
+    return no_text and all(r["ok"] or s in excused for s, r in slots.items())
+
+
+UNREADABLE_RETRIES = 1
+"""Times a judge is asked again when its answer cannot be read (no answer, or a score
+missing). A call that fails is not asked again here: the openai client has already
+retried a passing failure (``LLMI_MODEL_RETRIES``)."""
 
 
 def _ask(
     model: BaseChatModel | None, messages: list[BaseMessage], keys: Sequence[str], role: Role
 ) -> tuple[dict[str, int | None], list[str]]:
-    """``role``'s scores named ``keys``, read from its answer only; None where unknown."""
-    unknown: dict[str, int | None] = dict.fromkeys(keys)
+    """``role``'s scores named ``keys``, read from its answers only; None where unknown.
+
+    A score read from either answer counts, the later answer's first.
+    """
+    scores: dict[str, int | None] = dict.fromkeys(keys)
     name = role.name.removeprefix("the ")
     if model is None:
-        return unknown, [f"no {name} model is configured"]
-    try:
-        reply = model.invoke(messages)
-        answer = answer_of(reply, who=role.name, limit=role.limit_setting)
-    except NoAnswer as exc:
-        return unknown, [str(exc)]
-    except Exception as exc:  # any failure of the judge leaves its scores unknown
-        return unknown, [f"the {name} failed: {describe_error(exc)}"]
-    scores = parse_scores(answer, keys)
-    missing = [key for key, score in scores.items() if score is None]
-    if not missing:
-        return scores, []
-    cut = f" ({cut_off_note(role.name, role.limit_setting)})" if split_reply(reply).cut_off else ""
-    return scores, [f"the {name} gave no 1-5 score for {', '.join(missing)}{cut}: "
-                    f"{excerpt(answer)!r}"]
+        return scores, [f"no {name} model is configured"]
+    error = ""
+    for _ in range(1 + UNREADABLE_RETRIES):
+        try:
+            reply = model.invoke(messages)
+            answer = answer_of(reply, who=role.name, limit=role.limit_setting)
+        except NoAnswer as exc:
+            error = str(exc)
+            continue
+        except Exception as exc:  # any failure of the judge leaves its scores unknown
+            return scores, [f"the {name} failed: {describe_error(exc)}"]
+        read = parse_scores(answer, keys)
+        scores = {key: scores[key] if read[key] is None else read[key] for key in keys}
+        missing = [key for key, score in scores.items() if score is None]
+        if not missing:
+            return scores, []
+        cut = f" ({cut_off_note(role.name, role.limit_setting)})" if split_reply(reply).cut_off else ""
+        error = (f"the {name} gave no 1-5 score for {', '.join(missing)}{cut}: "
+                 f"{excerpt(answer)!r}")
+    return scores, [error]
 
 
 def describe_error(exc: BaseException) -> str:
