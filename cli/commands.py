@@ -149,7 +149,7 @@ def _evaluate(args: argparse.Namespace, console: Console) -> int:
     out = _check_output_folder(args.out, "--out")
     _check_artifact_folder(ctx)
     try:
-        items = load_items(args.dataset, image_dir=out / "inputs")
+        items = load_items(args.dataset, image_dir=out / "inputs", format=args.format)
     except DatasetError as exc:
         raise CliError(str(exc), "see `llmi eval --help` for the dataset forms") from None
     items = [item for item in items if args.split in (None, item["split"])][: args.limit]
@@ -177,10 +177,14 @@ def _evaluate(args: argparse.Namespace, console: Console) -> int:
 
 
 def _builder(name: GraphName, model: BaseChatModel | None = None) -> StateGraph:
-    from llmi.graphs.document import build_graph
-    from llmi.graphs.tts import build_tts_graph
+    # Each graph module builds its own graph for langgraph.json when imported: import one.
+    if name == "tts":
+        from llmi.graphs.tts import build_tts_graph
 
-    return (build_tts_graph if name == "tts" else build_graph)(model=model)
+        return build_tts_graph(model=model)
+    from llmi.graphs.document import build_graph
+
+    return build_graph(model=model)
 
 
 def _require_model(ctx: Context) -> None:
@@ -193,7 +197,7 @@ def _require_model(ctx: Context) -> None:
 
 
 def _demo(args: argparse.Namespace, console: Console) -> int:
-    from llmi.cli.demo import LABEL, PROMPT, RecordedModel
+    from llmi.cli.demo import LABEL, PROMPT
 
     _check_output_folder(args.out, "--out")
     console.print(f"[bold yellow]{LABEL}[/]")
@@ -201,27 +205,28 @@ def _demo(args: argparse.Namespace, console: Console) -> int:
     # process limits, so that the first run shows its charts on any machine.
     ctx = Context(out_dir=args.out, code_sandbox="process")
     _check_artifact_folder(ctx)
-    return _run({"prompt": PROMPT}, ctx, console, model=RecordedModel())
+    return _run({"prompt": PROMPT}, ctx, console, model="recorded")
 
 
-def _run(inputs: dict[str, Any], ctx: Context, console: Console,
-         model: BaseChatModel | None = None, thread_id: str | None = None) -> int:
-    """Start a new run, checkpointed as thread ``thread_id`` (default: a new uuid)."""
-    from llmi.checkpoints import latest
-    from llmi.cli.demo import RecordedModel
-    from llmi.cli.runs import RunSettings
+def _run(inputs: dict[str, Any], ctx: Context, console: Console, model: str = "",
+         thread_id: str | None = None) -> int:
+    """Start a new run, checkpointed as thread ``thread_id`` (default: a new uuid), with
+    the model the environment names, or ``recorded``: the demo's recorded replies."""
     from llmi.tools.code import start_chart_zygote
 
-    start_chart_zygote(ctx)  # its imports overlap llmi's and the model's reply
+    start_chart_zygote(ctx)  # first: its imports overlap all of llmi's and the model's reply
+    from llmi.checkpoints import latest
+    from llmi.cli.runs import RunSettings
+
     thread_id = thread_id or str(uuid.uuid4())
-    settings = RunSettings.of(ctx, model="recorded" if isinstance(model, RecordedModel) else "")
+    settings = RunSettings.of(ctx, model=model)
     with _checkpointer(ctx) as saver:
         if latest(saver, thread_id) is not None:
             raise CliError(f"run {thread_id} already exists",
                            f"continue it with `llmi resume {thread_id}`, or pick another --thread")
         console.print(f"[dim]run {thread_id} (if it stops, continue it with "
                       f"`llmi resume {thread_id}`)[/]", highlight=False, soft_wrap=True)
-        graph = _graph(settings, model, saver)
+        graph = _graph(settings, saver)
         outputs = _stream(graph, inputs, settings, ctx, console, saver, thread_id)
     _print_outputs(outputs)
     return 0
@@ -237,7 +242,6 @@ def _picture(args: argparse.Namespace, console: Console) -> int:
 def _resume(args: argparse.Namespace, console: Console) -> int:
     """Continue a run from its last checkpoint, with the settings it was started with."""
     from llmi.checkpoints import describe, latest, thread_config
-    from llmi.cli.demo import RecordedModel
     from llmi.cli.runs import settings_of
 
     out = _check_output_folder(args.out, "--out") if args.out else None
@@ -257,7 +261,7 @@ def _resume(args: argparse.Namespace, console: Console) -> int:
         from llmi.tools.code import start_chart_zygote
 
         start_chart_zygote(ctx)  # its imports overlap the graph's
-        graph = _graph(settings, RecordedModel() if settings.model == "recorded" else None, saver)
+        graph = _graph(settings, saver)
         state = graph.get_state(thread_config(args.thread))
         # A step that finished its writes but was stopped before the next checkpoint has
         # nothing next, yet its writes are pending in ``tasks``: resuming applies them.
@@ -279,7 +283,13 @@ def _resume(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _graph(settings: RunSettings, model: BaseChatModel | None, saver: BaseCheckpointSaver) -> Any:
+def _graph(settings: RunSettings, saver: BaseCheckpointSaver) -> Any:
+    """The run's graph, compiled with ``saver``; the demo's answers with recorded replies."""
+    model = None
+    if settings.model == "recorded":
+        from llmi.cli.demo import RecordedModel
+
+        model = RecordedModel()
     return _builder(settings.graph, model).compile(checkpointer=saver, name="llmi")
 
 
