@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from llmi import __version__
+from llmi.evaluation.records import OPENING
 from llmi.evaluation.scorers import NAMES
 
 SCORERS = [name.replace("_", "-") for name in NAMES]
@@ -64,12 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
         "again. DIR also gets summary.json, index.html and a page per item.",
     )
     evaluate.add_argument("dataset", help="JSONL, JSON or Parquet: LLM-I's schema (chat "
-                          "messages, extra_info) or {prompt, images, criteria} per item")
+                          "messages, extra_info), {prompt, images, criteria} per item, or "
+                          "OpenING's test_data.jsonl as published")
+    evaluate.add_argument("--format", choices=[OPENING], help="read the dataset as this "
+                          "benchmark's published file (default: told from its first item)")
     evaluate.add_argument("--out", metavar="DIR", default="llmi-eval",
                           help="output folder (default: llmi-eval)")
     evaluate.add_argument("--scorer", action="append", default=[], choices=SCORERS,
                           help="a scorer (repeatable; default: every one that applies: rubric "
-                          "when items have criteria and a judge is set, reward, tool-use)")
+                          "when items have criteria and a judge is set, reward, tool-use; "
+                          "for OpenING opening and tool-use)")
     evaluate.add_argument("--candidates", type=_positive, metavar="N",
                           help="sample N candidate documents per item and keep the best")
     evaluate.add_argument("--keep", type=_positive, metavar="K",

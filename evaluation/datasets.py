@@ -1,8 +1,13 @@
 """Reading evaluation datasets into ``EvalItem`` records.
 
 Three file forms: JSONL (one item per line), JSON (a list of items, as LLMI-Bench ships
-``text_only.json`` and ``mm_input.json``) and Parquet (as verl trains LLM-I). Two item
-layouts, told apart by the shape of ``prompt``:
+``text_only.json`` and ``mm_input.json``) and Parquet (as verl trains LLM-I). Three item
+layouts:
+
+- OpenING (``test_data.jsonl`` as published): ``total_uid`` and ``conversations``, told
+  apart by those two fields (or named with ``format="opening"``);
+
+and two told apart by the shape of ``prompt``:
 
 - LLM-I / verl: ``prompt`` is a list of chat messages; ``data_source``; ``extra_info``
   with ``image_num``, ``tools``, ``split`` and ``index``; input images in an ``images``
@@ -37,9 +42,12 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from llmi.artifacts import NotAnImage, extension, inspect_image
-from llmi.evaluation.records import EvalItem
+from llmi.evaluation import prompts
+from llmi.evaluation.records import OPENING, EvalItem
 
 _IMAGE_TOKEN = "<image>"
+# OpenING marks where the given content starts, after the instruction.
+_BEGIN = re.compile(r"[ \t]*<BEGIN>[ \t]*")
 _PLACEHOLDER = re.compile(r"[ \t]*<image>")
 _BARE_IMAGE: dict[str, Any] = {"type": "image"}
 # A real image's base64 is never this short, and a path this long is rarely free of dots.
@@ -58,9 +66,12 @@ class ItemError(ValueError):
     """What is wrong with one prompt, image or field, in one line."""
 
 
-def load_items(path: str | os.PathLike[str], *,
-               image_dir: str | os.PathLike[str]) -> list[EvalItem]:
+def load_items(path: str | os.PathLike[str], *, image_dir: str | os.PathLike[str],
+               format: str | None = None) -> list[EvalItem]:
     """Read every item of a ``.jsonl``, ``.json`` or ``.parquet`` dataset, in file order.
+
+    ``format`` ``"opening"`` reads every item as OpenING's; None tells it from the first
+    item.
 
     Items are not filtered by split here; the runner does that. An item's id is its
     ``id``, else its ``extra_info.index``, else its 0-based position; ids must be unique.
@@ -73,12 +84,13 @@ def load_items(path: str | os.PathLike[str], *,
     records = _records(path)
     if not records:
         raise DatasetError(f"{path}: the dataset has no items")
+    read = _reader(format, records[0][1])
     base_dir, image_dir = path.resolve().parent, Path(image_dir)
     items: list[EvalItem] = []
     first_seen: dict[str, str] = {}
     for position, (where, record) in enumerate(records):
         try:
-            item = _item(record, position, base_dir=base_dir, image_dir=image_dir)
+            item = read(record, position, base_dir=base_dir, image_dir=image_dir)
         except ItemError as exc:
             raise DatasetError(f"{path}: {where}: {exc}") from None
         if item["id"] in first_seen:
@@ -87,6 +99,73 @@ def load_items(path: str | os.PathLike[str], *,
         first_seen[item["id"]] = where
         items.append(item)
     return items
+
+
+def _reader(format: str | None, first: dict[str, Any]) -> Callable[..., EvalItem]:
+    if format is None:
+        return _opening_item if {"total_uid", "conversations"} <= first.keys() else _item
+    if format == OPENING:
+        return _opening_item
+    raise DatasetError(f"unknown dataset format {format!r} (known: {OPENING})")
+
+
+def _opening_item(record: dict[str, Any], position: int, *, base_dir: Path,
+                  image_dir: Path) -> EvalItem:
+    """An OpenING item, read as its own generation script frames the task.
+
+    The prompt is the input steps' text, ``<BEGIN>`` and ``<image>`` removed, each step's
+    image labelled where it follows the step's text, after OpenING's sentence that asks
+    for as many text-image pairs as the reference output has; those pairs are the images
+    asked for. Image paths resolve against the dataset's folder, as its scripts resolve
+    them against ``OpenING-benchmark/``. An image that cannot be read gives the item an
+    ``error`` rather than stopping the dataset.
+    """
+    if record.get("total_uid") is None:
+        raise ItemError("no total_uid")
+    steps, reference = _opening_steps(record, 0, "input"), _opening_steps(record, 1, "output")
+    texts, images, errors = [], [], []
+    for step in steps:
+        text = opening_text(step)
+        if step.get("image") is not None:
+            label = prompts.OPENING_INPUT_IMAGE.format(index=len(images) + len(errors))
+            text = f"{text} {label}".strip()
+            try:
+                images.append(_save(image_bytes(step["image"], base_dir=base_dir), image_dir))
+            except ItemError as exc:
+                errors.append(f"input image {step['image']!r}: {exc}")
+        texts.append(text)
+    item = EvalItem(
+        id=str(record["total_uid"]),
+        prompt=prompts.OPENING_PAIRS.format(count=len(reference)) + "\n\n".join(texts),
+        images=images,
+        image_num=len(reference),
+        tools=[],
+        split="",
+        criteria=[],
+        data_source=OPENING,
+        extra={key: _json_safe(value) for key, value in record.items() if key != "total_uid"},
+    )
+    if errors:
+        item["error"] = "; ".join(errors)
+    return item
+
+
+def opening_text(step: dict[str, Any]) -> str:
+    """An OpenING step's text without its ``<BEGIN>`` and ``<image>`` marks, as OpenING's
+    judge scripts read it."""
+    return _PLACEHOLDER.sub("", _BEGIN.sub(" ", _string(step.get("text")))).strip()
+
+
+def _opening_steps(record: dict[str, Any], turn: int, key: str) -> list[dict[str, Any]]:
+    """``conversations[turn][key]``: a list of ``{text, image}`` steps."""
+    conversations = record.get("conversations")
+    if not isinstance(conversations, list) or len(conversations) <= turn \
+            or not isinstance(conversations[turn], dict):
+        raise ItemError(f"conversations[{turn}] is missing")
+    steps = conversations[turn].get(key)
+    if not isinstance(steps, list) or not all(isinstance(step, dict) for step in steps):
+        raise ItemError(f"conversations[{turn}].{key} must be a list of {{text, image}} steps")
+    return steps
 
 
 def prompt_text(value: Any) -> str:

@@ -47,3 +47,53 @@ INPUT_IMAGE_MISSING = "[Input image {index} is missing: {error}]"
 IMAGE = "Image {slot}:"
 IMAGE_NOTE = "[Image {slot}, made by {source}: {description}]"
 IMAGE_MISSING = "[Image {slot} is missing: {error}]"
+
+# OpenING's generation script asks for as many text-image pairs as its reference output
+# holds, in these words, before the input (gpt-dalle_generation.py).
+OPENING_PAIRS = "The number of generated text-image pairs can be {count}: "
+OPENING_INPUT_IMAGE = "[Input image {index}]"
+
+# The OpenING judge follows OpenING's GPT-score protocol (Zhou et al. 2025,
+# prompts/detailed_score_system.txt and GPT_score_A.py): the same seven criteria, in its
+# order of importance, each scored 0-10 with a justification, in its JSON shape.
+OPENING_SYSTEM = """\
+You evaluate interleaved image-text content written by a model. The model's input \
+follows "INPUT:": a question or instruction asking for interleaved content, which may \
+include images. Its answer follows "OUTPUT:": text with images interleaved.
+
+Each image stands right after the marks <IMG_i></IMG_i>, numbered from 0 across the \
+input and the output together. {images}
+
+Score the output on seven criteria, most important first:
+1. Correctness: is the content accurate and valid for the input: logical, factual text \
+that is present; reasonable, faithful images that are present.
+2. Image-Text Coherency: do the images and the text match, each reflecting and \
+completing the other.
+3. Multi-step Consistency: is the content consistent throughout, above all in style and \
+entities across images, and in the coherence of its steps of text.
+4. Content Quality: are the images clear and realistic, and the text correct in grammar \
+and language.
+5. Human Preference Alignment: does the text avoid undesirable content (this weighs \
+most), and do the images meet aesthetic standards.
+6. Completeness: does the output give every step it is meant to, without omissions.
+7. Content Richness: are the images varied, and the text detailed while staying \
+meaningful.
+
+Scale, for each criterion: 0-2 major deficiencies; 3-5 minor issues; 6-8 good, with \
+minor improvements needed; 9-10 exemplary.
+
+Be objective and thorough; weigh the images in every criterion. Reply with JSON only:
+{{"scores": {{"Correctness": {{"Score": <0-10>, "Justification": "<brief explanation>"}}, \
+"Image-Text Coherency": {{...}}, "Multi-step Consistency": {{...}}, \
+"Content Quality": {{...}}, "Human Preference Alignment": {{...}}, "Completeness": {{...}}, \
+"Content Richness": {{...}}}}}}"""
+OPENING_SEEN = "You see the images themselves."
+OPENING_UNSEEN = "The images are not shown: a note in brackets says what each one shows."
+
+OPENING_INPUT = "INPUT: "
+OPENING_OUTPUT = "\nOUTPUT: "
+OPENING_NO_OUTPUT = "\nOUTPUT: None"
+OPENING_IMAGE = " <IMG_{index}></IMG_{index}>"
+OPENING_IMAGE_NOTE = "[made by {source}: {description}]"
+OPENING_INPUT_NOTE = "[an image the user supplied]"
+OPENING_REPLY = "\nReply with the JSON result only."

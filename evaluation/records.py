@@ -5,9 +5,12 @@ They are TypedDicts, so a results line is plain JSON.
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 from llmi.state import ImageRef, ImageResult, Repair, Segment
+
+OPENING = "opening"
+"""The ``data_source`` of OpenING's items, and the dataset format that names its files."""
 
 
 class EvalItem(TypedDict):
@@ -27,6 +30,9 @@ class EvalItem(TypedDict):
     data_source: str
     extra: dict[str, Any]
     """The item's other fields, JSON-safe."""
+    error: NotRequired[str]
+    """Why the item cannot run (an input image it names is missing): it ends with this
+    error, and the other items run."""
 
 
 class Document(TypedDict, total=False):
@@ -38,6 +44,14 @@ class Document(TypedDict, total=False):
     inputs: list[ImageRef]
     repairs: list[Repair]
     outputs: dict[str, str]
+
+
+class OutputStep(TypedDict):
+    """A step of a document in OpenING's output shape: text, then the image that ends it."""
+
+    text: str
+    result: ImageResult | None
+    """The image's result; None for text after the last image."""
 
 
 class ItemRun(TypedDict):

@@ -278,6 +278,15 @@ def _criterion_row(criterion: Mapping[str, Any]) -> str:
     return f"<tr>{name}{verdict}</tr>"
 
 
+def _opening_details(details: Mapping[str, Any]) -> str:
+    rows = "".join(_criterion_row(_mapping(c)) for c in details.get("criteria") or [])
+    return (
+        "<table><thead><tr><th>criterion</th><th>score (0-10)</th><th>justification</th>"
+        f"</tr></thead><tbody>{rows}</tbody></table>"
+        f"<p><strong>Overall: {_number(details.get('overall'))} / 10</strong></p>"
+    )
+
+
 def _reward_details(details: Mapping[str, Any]) -> str:
     rows = [("reward", "", details.get("reward"))]
     for group in ("rules", "llm", "vision"):
@@ -333,7 +342,8 @@ def _generic_details(details: Mapping[str, Any]) -> str:
     return f"<pre>{escape(text)}</pre>"
 
 
-_DETAILS = {"rubric": _rubric_details, "reward": _reward_details, "tool_use": _tool_use_details}
+_DETAILS = {"rubric": _rubric_details, "reward": _reward_details, "tool_use": _tool_use_details,
+            "opening": _opening_details}
 
 
 def _score(score: ItemScore | None) -> str:

@@ -24,9 +24,11 @@ from llmi import stopping
 from llmi.artifacts import ArtifactStore
 from llmi.checkpoints import open_checkpointer, thread_config
 from llmi.context import Context
-from llmi.evaluation.records import Document, EvalItem, ItemRun, ItemScore, ResultLine
+from llmi.evaluation.records import (
+    OPENING, Document, EvalItem, ItemRun, ItemScore, ResultLine,
+)
 from llmi.evaluation.report import item_dir, summary_table, write_pages, write_summary
-from llmi.evaluation.results import ResultsFile
+from llmi.evaluation.results import ResultsFile, write_predictions
 from llmi.evaluation.scorers.base import Scorer
 from llmi.judge.scoring import describe_error
 
@@ -115,6 +117,8 @@ class Evaluation:
     def run_item(self, graph: CompiledStateGraph, index: int, item: EvalItem) -> ResultLine:
         """Write the item's document (or finish an interrupted one), then score it."""
         started = time.monotonic()
+        if "error" in item:
+            return _line(index, item, {}, {}, started, error=item["error"])
         try:
             document = self._document(graph, item)
         except stopping.Stopped:
@@ -131,6 +135,8 @@ class Evaluation:
         lines = [by_id[item["id"]] for item in self.items if item["id"] in by_id]
         summary = self.summary(lines)
         write_summary(self.out, summary)
+        if any(item["data_source"] == OPENING for item in self.items):
+            write_predictions(self.out, lines, self.store)
         index = write_pages(self.out, lines, self.store)
         console.print(summary_table(summary))
         console.print(f"[dim]results {self.results.path}\nreport  {index}[/]", highlight=False)

@@ -3,7 +3,8 @@
 - ``rubric``: LLMI-Bench's per-item criteria, each scored 0, 1 or 2 by a judge model;
 - ``reward``: LLM-I's hybrid reward with every component;
 - ``tool_use``: per-source attempt and success rates, and agreement with the tools an
-  item requires.
+  item requires;
+- ``opening``: OpenING's GPT score, seven criteria each scored 0-10 by a judge model.
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from llmi.context import Context
+from llmi.evaluation.records import OPENING, EvalItem
 
 if TYPE_CHECKING:
-    from llmi.evaluation.records import EvalItem
     from llmi.evaluation.scorers.base import Scorer
 
-NAMES = ("rubric", "reward", "tool_use")
+NAMES = ("rubric", "reward", "tool_use", "opening")
 
 
 def build_scorers(
@@ -25,20 +26,26 @@ def build_scorers(
 ) -> tuple[list[Scorer], list[str]]:
     """The scorers ``names`` asks for, and notes on the ones left out.
 
-    With no names, every scorer that applies: the rubric when some item has criteria and
-    a judge model is configured, the reward and tool use always. A scorer asked for by
-    name that cannot run raises ValueError.
+    With no names, every scorer that applies: for OpenING's items its own score (when a
+    judge model is configured) and tool use; for others the rubric when some item has
+    criteria and a judge model is configured, the reward and tool use always. A scorer
+    asked for by name that cannot run raises ValueError.
     """
     if names:
         return [_build(name, ctx) for name in dict.fromkeys(names)], []
+    if any(item["data_source"] == OPENING for item in items):
+        judged, always = "opening", ["tool_use"]
+    else:
+        judged = "rubric" if any(item["criteria"] for item in items) else None
+        always = ["reward", "tool_use"]
     scorers: list[Scorer] = []
     notes: list[str] = []
-    if any(item["criteria"] for item in items):
+    if judged:
         try:
-            scorers.append(_build("rubric", ctx))
+            scorers.append(_build(judged, ctx))
         except ValueError as exc:
-            notes.append(f"no rubric scores: {exc}")
-    return scorers + [_build("reward", ctx), _build("tool_use", ctx)], notes
+            notes.append(f"no {judged} scores: {exc}")
+    return scorers + [_build(name, ctx) for name in always], notes
 
 
 def _build(name: str, ctx: Context) -> Scorer:
@@ -56,4 +63,8 @@ def _build(name: str, ctx: Context) -> Scorer:
         from llmi.evaluation.scorers.tool_use import ToolUseScorer
 
         return ToolUseScorer()
+    if name == "opening":
+        from llmi.evaluation.scorers.opening import OpeningScorer
+
+        return OpeningScorer.from_context(ctx)
     raise ValueError(f"unknown scorer {name!r}: pick from {', '.join(NAMES)}")

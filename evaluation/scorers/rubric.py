@@ -110,13 +110,13 @@ class RubricScorer:
             reply = self.model.invoke(self._messages(shown, criterion))
             answer = answer_of(reply, who=role.name, limit=role.limit_setting)
         except NoAnswer as exc:
-            return _ungraded(criterion, str(exc))
+            return ungraded(criterion, str(exc))
         except Exception as exc:  # a failing judge leaves this criterion ungraded
-            return _ungraded(criterion, f"the judge failed: {describe_error(exc)}")
+            return ungraded(criterion, f"the judge failed: {describe_error(exc)}")
         try:
             score, justification = parse_rubric_answer(answer)
         except ValueError as exc:
-            return _ungraded(criterion, str(exc))
+            return ungraded(criterion, str(exc))
         return CriterionScore(
             criterion=criterion, score=score, justification=justification, error=None
         )
@@ -197,14 +197,14 @@ def parse_rubric_answer(text: str) -> tuple[int, str]:
     ``"2/2"``, ``1.0``); anything else (``3``, ``1.5``, ``"2/5"``) is an error.
     """
     text = split_reply(text).answer
-    graded = [fields for obj in json_objects(text) if "score" in (fields := _lower_keys(obj))]
+    graded = [fields for obj in json_objects(text) if "score" in (fields := lower_keys(obj))]
     if graded:
         raw, justification = graded[-1]["score"], str(graded[-1].get("justification") or "")
     elif prose := list(_PROSE.finditer(text)):
         raw, justification = prose[-1].group(1), text
     else:
         raise ValueError(f"the judge's answer holds no score: {excerpt(text, 200)!r}")
-    score = _to_score(raw)
+    score = to_score(raw)
     if score is None:
         raise ValueError(
             f"the judge's score {raw!r} is not 0, 1 or 2: {excerpt(text, 200)!r}"
@@ -212,24 +212,26 @@ def parse_rubric_answer(text: str) -> tuple[int, str]:
     return score, justification
 
 
-def _lower_keys(obj: dict[str, Any]) -> dict[str, Any]:
+def lower_keys(obj: dict[str, Any]) -> dict[str, Any]:
     return {str(key).strip().lower(): value for key, value in obj.items()}
 
 
-def _to_score(value: Any) -> int | None:
+def to_score(value: Any, maximum: int = MAX_SCORE) -> int | None:
+    """A whole score from 0 to ``maximum``, as a number or a numeric string (``"8"``,
+    ``"8/10"``); None for anything else, a score out of another scale included."""
     if isinstance(value, bool):
         return None
     if isinstance(value, str):
         match = _NUMBER.match(value)
-        if not match or (match.group(2) is not None and float(match.group(2)) != MAX_SCORE):
+        if not match or (match.group(2) is not None and float(match.group(2)) != maximum):
             return None
         value = float(match.group(1))
-    if isinstance(value, int | float) and value in range(MAX_SCORE + 1):
+    if isinstance(value, int | float) and value in range(maximum + 1):
         return int(value)
     return None
 
 
-def _ungraded(criterion: str, error: str) -> CriterionScore:
+def ungraded(criterion: str, error: str) -> CriterionScore:
     return CriterionScore(criterion=criterion, score=None, justification="", error=error)
 
 
