@@ -140,9 +140,9 @@ class DocumentReward:
         ``prompts`` and ``completions`` are strings or chat messages. The dataset's other
         columns arrive as lists, one value per completion: ``image_num`` and ``split``
         (or inside ``extra_info``) and input ``images`` (or ``image``): paths, bytes,
-        base64 or PIL images. Trainer arguments such as ``completion_ids`` and ``trainer_state`` are
-        ignored. Infrastructure failures go to ``log_metric`` and ``log_extra`` when
-        the trainer passes them, and to the log.
+        base64 or PIL images. Trainer arguments such as ``completion_ids`` and
+        ``trainer_state`` are ignored. Infrastructure failures go to ``log_metric`` and
+        ``log_extra`` when the trainer passes them, and to the log.
         """
         samples = [
             _sample(prompt, _completion_text(completion), _row(columns, i))
@@ -178,9 +178,10 @@ def compute_score(
     ``extra_info`` holds the request (``prompt`` or ``question``: a string or chat
     messages), ``image_num``, ``split`` (``"train"`` counts images leniently, any other
     split exactly; LLM-I requires it, llmi takes a missing one as training) and optional
-    input ``images``, as the dataset's rows carry them. Every answer has the same keys, as verl requires: ``score``, the rule scores,
-    the judges' scores (NaN when unknown) and ``infrastructure_failures``. The settings
-    come from the environment.
+    input ``images``, as the dataset's rows carry them. Every answer has the same keys, as
+    verl requires: ``score``, the rule scores, the judges' scores (NaN when unknown, though
+    the score counts a configured judge's unknown score as its lowest) and
+    ``infrastructure_failures``. The settings come from the environment.
     """
     info = dict(extra_info or {})
     request = info.get("prompt") or info.get("question") or ""
