@@ -16,9 +16,10 @@ from llmi.artifacts import ArtifactStore
 from llmi.context import Context
 from llmi.evaluation.records import Document, EvalItem, ItemRun, ItemScore
 from llmi.evaluation.scorers.base import Scorer
+from llmi.evaluation.scorers.reward import RewardScorer
 from llmi.evaluation.scorers.rubric import RubricScorer, parse_rubric_answer
 from llmi.evaluation.scorers.tool_use import ToolUseScorer
-from llmi.judge.scoring import PARSER
+from llmi.judge.scoring import PARSER, Judge
 from llmi.state import ImageRef, ImageResult, Repair, Segment, failed_result
 
 
@@ -380,3 +381,21 @@ def test_tool_use_summarize_without_items_requiring_tools(store: ArtifactStore) 
     summary = scorer.summarize([scorer.score(run(item(), results=[]), store)])
     assert summary["score"] is None and summary["agreement"] is None
     assert summary["exact_match"] is None and summary["sources"] == {}
+
+
+def test_the_reward_scorer_keeps_unreadable_judge_answers_apart(store: ArtifactStore) -> None:
+    segments: list[Segment] = [{"kind": "text", "text": "Kyoto."}, {"kind": "slot", "slot": 0}]
+    document = {"draft": "Kyoto.", "segments": segments,
+                "results": [made(0, store.put(gradient_png()))]}
+    scorer = RewardScorer(Judge(llm=model("A fine document!"), vlm=model("Lovely pictures.")))
+
+    scored = scorer.score(run(item(), **document), store)
+
+    # llmi's strict rules: the five unknown scores leave the reward, which is S_num = 1
+    # (image_num 0: any count; one valid tag; one tool call, made). A trainer reward by
+    # LLM-I's rules would count them as 1 each: 0.2 * 1 + 0.3 * 0 + 0.5 * 0 = 0.2.
+    assert scored["score"] == 1.0
+    assert scored["details"]["unknown"] == [
+        "llm.text", "llm.image", "vision.quality", "vision.task_relevance",
+        "vision.text_image_relevance"]
+    assert scorer.summarize([scored])["unknown"] == 5
