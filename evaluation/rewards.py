@@ -9,8 +9,10 @@ image count is lenient on the train split and exact on any other, as LLM-I's
 
 Unlike LLM-I, a tool that fails because its service did (down, out of quota, too slow,
 not configured) is not charged to the policy by default: such slots are left out of the
-reward and reported on their own (``exclude_infrastructure=False`` charges them); and a
-document asked for images that has none gets no vision credit (LLM-I gives it 5, 5, 5).
+reward and reported on their own (``exclude_infrastructure=False`` charges them); a
+document asked for images that has none gets no vision credit (LLM-I gives it 5, 5, 5);
+and a completion with no answer (empty, reasoning alone, or cut off inside its
+reasoning) has no document and scores 0, where LLM-I would judge what is left.
 
 TRL::
 
