@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ RUBRIC_ANSWERS = {
 }
 
 
-def _text(message: dict[str, Any]) -> str:
+def message_text(message: dict[str, Any]) -> str:
     content = message["content"]
     if isinstance(content, str):
         return content
@@ -46,8 +47,8 @@ def _text(message: dict[str, Any]) -> str:
 
 
 def _roles(body: dict[str, Any]) -> tuple[str, str]:
-    system = "\n".join(_text(m) for m in body["messages"] if m["role"] == "system")
-    user = "\n".join(_text(m) for m in body["messages"] if m["role"] == "user")
+    system = "\n".join(message_text(m) for m in body["messages"] if m["role"] == "system")
+    user = "\n".join(message_text(m) for m in body["messages"] if m["role"] == "user")
     return system, user
 
 
@@ -75,16 +76,26 @@ def planner_calls(seen: list[dict], word: str) -> int:
     )
 
 
-@pytest.fixture
-def served(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, list[dict]]]:
-    with routed_chat_server(answer) as (base_url, seen):
+@contextmanager
+def judged_server(
+    reply: Callable[[dict[str, Any]], str], monkeypatch: pytest.MonkeyPatch, repair_rounds: int = 1
+) -> Iterator[tuple[str, list[dict]]]:
+    """An OpenAI-compatible stand-in that answers with ``reply``, set in the environment as
+    the planner and both judges; yields (base_url, requests)."""
+    with routed_chat_server(reply) as (base_url, seen):
         for name, value in {
             "LLMI_MODEL": "planner", "OPENAI_BASE_URL": base_url,
             "LLMI_JUDGE_MODEL": "text-judge", "LLMI_VISION_JUDGE_MODEL": "vision-judge",
-            "LLMI_REPAIR_ROUNDS": "1",
+            "LLMI_REPAIR_ROUNDS": str(repair_rounds),
         }.items():
             monkeypatch.setenv(name, value)
         yield base_url, seen
+
+
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, list[dict]]]:
+    with judged_server(answer, monkeypatch) as served:
+        yield served
 
 
 def write_jsonl(path: Path, items: list[dict[str, Any]]) -> Path:

@@ -20,7 +20,7 @@ from helpers import gradient_png, tag
 from llmi.cli import main
 from llmi.evaluation.datasets import DatasetError, load_items
 from llmi.evaluation.scorers.opening import CRITERIA, parse_opening_answer
-from openai_standin import routed_chat_server
+from test_eval import judged_server, message_text
 
 STORY, DIAGRAM, MISSING = "0301096", "1502011", "1502046"
 
@@ -152,20 +152,13 @@ def test_the_judges_answer_is_read_as_its_protocol_writes_it() -> None:
         parse_opening_answer("Correctness: 8")
 
 
-def text_of(message: dict[str, Any]) -> str:
-    content = message["content"]
-    if isinstance(content, str):
-        return content
-    return "\n".join(part.get("text", "") for part in content if part.get("type") == "text")
-
-
 def images_in(message: dict[str, Any]) -> int:
     content = message["content"]
     return 0 if isinstance(content, str) else sum(p["type"] == "image_url" for p in content)
 
 
 def answer(body: dict[str, Any]) -> str:
-    system, user = text_of(body["messages"][0]), text_of(body["messages"][-1])
+    system, user = message_text(body["messages"][0]), message_text(body["messages"][-1])
     if system.startswith("You write documents"):
         chart = tag("code", "A bar chart", code="plt.bar(['a', 'b'], [1, 2])")
         return f"# Answer\n\nFirst the chart.\n\n{chart}\n\nThat is all."
@@ -176,19 +169,13 @@ def answer(body: dict[str, Any]) -> str:
 
 @pytest.fixture
 def served(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict]]:
-    with routed_chat_server(answer) as (base_url, seen):
-        for name, value in {
-            "LLMI_MODEL": "planner", "OPENAI_BASE_URL": base_url,
-            "LLMI_JUDGE_MODEL": "text-judge", "LLMI_VISION_JUDGE_MODEL": "vision-judge",
-            "LLMI_REPAIR_ROUNDS": "0",
-        }.items():
-            monkeypatch.setenv(name, value)
+    with judged_server(answer, monkeypatch, repair_rounds=0) as (_, seen):
         yield seen
 
 
 def requests_of(seen: list[dict], system_start: str) -> list[dict[str, Any]]:
     return [r["body"] for r in seen
-            if text_of(r["body"]["messages"][0]).startswith(system_start)]
+            if message_text(r["body"]["messages"][0]).startswith(system_start)]
 
 
 def test_eval_on_opening_scores_it_and_writes_its_output_shape(
@@ -206,15 +193,15 @@ def test_eval_on_opening_scores_it_and_writes_its_output_shape(
     assert story["scores"]["opening"]["details"]["overall"] == 9
     assert story["scores"]["opening"]["score"] == pytest.approx(0.9)
 
-    plans = {text_of(b["messages"][-1]): b for b in requests_of(served, "You write documents")}
+    plans = {message_text(b["messages"][-1]): b for b in requests_of(served, "You write documents")}
     assert len(plans) == 2
     story_plan = next(b for text, b in plans.items() if "George" in text)
     assert images_in(story_plan["messages"][-1]) == 2
 
     judged = requests_of(served, "You evaluate interleaved")
     assert all(b["model"] == "vision-judge" for b in judged)
-    story_judged = next(b for b in judged if "George" in text_of(b["messages"][-1]))
-    user = text_of(story_judged["messages"][-1])
+    story_judged = next(b for b in judged if "George" in message_text(b["messages"][-1]))
+    user = message_text(story_judged["messages"][-1])
     assert user.startswith("INPUT: Please complete") and "<BEGIN>" not in user
     assert "outside. <IMG_0></IMG_0>" in user and "\nOUTPUT: # Answer" in user
     assert "First the chart. <IMG_2></IMG_2>" in user
