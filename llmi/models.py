@@ -23,8 +23,10 @@ reply had begun: it raises ``ModelServerError`` saying so.
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
+import ssl
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -479,9 +481,19 @@ def _mark_quota(response: Any) -> None:
 def http_client() -> openai.DefaultHttpxClient:
     """The openai client's default HTTP client, with ``_no_retry_on_quota``; one for the
     process, as langchain-openai shares its own."""
-    return openai.DefaultHttpxClient(event_hooks={"response": [_no_retry_on_quota]})
+    return openai.DefaultHttpxClient(verify=_tls(), event_hooks={"response": [_no_retry_on_quota]})
 
 
 @cache
 def async_http_client() -> openai.DefaultAsyncHttpxClient:
-    return openai.DefaultAsyncHttpxClient(event_hooks={"response": [_no_async_retry_on_quota]})
+    return openai.DefaultAsyncHttpxClient(verify=_tls(),
+                                          event_hooks={"response": [_no_async_retry_on_quota]})
+
+
+@cache
+def _tls() -> ssl.SSLContext:
+    """The TLS context the openai client's HTTP library makes by default (httpx's, or from
+    openai 3 httpx2's), made once for both clients: each would read the trusted
+    certificates again, most of the time it takes to make one."""
+    library = openai.DefaultHttpxClient.__mro__[1].__module__.partition(".")[0]
+    return importlib.import_module(library).create_ssl_context()

@@ -4,11 +4,13 @@ and a clear message when a server refuses one of them anyway."""
 from __future__ import annotations
 
 import json
+import ssl
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from llmi import models
 from llmi.cli import main
 from llmi.context import Context
 from llmi.graphs.document import build_graph
@@ -142,3 +144,10 @@ def test_a_refusal_while_streaming_names_the_setting() -> None:
         model = judge_model(Context(base_url=url, judge_model="reports-prod"))
         with pytest.raises(SettingRefused, match="LLMI_JUDGE_TEMPERATURE=-1"):
             list(model.stream("judge this"))
+
+
+def test_the_chat_clients_verify_servers_with_one_tls_context() -> None:
+    """Made once, as the HTTP library makes its default: certificates and host names checked."""
+    tls = models._tls()
+    assert tls.verify_mode == ssl.CERT_REQUIRED and tls.check_hostname
+    assert models._tls() is tls
