@@ -154,6 +154,8 @@ def test_a_slot_past_its_deadline_is_an_infrastructure_timeout(tmp_path: Path) -
 
 
 def judge_models() -> tuple[ScriptedModel, ScriptedModel]:
+    """Judges whose text scores (text 5, image 3) weigh 1.4 and 0.6, as LLM-I's: S_llm =
+    ((1.4 * 5 + 0.6 * 3) / 2 - 1) / 4 = 0.85."""
     return (ScriptedModel(script=lambda messages, kwargs: TEXT_ANSWER),
             ScriptedModel(script=lambda messages, kwargs: VISION_ANSWER))
 
@@ -206,7 +208,7 @@ def test_an_unavailable_service_is_left_out_of_the_reward(tmp_path: Path) -> Non
     assert any(UNAVAILABLE in text for text in shown)
     assert not any("[Image 1 is missing" in text for text in shown)
     assert any(text.startswith("Image 0 (diffusion") for text in shown)
-    assert scores["reward"] == pytest.approx(reward(1.0, 1.0, 0.75, RewardWeights()))
+    assert scores["reward"] == pytest.approx(reward(1.0, 1.0, 0.85, RewardWeights()))
     assert scores["errors"] == [] and scores["unknown"] == []
 
 
@@ -224,8 +226,8 @@ def test_an_unavailable_service_costs_the_document_when_not_excluded(tmp_path: P
     assert any(text.startswith("[Image 1 is missing. It should have shown: picture 1")
                for text in shown)
     # S_num is 0, so only the text term is left.
-    assert scores["reward"] == pytest.approx(reward(0.0, 1.0, 0.75, RewardWeights()))
-    assert scores["reward"] == pytest.approx(0.375)
+    assert scores["reward"] == pytest.approx(reward(0.0, 1.0, 0.85, RewardWeights()))
+    assert scores["reward"] == pytest.approx(0.425)
 
 
 def test_a_document_whose_only_slot_was_unavailable(tmp_path: Path) -> None:
@@ -246,13 +248,13 @@ def test_a_document_whose_only_slot_was_unavailable(tmp_path: Path) -> None:
 
     # Excluded: the rules hold, the vision term is unknown and leaves the weighted sum.
     assert excluded["rules"] == {"tag_validity": 1.0, "tool_success": 1.0, "image_count": 1.0}
-    assert excluded["reward"] == pytest.approx(reward(1.0, None, 0.75, weights))
-    assert excluded["reward"] == pytest.approx((0.2 * 1.0 + 0.5 * 0.75) / (0.2 + 0.5))
+    assert excluded["reward"] == pytest.approx(reward(1.0, None, 0.85, weights))
+    assert excluded["reward"] == pytest.approx((0.2 * 1.0 + 0.5 * 0.85) / (0.2 + 0.5))
 
     # Counted: no image although one was asked for, so S_mllm = 0 and the rules fail.
     assert counted["rules"] == {"tag_validity": 1.0, "tool_success": 0.0, "image_count": 0.0}
-    assert counted["reward"] == pytest.approx(reward(0.0, 0.0, 0.75, weights))
-    assert counted["reward"] == pytest.approx(0.5 * 0.75)
+    assert counted["reward"] == pytest.approx(reward(0.0, 0.0, 0.85, weights))
+    assert counted["reward"] == pytest.approx(0.5 * 0.85)
     assert excluded["reward"] > counted["reward"]
 
 
