@@ -16,10 +16,13 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from helpers import gradient_png, tag
+from helpers import ScriptedModel, gradient_png, tag
+from llmi.artifacts import ArtifactStore
 from llmi.cli import main
 from llmi.evaluation.datasets import DatasetError, load_items
-from llmi.evaluation.scorers.opening import CRITERIA, parse_opening_answer
+from llmi.evaluation.records import Document, EvalItem, ItemRun
+from llmi.evaluation.scorers.opening import CRITERIA, OpeningScorer, parse_opening_answer
+from llmi.state import ImageResult
 from test_eval import judged_server, message_text
 
 STORY, DIAGRAM, MISSING = "0301096", "1502011", "1502046"
@@ -222,6 +225,7 @@ def test_eval_on_opening_scores_it_and_writes_its_output_shape(
     with Image.open(out / f"{STORY}-o-0.jpg") as image:
         assert image.format == "JPEG"
     assert json.loads((out / f"{STORY}.json").read_text()) == story_out
+    assert "Overall: 9" in (out / "items" / STORY / "report.html").read_text()
 
 
 def shape(value: Any) -> Any:
@@ -231,3 +235,48 @@ def shape(value: Any) -> Any:
     if isinstance(value, list):
         return [shape(value[0])] if value else []
     return type(value).__name__
+
+
+def test_a_text_judge_reads_notes_and_a_bad_answer_leaves_the_item_out(
+    test_data: Path, tmp_path: Path
+) -> None:
+    diagram = next(i for i in load_items(test_data, image_dir=tmp_path / "in")
+                   if i["id"] == DIAGRAM)
+    store = ArtifactStore(tmp_path / "artifacts")
+    chart = store.put(gradient_png(4))
+    result = ImageResult(slot=0, source="code", description="the workflow", ok=True, image=chart,
+                         error=None, tool="code", backend="fake", provenance={}, seconds=0.1,
+                         attempt=0)
+    document = Document(segments=[{"kind": "text", "text": "The workflow:"},
+                                  {"kind": "slot", "slot": 0}], results=[result], inputs=[])
+    judge = ScriptedModel(script=lambda messages, kwargs: "It is good.")
+    scorer = OpeningScorer(text=judge, vision=None)
+
+    score = scorer.score(ItemRun(item=diagram, document=document, seconds=1.0), store)
+
+    asked = judge.calls[0]["messages"][-1].content
+    assert asked.startswith("INPUT: Please draw a workflow diagram")
+    assert "OUTPUT: The workflow: <IMG_0></IMG_0>\n[made by code: the workflow]" in asked
+    assert score["score"] is None and "no OpenING scores" in score["errors"][0]
+    assert {c["error"] for c in score["details"]["criteria"]} == {"not scored"}
+    summary = scorer.summarize([score])
+    assert (summary["items"], summary["incomplete"], summary["overall"]) == (0, 1, None)
+
+
+def test_the_opening_score_applies_to_other_datasets_too(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path / "artifacts")
+    photo = store.put(gradient_png(5))
+    plain = EvalItem(id="fox", prompt="A fable about a fox.", images=[], image_num=0, tools=[],
+                     split="", criteria=[], data_source="hand", extra={})
+    document = Document(segments=[{"kind": "text", "text": "Once, a fox."}], results=[],
+                        inputs=[photo])
+    judge = ScriptedModel(script=lambda messages, kwargs: scores_json(7))
+
+    score = OpeningScorer(text=None, vision=judge).score(
+        ItemRun(item=plain, document=document, seconds=1.0), store)
+
+    parts = judge.calls[0]["messages"][-1].content
+    assert [p.get("text") for p in parts[:2]] == ["INPUT: A fable about a fox.",
+                                                  " <IMG_0></IMG_0>"]
+    assert parts[2]["type"] == "image_url"
+    assert score["details"]["overall"] == 7

@@ -22,7 +22,7 @@ from llmi.artifacts import ArtifactStore
 from llmi.context import Context
 from llmi.evaluation import prompts
 from llmi.evaluation.datasets import opening_text
-from llmi.evaluation.records import ItemRun, ItemScore, OutputStep
+from llmi.evaluation.records import OPENING, ItemRun, ItemScore, OutputStep
 from llmi.evaluation.results import image_of, jpeg, output_steps
 from llmi.evaluation.scorers.rubric import CriterionScore, Part, lower_keys, to_score, ungraded
 from llmi.judge.scoring import describe_error, excerpt, image_part, json_objects, text_part
@@ -61,14 +61,15 @@ class OpeningScorer:
         vision = self.vision is not None and (shows_images or self.text is None)
         try:
             graded = self._grade(judge_parts(run, steps, store, vision=vision), vision=vision)
+            errors = [f"{c['criterion']}: {c['error']}" for c in graded if c["error"]]
         except ValueError as exc:
-            graded = [ungraded(name, str(exc)) for name in CRITERIA]
+            graded, errors = [ungraded(name, "not scored") for name in CRITERIA], [str(exc)]
         known = [c["score"] for c in graded if c["score"] is not None]
         overall = fmean(known) if known else None
         return ItemScore(
             score=overall / MAX_SCORE if overall is not None else None,
             details={"criteria": graded, "overall": overall},
-            errors=[f"{c['criterion']}: {c['error']}" for c in graded if c["error"]],
+            errors=errors,
         )
 
     def summarize(self, scores: Sequence[ItemScore]) -> dict[str, Any]:
@@ -109,7 +110,7 @@ def judge_parts(run: ItemRun, steps: Sequence[OutputStep], store: ArtifactStore,
     inputs = iter(run["document"].get("inputs", []))
     parts: list[Part] = []
     number = 0
-    for index, step in enumerate(run["item"]["extra"]["conversations"][0]["input"]):
+    for index, step in enumerate(_input_steps(run)):
         text = (prompts.OPENING_INPUT if index == 0 else "") + opening_text(step)
         ref = next(inputs, None) if step.get("image") is not None else None
         shown = _image(ref, prompts.OPENING_INPUT_NOTE, store, vision=vision)
@@ -128,6 +129,16 @@ def judge_parts(run: ItemRun, steps: Sequence[OutputStep], store: ArtifactStore,
             text, number = text + prompts.OPENING_IMAGE.format(index=number), number + 1
         parts += [text, *([shown] if shown is not None else [])]
     return [*parts, prompts.OPENING_REPLY]
+
+
+def _input_steps(run: ItemRun) -> list[dict[str, Any]]:
+    """OpenING's input steps; for another dataset's item, its prompt, then its images."""
+    item = run["item"]
+    if item["data_source"] == OPENING:
+        return item["extra"]["conversations"][0]["input"]
+    images = run["document"].get("inputs", [])
+    return [{"text": item["prompt"], "image": None},
+            *({"text": "", "image": ref["uri"]} for ref in images)]
 
 
 def parse_opening_answer(text: str) -> list[CriterionScore]:
