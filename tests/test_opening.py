@@ -20,7 +20,7 @@ from helpers import ScriptedModel, gradient_png, tag
 from llmi.artifacts import ArtifactStore
 from llmi.cli import main
 from llmi.evaluation.datasets import DatasetError, load_items
-from llmi.evaluation.records import Document, EvalItem, ItemRun
+from llmi.evaluation.records import Document, EvalItem, ItemRun, ItemScore
 from llmi.evaluation.scorers.opening import CRITERIA, OpeningScorer, parse_opening_answer
 from llmi.state import ImageResult
 from test_eval import judged_server, message_text
@@ -280,3 +280,18 @@ def test_the_opening_score_applies_to_other_datasets_too(tmp_path: Path) -> None
                                                   " <IMG_0></IMG_0>"]
     assert parts[2]["type"] == "image_url"
     assert score["details"]["overall"] == 7
+
+
+def test_the_summary_counts_only_items_with_every_criterion_scored() -> None:
+    def scored(score: int | None, missing: str = "") -> ItemScore:
+        criteria = [{"criterion": name, "score": None if name == missing else score}
+                    for name in CRITERIA]
+        return ItemScore(score=None, details={"criteria": criteria}, errors=[])
+
+    failed_scorer = ItemScore(score=None, details={}, errors=["the opening scorer failed"])
+    summary = OpeningScorer(text=None, vision=ScriptedModel(script=print)).summarize(
+        [scored(8), scored(6), scored(2, missing="Completeness"), failed_scorer])
+
+    assert (summary["items"], summary["incomplete"]) == (2, 2)
+    assert summary["criteria"]["Completeness"] == summary["overall"] == 7
+    assert summary["score"] == pytest.approx(0.7)

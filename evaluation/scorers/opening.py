@@ -75,9 +75,9 @@ class OpeningScorer:
     def summarize(self, scores: Sequence[ItemScore]) -> dict[str, Any]:
         """Per-criterion means and their mean (``overall``), 0-10, over the items with
         every criterion scored; ``score`` is ``overall`` over 10."""
-        complete = [{c["criterion"]: c["score"] for c in s["details"]["criteria"]}
-                    for s in scores
-                    if all(c["score"] is not None for c in s["details"]["criteria"])]
+        scored = [{c["criterion"]: c["score"] for c in s["details"].get("criteria", [])
+                   if c["score"] is not None} for s in scores]
+        complete = [item for item in scored if len(item) == len(CRITERIA)]
         means = {name: fmean(item[name] for item in complete) if complete else None
                  for name in CRITERIA}
         overall = fmean(means.values()) if complete else None
