@@ -149,7 +149,7 @@ def _evaluate(args: argparse.Namespace, console: Console) -> int:
     out = _check_output_folder(args.out, "--out")
     _check_artifact_folder(ctx)
     try:
-        items = load_items(args.dataset, image_dir=out / "inputs")
+        items = load_items(args.dataset, image_dir=out / "inputs", format=args.format)
     except DatasetError as exc:
         raise CliError(str(exc), "see `llmi eval --help` for the dataset forms") from None
     items = [item for item in items if args.split in (None, item["split"])][: args.limit]
