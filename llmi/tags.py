@@ -272,10 +272,8 @@ def _ascii_escaped(code: str) -> bytes:
 def _literal(body: str) -> dict[str, Any]:
     """Read a tag body as a dict, repairing raw newlines and missing closers."""
     body = body.strip()
-    candidates = [body, _escape_raw_newlines(body)]
-    candidates.append(_close_brackets(candidates[-1]))
     error = "empty tag"
-    for candidate in candidates:
+    for candidate in _repairs(body):
         for reader in (json.loads, ast.literal_eval):
             try:
                 with warnings.catch_warnings():
@@ -288,6 +286,14 @@ def _literal(body: str) -> dict[str, Any]:
                 raise TagError(f"the tag holds a {type(value).__name__}, not a dict")
             return value
     raise TagError(f"the tag is not a readable dict ({error})")
+
+
+def _repairs(body: str) -> Iterator[str]:
+    """``body``, then ``body`` repaired further; each repair made only when it is needed."""
+    yield body
+    escaped = _escape_raw_newlines(body)
+    yield escaped
+    yield _close_brackets(escaped)
 
 
 def _escape_raw_newlines(body: str) -> str:
