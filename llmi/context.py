@@ -117,6 +117,9 @@ class Context:
     """Fork each chart's process from a warm one with the libraries imported; 0 starts a
     fresh interpreter per chart."""
     repair_rounds: int | None = _env("LLMI_REPAIR_ROUNDS", 2)
+    planner_prompt: str | None = _env("LLMI_PLANNER_PROMPT", "llmi")
+    """The planner's system prompt: ``llmi``, llmi's own, or ``llm-i``, LLM-I's training
+    prompt as published, for models trained by LLM-I (``llmi eval --protocol llm-i``)."""
     judge_model: str | None = _env("LLMI_JUDGE_MODEL", "")
     """Text judge: scores a draft's text and tags; empty leaves those scores unknown."""
     vision_judge_model: str | None = _env("LLMI_VISION_JUDGE_MODEL", "")

@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import cache
+from importlib.resources import files
+
+from llmi.context import Context, context_of
+
+LLMI_PROMPT = "llmi"
+LLM_I_PROMPT = "llm-i"
+PLANNER_PROMPTS = (LLMI_PROMPT, LLM_I_PROMPT)
+"""The values of the context's ``planner_prompt``."""
 
 PLANNER_SYSTEM = """\
 You write documents that mix text and images. Write the whole document in \
@@ -91,6 +100,14 @@ def _sources(guidance: Mapping[str, str]) -> str:
 
 
 def planner_system(guidance: Mapping[str, str], *, n_inputs: int, max_images: int) -> str:
+    """The planner's system prompt, as the run's ``planner_prompt`` picks it: llmi's own,
+    built from the tools' guidance, or LLM-I's training prompt as it is (which says
+    nothing of limits, tools' guidance or input images)."""
+    chosen = _run_context().planner_prompt
+    if chosen == LLM_I_PROMPT:
+        return llm_i_training_prompt()
+    if chosen != LLMI_PROMPT:
+        raise ValueError(f"planner_prompt {chosen!r} is not one of {', '.join(PLANNER_PROMPTS)}")
     sources = _sources(guidance)
     if n_inputs:
         numbering = (
@@ -100,6 +117,24 @@ def planner_system(guidance: Mapping[str, str], *, n_inputs: int, max_images: in
     else:
         numbering = "the tags of your document count from 0, in order."
     return PLANNER_SYSTEM.format(sources=sources, numbering=numbering, max_images=max_images)
+
+
+@cache
+def llm_i_training_prompt() -> str:
+    """LLM-I's training system prompt (``system_prompts/training/llmi.txt``), byte for byte;
+    ``llm_i/NOTICE`` says where it comes from."""
+    return (files("llmi") / "llm_i" / "training_prompt.txt").read_text(encoding="utf-8")
+
+
+def _run_context() -> Context:
+    """The context of the graph run this is called in (the planner node calls
+    ``planner_system``), or the environment's outside a run."""
+    from langgraph.runtime import get_runtime
+
+    try:
+        return context_of(get_runtime())
+    except RuntimeError:  # not inside a graph run
+        return Context()
 
 POLISH_SYSTEM = """\
 You revise the text of a finished document so that it matches its images. Each \
