@@ -139,6 +139,7 @@ def _generate(args: argparse.Namespace, console: Console) -> int:
 
 def _evaluate(args: argparse.Namespace, console: Console) -> int:
     from llmi.evaluation.datasets import DatasetError, load_items
+    from llmi.evaluation.protocols import generation_context, protocol_scorers
     from llmi.evaluation.runner import Evaluation
     from llmi.evaluation.scorers import build_scorers
 
@@ -146,6 +147,7 @@ def _evaluate(args: argparse.Namespace, console: Console) -> int:
                   tool_cache=False if args.no_cache else None)
     _require_model(ctx)
     _check_scaling(ctx)
+    generation = generation_context(args.protocol, ctx)
     out = _check_output_folder(args.out, "--out")
     _check_artifact_folder(ctx)
     try:
@@ -158,15 +160,16 @@ def _evaluate(args: argparse.Namespace, console: Console) -> int:
                        "check --split against the items' extra_info.split")
     try:
         scorers, notes = build_scorers([n.replace("-", "_") for n in args.scorer], ctx, items)
+        scorers = protocol_scorers(args.protocol, scorers, ctx)
     except ValueError as exc:
         raise CliError(str(exc), "or pick other scorers with --scorer") from None
     for note in notes:
         console.print(f"[yellow]{note}[/]", highlight=False, soft_wrap=True)
-    name = graph_for(ctx.candidates)
+    name = graph_for(generation.candidates)
     evaluation = Evaluation(
-        items, out, scorers=scorers, context=ctx, concurrency=args.concurrency,
+        items, out, scorers=scorers, context=generation, concurrency=args.concurrency,
         graph=lambda saver: _builder(name).compile(checkpointer=saver, name="llmi"),
-        graph_name=name, dataset=str(args.dataset),
+        graph_name=name, dataset=str(args.dataset), protocol=args.protocol,
     )
     try:
         summary = evaluation.run(console)

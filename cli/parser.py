@@ -11,6 +11,7 @@ import argparse
 
 from llmi import __version__
 from llmi.evaluation.records import OPENING
+from llmi.evaluation.protocols import LLMI, PROTOCOLS
 from llmi.evaluation.scorers import NAMES
 
 SCORERS = [name.replace("_", "-") for name in NAMES]
@@ -75,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="a scorer (repeatable; default: every one that applies: rubric "
                           "when items have criteria and a judge is set, reward, tool-use; "
                           "for OpenING opening and tool-use)")
+    evaluate.add_argument("--protocol", choices=PROTOCOLS, default=LLMI,
+                          help="llmi (default): llmi's settings, planner prompt and judges; "
+                          "llm-i: LLM-I's evaluation of LLMI-Bench: one pass with its training "
+                          "prompt, no repairs, one candidate, the rubric judged as LLM-I does")
     evaluate.add_argument("--candidates", type=_positive, metavar="N",
                           help="sample N candidate documents per item and keep the best")
     evaluate.add_argument("--keep", type=_positive, metavar="K",

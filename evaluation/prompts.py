@@ -48,6 +48,46 @@ IMAGE = "Image {slot}:"
 IMAGE_NOTE = "[Image {slot}, made by {source}: {description}]"
 IMAGE_MISSING = "[Image {slot} is missing: {error}]"
 
+# LLM-I's judge of LLMI-Bench (evaluation/eval_text_only.py and eval_mm.py,
+# BenchJudgeCLient), word for word and space for space: its system prompt, and the
+# evaluation prompt of eval_text_only.py that its f-string makes, indentation included.
+# eval_mm.py's adds one sentence under "# CONTEXT"; it judges items with input images.
+LLM_I_SYSTEM = ("You are an expert AI performance evaluator. Your task is to objectively "
+                "assess an AI-generated report based on a specific criterion.")
+LLM_I_EVALUATION = """
+        # CONTEXT
+{context}        ## Original Benchmark Prompt:
+        {question}
+
+        ## AI-Generated Report Text (Images are provided visually):
+        {answer_text}
+
+        # TASK
+        You must evaluate the "AI-Generated Report" against the single criterion below.
+        Your response MUST be a single JSON object with two keys: "score" and "justification". Do not add any text before or after the JSON object.
+
+        ## Scoring Scale:
+        - 0: Not Met
+        - 1: Partially Met
+        - 2: Fully Met or Exceeded
+
+        ## CRITERION TO EVALUATE:
+        {criterion}
+
+        ## REQUIRED OUTPUT FORMAT (JSON ONLY):
+        {{
+        "score": <0, 1, or 2>,
+        "justification": "A concise explanation for the score."
+        }}
+        """
+LLM_I_INPUT_CONTEXT = """        The full context, including the original prompt's text and images, and the AI's generated report (text and images), is provided below.
+
+"""
+LLM_I_IMAGE = "<image>"
+"""Where an image stands in the evaluation prompt: each input image and each image of the
+report, in order, goes after the text before its mark."""
+LLM_I_NO_JUSTIFICATION = "No justification provided."
+
 # OpenING's generation script asks for as many text-image pairs as its reference output
 # holds, in these words, before the input (gpt-dalle_generation.py).
 OPENING_PAIRS = "The number of generated text-image pairs can be {count}: "

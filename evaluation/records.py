@@ -78,6 +78,8 @@ class ResultLine(TypedDict):
     id: str
     index: int
     """The item's position in the dataset."""
+    protocol: str
+    """The evaluation protocol it was written and judged under (``llmi.evaluation.protocols``)."""
     status: Literal["ok", "error"]
     error: str | None
     """Why the item has no document (status ``error``); such items run again on resume."""

@@ -112,7 +112,8 @@ def summary_table(summary: Mapping[str, Any]) -> Table:
 def _summary_title(summary: Mapping[str, Any]) -> Text:
     errors = summary.get("errors") or 0
     title = Text(
-        f"{summary.get('dataset', '')} ({summary.get('graph', '')}): "
+        f"{summary.get('dataset', '')} ({summary.get('graph', '')}, "
+        f"{summary.get('protocol', '')}): "
         f"{summary.get('items', 0)} items, {summary.get('ok', 0)} ok, "
     )
     title.append(f"{errors} errors", style="red" if errors else "")
@@ -153,9 +154,11 @@ def _index_page(lines: Sequence[ResultLine]) -> str:
     rows = "\n".join(_index_row(line, scorers) for line in lines)
     errors = sum(line["status"] != "ok" for line in lines)
     error_count = f'<span class="error">{errors} errors</span>' if errors else "0 errors"
+    protocols = ", ".join(sorted({line["protocol"] for line in lines}))
     body = (
         "<h1>Evaluation</h1>"
-        f"<p>{len(lines)} items, {len(lines) - errors} ok, {error_count}</p>"
+        f"<p>protocol {escape(protocols)}: {len(lines)} items, {len(lines) - errors} ok, "
+        f"{error_count}</p>"
         f"<table><thead><tr>{header}</tr></thead><tbody>\n{rows}\n</tbody></table>"
     )
     return html_page("Evaluation", body, _CSS)
@@ -197,6 +200,7 @@ def _facts(line: ResultLine) -> str:
         f"images asked {_shown(item.get('image_num'))}",
         f"tools {_shown(item.get('tools'))}",
         f"source {item.get('data_source') or '-'}",
+        f"protocol {line['protocol']}",
     ]
     return " · ".join([_status(line), *map(escape, facts)])
 

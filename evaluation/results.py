@@ -22,6 +22,7 @@ from typing import Any
 from PIL import Image
 
 from llmi.artifacts import ArtifactStore
+from llmi.evaluation.protocols import LLMI
 from llmi.evaluation.records import Document, OutputStep, ResultLine
 from llmi.evaluation.report import safe_name
 from llmi.state import ImageRef
@@ -67,6 +68,8 @@ def _parse(text: str, path: Path, number: int) -> ResultLine:
         raise ResultsError(f"{path}, line {number}, is not JSON: {exc}") from None
     if not isinstance(line, dict) or not isinstance(line.get("id"), str):
         raise ResultsError(f"{path}, line {number}, is not a results line (no item id)")
+    # Lines written before protocols were recorded are llmi's.
+    line.setdefault("protocol", LLMI)
     missing = [key for key in ResultLine.__annotations__ if key not in line]
     if missing:
         raise ResultsError(f"{path}, line {number}, is not a results line "
@@ -122,14 +125,14 @@ def write_predictions(out: Path, lines: Sequence[ResultLine], store: ArtifactSto
     return path
 
 
-def jpeg(data: bytes, size: tuple[int, int] | None = None) -> bytes:
+def jpeg(data: bytes, size: tuple[int, int] | None = None, *, quality: int = 95) -> bytes:
     """The image as JPEG, resized to ``size`` if given."""
     with Image.open(io.BytesIO(data)) as image:
         image = image.convert("RGB")
         if size:
             image = image.resize(size)
         buffer = io.BytesIO()
-        image.save(buffer, "JPEG", quality=95)
+        image.save(buffer, "JPEG", quality=quality)
     return buffer.getvalue()
 
 

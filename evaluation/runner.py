@@ -24,6 +24,7 @@ from llmi import stopping
 from llmi.artifacts import ArtifactStore
 from llmi.checkpoints import open_checkpointer, thread_config
 from llmi.context import Context
+from llmi.evaluation.protocols import LLMI, check_folder
 from llmi.evaluation.records import (
     OPENING, Document, EvalItem, ItemRun, ItemScore, ResultLine,
 )
@@ -54,6 +55,7 @@ class Evaluation:
         graph_name: str = "document",
         dataset: str = "",
         concurrency: int = 4,
+        protocol: str = LLMI,
     ) -> None:
         self.items = list(items)
         self.out = out
@@ -63,6 +65,7 @@ class Evaluation:
         self.graph_name = graph_name
         self.dataset = dataset
         self.concurrency = max(1, concurrency)
+        self.protocol = protocol
         self.results = ResultsFile(out / RESULTS)
         self.store = ArtifactStore(context.artifact_dir)
 
@@ -70,6 +73,8 @@ class Evaluation:
         """Run the items that have no ``ok`` line yet, then report on every item."""
         console = console or Console(stderr=True)
         done = self.results.read()
+        check_folder(self.protocol, {line["protocol"] for line in done.values()},
+                     str(self.results.path))
         pending = [(i, item) for i, item in enumerate(self.items)
                    if done.get(item["id"], {}).get("status") != "ok"]
         skipped = len(self.items) - len(pending)
@@ -118,16 +123,16 @@ class Evaluation:
         """Write the item's document (or finish an interrupted one), then score it."""
         started = time.monotonic()
         if "error" in item:
-            return _line(index, item, {}, {}, started, error=item["error"])
+            return self._line(index, item, {}, {}, started, error=item["error"])
         try:
             document = self._document(graph, item)
         except stopping.Stopped:
             raise
         except Exception as exc:  # noqa: BLE001 - one item's failure must not stop the others
-            return _line(index, item, {}, {}, started, error=describe_error(exc))
+            return self._line(index, item, {}, {}, started, error=describe_error(exc))
         run = ItemRun(item=item, document=document, seconds=round(time.monotonic() - started, 3))
         scores = {scorer.name: self._score(scorer, run) for scorer in self.scorers}
-        return _line(index, item, document, scores, started)
+        return self._line(index, item, document, scores, started)
 
     def report(self, console: Console) -> dict[str, Any]:
         """``summary.json``, the HTML pages and the terminal table, from ``results.jsonl``."""
@@ -147,6 +152,7 @@ class Evaluation:
         summary: dict[str, Any] = {
             "dataset": self.dataset,
             "graph": self.graph_name,
+            "protocol": self.protocol,
             "items": len(self.items),
             "ok": len(ok),
             "errors": sum(line["status"] == "error" for line in lines),
@@ -169,7 +175,10 @@ class Evaluation:
         }
 
     def _document(self, graph: CompiledStateGraph, item: EvalItem) -> Document:
-        config = thread_config(f"eval:{item['id']}")
+        # A thread per protocol: an item's checkpoint never finishes under the other one.
+        thread = f"eval:{item['id']}" if self.protocol == LLMI else \
+            f"eval:{self.protocol}:{item['id']}"
+        config = thread_config(thread)
         context = replace(self.context, out_dir=str(item_dir(self.out, item["id"])))
         state = graph.get_state(config)
         if not state.values or state.next:
@@ -188,21 +197,21 @@ class Evaluation:
             return ItemScore(score=None, details={},
                              errors=[f"the {scorer.name} scorer failed: {describe_error(exc)}"])
 
-
-def _line(
-    index: int, item: EvalItem, document: Document, scores: dict[str, ItemScore], started: float,
-    *, error: str | None = None,
-) -> ResultLine:
-    return ResultLine(
-        id=item["id"],
-        index=index,
-        status="error" if error else "ok",
-        error=error,
-        seconds=round(time.monotonic() - started, 3),
-        item=item,
-        document=document,
-        scores=scores,
-    )
+    def _line(
+        self, index: int, item: EvalItem, document: Document, scores: dict[str, ItemScore],
+        started: float, *, error: str | None = None,
+    ) -> ResultLine:
+        return ResultLine(
+            id=item["id"],
+            index=index,
+            protocol=self.protocol,
+            status="error" if error else "ok",
+            error=error,
+            seconds=round(time.monotonic() - started, 3),
+            item=item,
+            document=document,
+            scores=scores,
+        )
 
 
 @contextmanager

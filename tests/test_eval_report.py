@@ -40,7 +40,8 @@ def _item(item_id: str, prompt: str = "Draw rain", **fields: Any) -> EvalItem:
 
 def _line(item: EvalItem, index: int, **fields: Any) -> ResultLine:
     return ResultLine(
-        id=item["id"], index=index, status="ok", error=None, seconds=2.5, item=item,
+        id=item["id"], index=index, protocol="llmi", status="ok", error=None, seconds=2.5,
+        item=item,
         document={}, scores={},
     ) | fields
 
@@ -227,7 +228,8 @@ def test_errored_and_odd_items_still_get_pages(out: Path) -> None:
 
 def test_summary_is_written_and_tabulated(tmp_path: Path) -> None:
     summary = {
-        "dataset": "bench[x]", "graph": "document", "items": 3, "ok": 2, "errors": 1,
+        "dataset": "bench[x]", "graph": "document", "protocol": "llm-i", "items": 3, "ok": 2,
+        "errors": 1,
         "scorers": {
             "rubric": {"score": 0.75, "items": 2, "points": 6, "by_criterion": {"r1": 0.5}},
             "tool_use": {"score": 0.5, "items": 2, "sources": {"code": {"rate": 1.0}}},
@@ -242,7 +244,7 @@ def test_summary_is_written_and_tabulated(tmp_path: Path) -> None:
     console = Console(record=True, width=100)
     console.print(summary_table(summary))
     text = console.export_text()
-    assert "bench[x] (document): 3 items, 2 ok, 1 errors" in text
+    assert "bench[x] (document, llm-i): 3 items, 2 ok, 1 errors" in text
     assert re.search(r"rubric\s+│\s+0\.75\s+│\s+2\s+│\s+points 6", text), text
     assert "by_criterion: r1 0.50" in text and "sources: code (rate 1.00)" in text
     assert re.search(r"test\s+│\s+1\.00", text) and re.search(r"reward\s+│\s+-", text)

@@ -9,9 +9,11 @@ an error and left out of both, never counted as 0.
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from statistics import mean
 from typing import Any, TypedDict
 
@@ -22,7 +24,9 @@ from llmi.artifacts import ArtifactStore
 from llmi.context import Context
 from llmi.evaluation import prompts
 from llmi.evaluation.records import ItemRun, ItemScore
+from llmi.evaluation.results import jpeg
 from llmi.models import TEXT_JUDGE, VISION_JUDGE, judge_model
+from llmi.nodes.assembler import collect_figures, processed_text
 from llmi.judge.scoring import describe_error, excerpt, image_part, json_objects, text_part
 from llmi.reasoning import NoAnswer, answer_of, split_reply
 from llmi.state import ImageRef, ImageResult
@@ -34,8 +38,13 @@ _PROSE = re.compile(
     re.IGNORECASE,
 )
 
+LLM_I_JPEG_QUALITY = 75
+"""PIL's default, with which LLM-I's judge encodes every image it shows."""
+
 Part = str | dict[str, Any]
 """Text, or an image part of a chat message."""
+Prompter = Callable[[str], list[BaseMessage]]
+"""A judge's messages for one criterion of an item."""
 
 
 class CriterionScore(TypedDict):
@@ -78,9 +87,9 @@ class RubricScorer:
         criteria = run["item"]["criteria"]
         if not criteria:
             return ItemScore(score=None, details=_details([]), errors=["the item has no criteria"])
-        shown = document_parts(run, store, vision=self.vision)
+        prompter = self._prompter(run, store)
         with ThreadPoolExecutor(max_workers=min(self.max_parallel, len(criteria))) as pool:
-            graded = list(pool.map(lambda criterion: self._grade(shown, criterion), criteria))
+            graded = list(pool.map(lambda criterion: self._grade(prompter, criterion), criteria))
         details = _details(graded)
         return ItemScore(
             score=_ratio(details["points"], details["max_points"]),
@@ -104,22 +113,33 @@ class RubricScorer:
             "errors": sum(c["error"] is not None for c in graded),
         }
 
-    def _grade(self, shown: list[Part], criterion: str) -> CriterionScore:
+    def _grade(self, prompter: Prompter, criterion: str) -> CriterionScore:
         role = VISION_JUDGE if self.vision else TEXT_JUDGE
         try:
-            reply = self.model.invoke(self._messages(shown, criterion))
+            reply = self._ask(prompter(criterion))
             answer = answer_of(reply, who=role.name, limit=role.limit_setting)
         except NoAnswer as exc:
             return ungraded(criterion, str(exc))
         except Exception as exc:  # a failing judge leaves this criterion ungraded
             return ungraded(criterion, f"the judge failed: {describe_error(exc)}")
         try:
-            score, justification = parse_rubric_answer(answer)
+            score, justification = self._parse(answer)
         except ValueError as exc:
             return ungraded(criterion, str(exc))
         return CriterionScore(
             criterion=criterion, score=score, justification=justification, error=None
         )
+
+    def _prompter(self, run: ItemRun, store: ArtifactStore) -> Prompter:
+        shown = document_parts(run, store, vision=self.vision)
+        return lambda criterion: self._messages(shown, criterion)
+
+    def _ask(self, messages: list[BaseMessage]) -> BaseMessage:
+        return self.model.invoke(messages)
+
+    @staticmethod
+    def _parse(answer: str) -> tuple[int, str]:
+        return parse_rubric_answer(answer)
 
     def _messages(self, shown: list[Part], criterion: str) -> list[BaseMessage]:
         parts = [*shown, prompts.RUBRIC_CRITERION.format(criterion=criterion)]
@@ -129,6 +149,97 @@ class RubricScorer:
             # Without images every part is text; one string suits text-only servers best.
             human = HumanMessage("\n\n".join(map(str, parts)))
         return [SystemMessage(prompts.RUBRIC_SYSTEM), human]
+
+
+class LlmIRubricScorer(RubricScorer):
+    """The rubric judged as LLM-I's evaluation judges LLMI-Bench (``BenchJudgeCLient`` of
+    its ``evaluation/eval_text_only.py`` and ``eval_mm.py``).
+
+    Its system prompt, and its evaluation prompt with the request, the report's text (each
+    image made a ``<image>`` mark, each failed one ``<fail_to_generate_image>``) and the
+    criterion; every ``<image>`` mark is followed by its image, input images first, as
+    JPEG. The judge is asked at temperature 0 for a JSON object, and its whole answer must
+    be one whose ``score``, as ``int()`` reads it, is 0, 1 or 2; anything else is LLM-I's
+    -1, left out of the points and the maximum as llmi leaves out an unknown score.
+
+    llmi's items keep no ``<image>`` marks in their prompt, so an item's input images are
+    marked after its prompt, and such an item gets eval_mm.py's wording.
+    """
+
+    def __init__(self, model: BaseChatModel, *, max_parallel: int = 4) -> None:
+        super().__init__(model, vision=True, max_parallel=max_parallel)
+
+    @classmethod
+    def from_context(cls, ctx: Context) -> LlmIRubricScorer:
+        """The vision judge, at temperature 0 (unless its model takes only its default)."""
+        vlm = judge_model(replace(ctx, vision_judge_temperature=0.0), vision=True)
+        if vlm is None:
+            raise ValueError(
+                "the rubric of --protocol llm-i needs a vision judge, as LLM-I's judge sees "
+                "the report's images: set LLMI_VISION_JUDGE_MODEL"
+            )
+        return cls(vlm)
+
+    def _prompter(self, run: ItemRun, store: ArtifactStore) -> Prompter:
+        document = run["document"]
+        inputs = [store.get(ref) for ref in document.get("inputs", [])]
+        answer_text, images = llm_i_report(run, store)
+        question = run["item"]["prompt"] + prompts.LLM_I_IMAGE * len(inputs)
+        context = prompts.LLM_I_INPUT_CONTEXT if inputs else ""
+
+        def prompter(criterion: str) -> list[BaseMessage]:
+            text = prompts.LLM_I_EVALUATION.format(
+                context=context, question=question, answer_text=answer_text, criterion=criterion
+            )
+            return llm_i_messages(text, [*inputs, *images])
+
+        return prompter
+
+    def _ask(self, messages: list[BaseMessage]) -> BaseMessage:
+        return self.model.invoke(messages, response_format={"type": "json_object"})
+
+    @staticmethod
+    def _parse(answer: str) -> tuple[int, str]:
+        return parse_llm_i_answer(answer)
+
+
+def llm_i_report(run: ItemRun, store: ArtifactStore) -> tuple[str, list[bytes]]:
+    """The document as LLM-I's judge reads it: its text with each image made a ``<image>``
+    mark and each failed one ``<fail_to_generate_image>``, and the images made, in order."""
+    document = run["document"]
+    segments = document.get("segments", [])
+    results = {result["slot"]: result for result in document.get("results", [])}
+    figures = collect_figures(segments, results, {}, store)
+    images = [figure.data for figure in figures.values() if figure.ok]
+    return processed_text(segments, figures), images
+
+
+def llm_i_messages(text: str, images: Sequence[bytes]) -> list[BaseMessage]:
+    """LLM-I's judge messages: the text cut at each ``<image>``, each piece followed by the
+    next image while images are left, as JPEG."""
+    content: list[dict[str, Any]] = []
+    for index, piece in enumerate(text.split(prompts.LLM_I_IMAGE)):
+        if piece:
+            content.append(text_part(piece))
+        if index < len(images):
+            data = jpeg(images[index], quality=LLM_I_JPEG_QUALITY)
+            content.append(image_part(data, "image/jpeg"))
+    return [SystemMessage(prompts.LLM_I_SYSTEM), HumanMessage(content)]
+
+
+def parse_llm_i_answer(text: str) -> tuple[int, str]:
+    """(score, justification) as LLM-I reads its judge's answer: the whole answer is a JSON
+    object whose ``score``, through ``int()``, is 0, 1 or 2; ValueError otherwise."""
+    try:
+        result = json.loads(text.strip())
+        score = int(result.get("score"))
+    except (ValueError, TypeError, AttributeError):
+        raise ValueError(
+            f"the judge's answer is not a JSON object with a whole score: {excerpt(text, 200)!r}"
+        ) from None
+    if score not in range(MAX_SCORE + 1):
+        raise ValueError(f"the judge's score {score} is not 0, 1 or 2: {excerpt(text, 200)!r}")
+    return score, str(result.get("justification", prompts.LLM_I_NO_JUSTIFICATION))
 
 
 def document_parts(run: ItemRun, store: ArtifactStore, *, vision: bool) -> list[Part]:
