@@ -4,8 +4,8 @@
   check), llmi's planner prompt and llmi's judge prompts.
 - ``llm-i``: LLM-I's evaluation of LLMI-Bench (``evaluation/eval_text_only.py`` and
   ``eval_mm.py`` of ByteDance-BandAI/LLM-I): one document per item in one pass, written
-  with LLM-I's training prompt, with no repair and no relevance check; the rubric judged
-  in LLM-I's form (``scorers.rubric.LlmIRubricScorer``).
+  with LLM-I's training prompt at its temperature, with no repair and no relevance check;
+  the rubric judged in LLM-I's form (``scorers.rubric.LlmIRubricScorer``).
 
 Every results line and ``summary.json`` name their protocol, and an output folder holds
 the results of one protocol only, so numbers of the two are never mixed.
@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 LLMI = "llmi"
 LLM_I = "llm-i"
 PROTOCOLS = (LLMI, LLM_I)
+LLM_I_TEMPERATURE = 1.0
+"""The temperature LLM-I writes with: vLLM's ``SamplingParams`` default, which its
+evaluation scripts do not change."""
 
 
 class ProtocolError(LlmiError, ValueError):
@@ -44,7 +47,8 @@ def generation_context(protocol: str, ctx: Context) -> Context:
             "drop --candidates and --keep (and LLMI_CANDIDATES, LLMI_KEEP), or use --protocol llmi",
         )
     # No vision judge while writing: LLM-I checks no image against its text.
-    return replace(ctx, repair_rounds=0, planner_prompt=LLM_I_PROMPT, vision_judge_model="")
+    return replace(ctx, repair_rounds=0, planner_prompt=LLM_I_PROMPT, vision_judge_model="",
+                   temperature=LLM_I_TEMPERATURE)
 
 
 def protocol_scorers(protocol: str, scorers: Sequence[Scorer], ctx: Context) -> list[Scorer]:

@@ -84,7 +84,7 @@ def test_llm_i_protocol_writes_in_one_pass_and_judges_as_llm_i(
 
     # The planner got LLM-I's training prompt, its published example in it.
     planned = bodies(served, llm_i_training_prompt())
-    assert len(planned) == 2
+    assert len(planned) == 2 and all(body["temperature"] == 1.0 for body in planned)
     assert (CORPUS / "training_prompt_example.txt").read_text(encoding="utf-8").strip() \
         in llm_i_training_prompt()
     # No repair ran, though a chart failed and LLMI_REPAIR_ROUNDS is 2.
