@@ -1,11 +1,13 @@
 """Reading evaluation datasets into ``EvalItem`` records.
 
 Three file forms: JSONL (one item per line), JSON (a list of items, as LLMI-Bench ships
-``text_only.json`` and ``mm_input.json``) and Parquet (as verl trains LLM-I). Three item
+``text_only.json`` and ``mm_input.json``) and Parquet (as verl trains LLM-I). Four item
 layouts:
 
 - OpenING (``test_data.jsonl`` as published): ``total_uid`` and ``conversations``, told
   apart by those two fields (or named with ``format="opening"``);
+- UEval (its Hub Parquet as published): told apart by ``text_rubrics`` and
+  ``image_rubrics`` (or named with ``format="ueval"``), read by ``llmi.evaluation.ueval``;
 
 and two told apart by the shape of ``prompt``:
 
@@ -43,7 +45,7 @@ from PIL import Image
 
 from llmi.artifacts import NotAnImage, extension, inspect_image
 from llmi.evaluation import prompts
-from llmi.evaluation.records import OPENING, EvalItem
+from llmi.evaluation.records import OPENING, UEVAL, EvalItem
 
 _IMAGE_TOKEN = "<image>"
 # OpenING marks where the given content starts, after the instruction.
@@ -70,8 +72,8 @@ def load_items(path: str | os.PathLike[str], *, image_dir: str | os.PathLike[str
                format: str | None = None) -> list[EvalItem]:
     """Read every item of a ``.jsonl``, ``.json`` or ``.parquet`` dataset, in file order.
 
-    ``format`` ``"opening"`` reads every item as OpenING's; None tells it from the first
-    item.
+    ``format`` ``"opening"`` reads every item as OpenING's, ``"ueval"`` as UEval's; None
+    tells it from the first item.
 
     Items are not filtered by split here; the runner does that. An item's id is its
     ``id``, else its ``extra_info.index``, else its 0-based position; ids must be unique.
@@ -102,11 +104,18 @@ def load_items(path: str | os.PathLike[str], *, image_dir: str | os.PathLike[str
 
 
 def _reader(format: str | None, first: dict[str, Any]) -> Callable[..., EvalItem]:
+    # Imported here: UEval's reader raises this module's ItemError.
+    from llmi.evaluation.ueval import RUBRIC_FIELDS, ueval_item
+
     if format is None:
-        return _opening_item if {"total_uid", "conversations"} <= first.keys() else _item
+        if {"total_uid", "conversations"} <= first.keys():
+            return _opening_item
+        return ueval_item if set(RUBRIC_FIELDS) <= first.keys() else _item
     if format == OPENING:
         return _opening_item
-    raise DatasetError(f"unknown dataset format {format!r} (known: {OPENING})")
+    if format == UEVAL:
+        return ueval_item
+    raise DatasetError(f"unknown dataset format {format!r} (known: {OPENING}, {UEVAL})")
 
 
 def _opening_item(record: dict[str, Any], position: int, *, base_dir: Path,

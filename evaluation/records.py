@@ -11,6 +11,8 @@ from llmi.state import ImageRef, ImageResult, Repair, Segment
 
 OPENING = "opening"
 """The ``data_source`` of OpenING's items, and the dataset format that names its files."""
+UEVAL = "ueval"
+"""The ``data_source`` of UEval's items, and the dataset format that names its files."""
 
 
 class EvalItem(TypedDict):

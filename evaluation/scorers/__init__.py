@@ -4,7 +4,8 @@
 - ``reward``: LLM-I's hybrid reward with every component;
 - ``tool_use``: per-source attempt and success rates, and agreement with the tools an
   item requires;
-- ``opening``: OpenING's GPT score, seven criteria each scored 0-10 by a judge model.
+- ``opening``: OpenING's GPT score, seven criteria each scored 0-10 by a judge model;
+- ``ueval``: UEval's text and image rubrics, each judged met or not met.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from llmi.context import Context
-from llmi.evaluation.records import OPENING, EvalItem
+from llmi.evaluation.records import OPENING, UEVAL, EvalItem
 
 if TYPE_CHECKING:
     from llmi.evaluation.scorers.base import Scorer
 
-NAMES = ("rubric", "reward", "tool_use", "opening")
+NAMES = ("rubric", "reward", "tool_use", "opening", "ueval")
 
 
 def build_scorers(
@@ -26,15 +27,17 @@ def build_scorers(
 ) -> tuple[list[Scorer], list[str]]:
     """The scorers ``names`` asks for, and notes on the ones left out.
 
-    With no names, every scorer that applies: for OpenING's items its own score (when a
-    judge model is configured) and tool use; for others the rubric when some item has
-    criteria and a judge model is configured, the reward and tool use always. A scorer
+    With no names, every scorer that applies: for OpenING's and UEval's items their own
+    score (when a judge model is configured) and tool use; for others the rubric when some
+    item has criteria and a judge model is configured, the reward and tool use always. A scorer
     asked for by name that cannot run raises ValueError.
     """
     if names:
         return [_build(name, ctx) for name in dict.fromkeys(names)], []
     if any(item["data_source"] == OPENING for item in items):
         judged, always = "opening", ["tool_use"]
+    elif any(item["data_source"] == UEVAL for item in items):
+        judged, always = "ueval", ["tool_use"]
     else:
         judged = "rubric" if any(item["criteria"] for item in items) else None
         always = ["reward", "tool_use"]
@@ -67,4 +70,8 @@ def _build(name: str, ctx: Context) -> Scorer:
         from llmi.evaluation.scorers.opening import OpeningScorer
 
         return OpeningScorer.from_context(ctx)
+    if name == "ueval":
+        from llmi.evaluation.scorers.ueval import UEvalScorer
+
+        return UEvalScorer.from_context(ctx)
     raise ValueError(f"unknown scorer {name!r}: pick from {', '.join(NAMES)}")
