@@ -9,11 +9,13 @@ from typing import Any
 
 import pytest
 
-from helpers import tag
+from helpers import ScriptedModel, gradient_png, tag
+from llmi.artifacts import ArtifactStore
 from llmi.cli import main
-from llmi.evaluation.scorers.rubric import parse_llm_i_answer
+from llmi.evaluation.scorers.rubric import LlmIRubricScorer, parse_llm_i_answer
 from llmi.prompts import llm_i_training_prompt
 from test_eval import judged_server, message_text
+from test_eval_scorers import item, made, run
 
 CORPUS = Path(__file__).parent / "corpus" / "llmi"
 JUDGE_SYSTEM = ("You are an expert AI performance evaluator. Your task is to objectively "
@@ -153,3 +155,25 @@ def test_llm_i_reads_a_whole_json_answer(text: str, score: int) -> None:
 def test_llm_i_leaves_out_what_it_cannot_read(text: str) -> None:
     with pytest.raises(ValueError, match="score|JSON"):
         parse_llm_i_answer(text)
+
+
+def test_an_item_with_input_images_is_judged_in_eval_mm_form(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path / "artifacts")
+    photo, drawn = store.put(gradient_png(1)), store.put(gradient_png(2))
+    judge = ScriptedModel(script=lambda messages, kwargs: '{"score": 1}')
+    document = {"inputs": [photo], "results": [made(0, drawn)], "segments": [
+        {"kind": "text", "text": "Your photo, in winter:"}, {"kind": "slot", "slot": 0}]}
+
+    scored = LlmIRubricScorer(judge).score(
+        run(item(criteria=["Shows snow"], prompt="Show my photo in winter."), **document), store)
+
+    assert (scored["details"]["points"], scored["details"]["max_points"]) == (1, 2)
+    call = judge.calls[0]
+    assert call["response_format"] == {"type": "json_object"}
+    kinds = [part["type"] for part in call["messages"][1].content]
+    assert kinds == ["text", "image_url", "text", "image_url", "text"]
+    first, _, second, _, _ = (part.get("text") for part in call["messages"][1].content)
+    # eval_mm.py's sentence; the input image after the prompt, the made one at its mark.
+    assert "The full context, including the original prompt's text and images" in first
+    assert first.endswith("        Show my photo in winter.")
+    assert second.endswith("Your photo, in winter:\n\n")

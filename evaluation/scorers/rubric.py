@@ -5,6 +5,9 @@ document with its images inline and that one criterion, and answers 0 (not met),
 1 (partly met) or 2 (fully met). An item scores its points over its maximum. A criterion
 the judge could not grade (a failed call, an answer without a 0-2 score) is recorded as
 an error and left out of both, never counted as 0.
+
+``RubricScorer`` asks in llmi's words; ``LlmIRubricScorer`` in LLM-I's judge form, for
+``llmi eval --protocol llm-i``.
 """
 
 from __future__ import annotations
