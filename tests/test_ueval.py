@@ -17,14 +17,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from helpers import ScriptedModel, gradient_png, tag
+from helpers import ScriptedModel, gradient_png
 from llmi.artifacts import ArtifactStore
 from llmi.cli import main
 from llmi.evaluation.datasets import DatasetError, load_items
 from llmi.evaluation.records import Document, ItemRun
 from llmi.evaluation.scorers.ueval import UEvalScorer, parse_ueval_answer
 from test_eval import judged_server, message_text
-from test_opening import images_in
+from test_opening import answer as planned, images_in
 
 IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 TAGS = ("tags", pa.list_(pa.string()))
@@ -123,13 +123,11 @@ def judge_reply(rubric: str) -> str:
 
 
 def answer(body: dict[str, Any]) -> str:
-    system, user = message_text(body["messages"][0]), message_text(body["messages"][-1])
-    if system.startswith("You write documents"):
-        chart = tag("code", "A bar chart", code="plt.bar(['a', 'b'], [1, 2])")
-        return f"# Answer\n\nFirst the chart.\n\n{chart}\n\nThat is all."
-    if system.startswith("You are an expert evaluator"):
+    """The OpenING tests' planner and relevance check; UEval's judge by rubric."""
+    if message_text(body["messages"][0]).startswith("You are an expert evaluator"):
+        user = message_text(body["messages"][-1])
         return judge_reply(user.rsplit("# Rubric Item\n", 1)[-1].strip())
-    return '{"match": "yes", "reason": "it fits"}'
+    return planned(body)
 
 
 @pytest.fixture
