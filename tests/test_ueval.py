@@ -196,3 +196,16 @@ def test_without_a_vision_judge_image_rubrics_are_unknown(test_split: Path,
     assert len(judge.calls) == 1
     assert (score["details"]["text_rate"], score["details"]["image_rate"]) == (1.0, None)
     assert score["details"]["unknown"] == 3 and "no vision judge" in score["errors"][0]
+
+
+def test_an_item_without_rubrics_is_left_unscored(tmp_path: Path) -> None:
+    path = tmp_path / "plain.jsonl"
+    path.write_text(json.dumps({"id": "x", "prompt": "A fable."}) + "\n")
+    item = load_items(path, image_dir=tmp_path / "in")[0]
+    scorer = UEvalScorer(text=ScriptedModel(script=lambda messages, kwargs: "yes"), vision=None)
+
+    score = scorer.score(ItemRun(item=item, document=Document(), seconds=1.0),
+                         ArtifactStore(tmp_path / "artifacts"))
+
+    assert score == {"score": None, "details": {}, "errors": ["the item has no UEval rubrics"]}
+    assert scorer.summarize([score])["num_items"] == 1

@@ -143,7 +143,9 @@ class UEvalScorer:
             (TEXT_CONTEXT, IMAGE_CONTEXT_OPEN if is_open(fields) else IMAGE_CONTEXT_CLOSED))
         jobs = [(False, text_context, rubric, []) for rubric in text_rubrics] + [
             (True, image_context, rubric, images) for rubric in image_rubrics]
-        with ThreadPoolExecutor(max_workers=max(1, min(self.max_parallel, len(jobs)))) as pool:
+        if not jobs:
+            return ItemScore(score=None, details={}, errors=["the item has no UEval rubrics"])
+        with ThreadPoolExecutor(max_workers=min(self.max_parallel, len(jobs))) as pool:
             verdicts = list(pool.map(lambda job: self._judge(*job), jobs))
         text, image = verdicts[:len(text_rubrics)], verdicts[len(text_rubrics):]
         text_rate, image_rate = rate(text), rate(image)
