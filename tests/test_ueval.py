@@ -140,7 +140,8 @@ def test_eval_on_ueval_judges_each_rubric_and_reports_its_rates(
     served: list[dict], test_split: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "eval"
-    assert main(["eval", str(test_split), "--out", str(out), "--concurrency", "1"]) == 0
+    assert main(["eval", str(test_split), "--out", str(out), "--concurrency", "1",
+                 "--format", "ueval"]) == 0
 
     lines = {json.loads(t)["id"]: json.loads(t)
              for t in (out / "results.jsonl").read_text().splitlines()}
