@@ -1,13 +1,15 @@
 """Reading evaluation datasets into ``EvalItem`` records.
 
 Three file forms: JSONL (one item per line), JSON (a list of items, as LLMI-Bench ships
-``text_only.json`` and ``mm_input.json``) and Parquet (as verl trains LLM-I). Four item
+``text_only.json`` and ``mm_input.json``) and Parquet (as verl trains LLM-I). Five item
 layouts:
 
 - OpenING (``test_data.jsonl`` as published): ``total_uid`` and ``conversations``, told
   apart by those two fields (or named with ``format="opening"``);
 - UEval (its Hub Parquet as published): told apart by ``text_rubrics`` and
   ``image_rubrics`` (or named with ``format="ueval"``), read by ``llmi.evaluation.ueval``;
+- ISG-Bench (``ISG-Bench.jsonl`` as published): told apart by ``Query`` and ``Golden``
+  (or named with ``format="isg"``), read by ``llmi.evaluation.isg``;
 
 and two told apart by the shape of ``prompt``:
 
@@ -45,7 +47,7 @@ from PIL import Image
 
 from llmi.artifacts import NotAnImage, extension, inspect_image
 from llmi.evaluation import prompts
-from llmi.evaluation.records import OPENING, UEVAL, EvalItem
+from llmi.evaluation.records import ISG, OPENING, UEVAL, EvalItem
 
 _IMAGE_TOKEN = "<image>"
 # OpenING marks where the given content starts, after the instruction.
@@ -72,8 +74,8 @@ def load_items(path: str | os.PathLike[str], *, image_dir: str | os.PathLike[str
                format: str | None = None) -> list[EvalItem]:
     """Read every item of a ``.jsonl``, ``.json`` or ``.parquet`` dataset, in file order.
 
-    ``format`` ``"opening"`` reads every item as OpenING's, ``"ueval"`` as UEval's; None
-    tells it from the first item.
+    ``format`` ``"opening"`` reads every item as OpenING's, ``"ueval"`` as UEval's,
+    ``"isg"`` as ISG-Bench's; None tells it from the first item.
 
     Items are not filtered by split here; the runner does that. An item's id is its
     ``id``, else its ``extra_info.index``, else its 0-based position; ids must be unique.
@@ -104,18 +106,23 @@ def load_items(path: str | os.PathLike[str], *, image_dir: str | os.PathLike[str
 
 
 def _reader(format: str | None, first: dict[str, Any]) -> Callable[..., EvalItem]:
-    # Imported here: UEval's reader raises this module's ItemError.
+    # Imported here: UEval's and ISG's readers raise this module's ItemError.
+    from llmi.evaluation.isg import is_isg, isg_item
     from llmi.evaluation.ueval import RUBRIC_FIELDS, ueval_item
 
     if format is None:
         if {"total_uid", "conversations"} <= first.keys():
             return _opening_item
+        if is_isg(first):
+            return isg_item
         return ueval_item if set(RUBRIC_FIELDS) <= first.keys() else _item
     if format == OPENING:
         return _opening_item
     if format == UEVAL:
         return ueval_item
-    raise DatasetError(f"unknown dataset format {format!r} (known: {OPENING}, {UEVAL})")
+    if format == ISG:
+        return isg_item
+    raise DatasetError(f"unknown dataset format {format!r} (known: {OPENING}, {UEVAL}, {ISG})")
 
 
 def _opening_item(record: dict[str, Any], position: int, *, base_dir: Path,
@@ -139,7 +146,7 @@ def _opening_item(record: dict[str, Any], position: int, *, base_dir: Path,
             label = prompts.OPENING_INPUT_IMAGE.format(index=len(images) + len(errors))
             text = f"{text} {label}".strip()
             try:
-                images.append(_save(image_bytes(step["image"], base_dir=base_dir), image_dir))
+                images.append(save_image(step["image"], base_dir=base_dir, image_dir=image_dir))
             except ItemError as exc:
                 errors.append(f"input image {step['image']!r}: {exc}")
         texts.append(text)
@@ -504,6 +511,12 @@ def _png(image: Image.Image) -> bytes:
         buffer = io.BytesIO()
         image.convert("RGBA").save(buffer, "PNG")
     return buffer.getvalue()
+
+
+def save_image(value: Any, *, base_dir: Path, image_dir: Path) -> str:
+    """The path of a checked copy in ``image_dir`` of an image given in any form
+    ``image_bytes`` reads. Raises ItemError."""
+    return _save(image_bytes(value, base_dir=base_dir), image_dir)
 
 
 def _save(data: bytes, image_dir: Path) -> str:

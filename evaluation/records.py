@@ -13,6 +13,8 @@ OPENING = "opening"
 """The ``data_source`` of OpenING's items, and the dataset format that names its files."""
 UEVAL = "ueval"
 """The ``data_source`` of UEval's items, and the dataset format that names its files."""
+ISG = "isg"
+"""The ``data_source`` of ISG-Bench's items, and the dataset format that names its files."""
 
 
 class EvalItem(TypedDict):
