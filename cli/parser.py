@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from llmi import __version__
-from llmi.evaluation.records import OPENING, UEVAL
+from llmi.evaluation.records import ISG, OPENING, UEVAL
 from llmi.evaluation.protocols import LLMI, PROTOCOLS
 from llmi.evaluation.scorers import NAMES
 
@@ -67,15 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("dataset", help="JSONL, JSON or Parquet: LLM-I's schema (chat "
                           "messages, extra_info), {prompt, images, criteria} per item, or "
-                          "OpenING's test_data.jsonl or UEval's Parquet as published")
-    evaluate.add_argument("--format", choices=[OPENING, UEVAL], help="read the dataset as this "
-                          "benchmark's published file (default: told from its first item)")
+                          "OpenING's test_data.jsonl, UEval's Parquet or ISG-Bench.jsonl "
+                          "as published")
+    evaluate.add_argument("--format", choices=[OPENING, UEVAL, ISG], help="read the dataset "
+                          "as this benchmark's published file (default: told from its first item)")
     evaluate.add_argument("--out", metavar="DIR", default="llmi-eval",
                           help="output folder (default: llmi-eval)")
     evaluate.add_argument("--scorer", action="append", default=[], choices=SCORERS,
                           help="a scorer (repeatable; default: every one that applies: rubric "
                           "when items have criteria and a judge is set, reward, tool-use; "
-                          "for OpenING opening and tool-use, for UEval ueval and tool-use)")
+                          "for OpenING opening and tool-use, for UEval ueval and tool-use, "
+                          "for ISG isg and tool-use)")
     evaluate.add_argument("--protocol", choices=PROTOCOLS, default=LLMI,
                           help="llmi (default): llmi's settings, planner prompt and judges; "
                           "llm-i: LLM-I's evaluation of LLMI-Bench: one pass with its training "

@@ -5,7 +5,8 @@
 - ``tool_use``: per-source attempt and success rates, and agreement with the tools an
   item requires;
 - ``opening``: OpenING's GPT score, seven criteria each scored 0-10 by a judge model;
-- ``ueval``: UEval's text and image rubrics, each judged met or not met.
+- ``ueval``: UEval's text and image rubrics, each judged met or not met;
+- ``isg``: ISG-Bench's structure, block, image and holistic levels.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from llmi.context import Context
-from llmi.evaluation.records import OPENING, UEVAL, EvalItem
+from llmi.evaluation.records import ISG, OPENING, UEVAL, EvalItem
 
 if TYPE_CHECKING:
     from llmi.evaluation.scorers.base import Scorer
 
-NAMES = ("rubric", "reward", "tool_use", "opening", "ueval")
+NAMES = ("rubric", "reward", "tool_use", "opening", "ueval", "isg")
 
 
 def build_scorers(
@@ -27,7 +28,7 @@ def build_scorers(
 ) -> tuple[list[Scorer], list[str]]:
     """The scorers ``names`` asks for, and notes on the ones left out.
 
-    With no names, every scorer that applies: for OpenING's and UEval's items their own
+    With no names, every scorer that applies: for OpenING's, UEval's and ISG's items their own
     score (when a judge model is configured) and tool use; for others the rubric when some
     item has criteria and a judge model is configured, the reward and tool use always. A scorer
     asked for by name that cannot run raises ValueError.
@@ -38,6 +39,8 @@ def build_scorers(
         judged, always = "opening", ["tool_use"]
     elif any(item["data_source"] == UEVAL for item in items):
         judged, always = "ueval", ["tool_use"]
+    elif any(item["data_source"] == ISG for item in items):
+        judged, always = "isg", ["tool_use"]
     else:
         judged = "rubric" if any(item["criteria"] for item in items) else None
         always = ["reward", "tool_use"]
@@ -74,4 +77,8 @@ def _build(name: str, ctx: Context) -> Scorer:
         from llmi.evaluation.scorers.ueval import UEvalScorer
 
         return UEvalScorer.from_context(ctx)
+    if name == "isg":
+        from llmi.evaluation.scorers.isg import IsgScorer
+
+        return IsgScorer.from_context(ctx)
     raise ValueError(f"unknown scorer {name!r}: pick from {', '.join(NAMES)}")
