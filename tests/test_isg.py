@@ -178,7 +178,7 @@ def served(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict]]:
 def test_eval_on_isg_scores_its_four_levels(served: list[dict], bench: Path,
                                             tmp_path: Path) -> None:
     out = tmp_path / "eval"
-    code_ = main(["eval", str(bench), "--out", str(out), "--concurrency", "1"])
+    code_ = main(["eval", str(bench), "--format", "isg", "--out", str(out), "--concurrency", "1"])
 
     assert code_ == 1  # the item whose image is missing
     lines = {json.loads(t)["id"]: json.loads(t)
