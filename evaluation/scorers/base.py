@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
+
+from langchain_core.messages import BaseMessage
 
 from llmi.artifacts import ArtifactStore
 from llmi.evaluation.records import ItemRun, ItemScore
+from llmi.judge.scoring import describe_error
+from llmi.models import Role
+from llmi.reasoning import NoAnswer, answer_of
 
 
 @runtime_checkable
@@ -25,3 +30,18 @@ class Scorer(Protocol):
     def summarize(self, scores: Sequence[ItemScore]) -> dict[str, Any]:
         """The dataset's figures from the items' scores (items that errored are not given)."""
         ...
+
+
+class NoJudgeAnswer(ValueError):
+    """A judge call with no answer to read: the call failed, or its reply held none."""
+
+
+def judge_answer(ask: Callable[[], BaseMessage], role: Role) -> str:
+    """The answer of the reply ``ask`` gets from ``role``'s judge; NoJudgeAnswer says why
+    there is none. A failing judge costs its score, never the item."""
+    try:
+        return answer_of(ask(), who=role.name, limit=role.limit_setting)
+    except NoAnswer as exc:
+        raise NoJudgeAnswer(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - whatever the judge's client raises
+        raise NoJudgeAnswer(f"the judge failed: {describe_error(exc)}") from None

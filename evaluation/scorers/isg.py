@@ -37,10 +37,11 @@ from llmi.context import Context
 from llmi.evaluation import isg_prompts as prompts
 from llmi.evaluation.isg import GOLDEN, GOLDEN_IMAGES, QUERY, Kind, blocks
 from llmi.evaluation.records import ISG, Document, ItemRun, ItemScore
+from llmi.evaluation.scorers.base import NoJudgeAnswer, judge_answer
 from llmi.evaluation.scorers.rubric import Part, lower_keys, to_score
-from llmi.judge.scoring import describe_error, excerpt, image_part, json_objects, text_part
+from llmi.judge.scoring import excerpt, image_part, json_objects, text_part
 from llmi.models import TEXT_JUDGE, VISION_JUDGE, judge_model
-from llmi.reasoning import NoAnswer, answer_of, split_reply
+from llmi.reasoning import split_reply
 
 MAX_SCORE = 10
 LOWEST = 1
@@ -232,11 +233,9 @@ class IsgScorer:
         message = HumanMessage("\n".join(map(str, parts))) if text_only else HumanMessage(
             [text_part(p) if isinstance(p, str) else p for p in parts])
         try:
-            answer = answer_of(model.invoke([message]), who=role.name, limit=role.limit_setting)
-        except NoAnswer as exc:
+            answer = judge_answer(lambda: model.invoke([message]), role)
+        except NoJudgeAnswer as exc:
             return Asked(error=str(exc))
-        except Exception as exc:  # a failing judge leaves this answer unknown
-            return Asked(error=f"the judge failed: {describe_error(exc)}")
         answer = split_reply(answer).answer
         fields = [lower_keys(obj) for obj in json_objects(answer)]
         try:

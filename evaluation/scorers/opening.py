@@ -24,10 +24,11 @@ from llmi.evaluation import prompts
 from llmi.evaluation.datasets import opening_text
 from llmi.evaluation.records import OPENING, ItemRun, ItemScore, OutputStep
 from llmi.evaluation.results import image_of, jpeg, output_steps
+from llmi.evaluation.scorers.base import judge_answer
 from llmi.evaluation.scorers.rubric import CriterionScore, Part, lower_keys, to_score, ungraded
-from llmi.judge.scoring import describe_error, excerpt, image_part, json_objects, text_part
+from llmi.judge.scoring import excerpt, image_part, json_objects, text_part
 from llmi.models import TEXT_JUDGE, VISION_JUDGE, judge_model
-from llmi.reasoning import NoAnswer, answer_of, split_reply
+from llmi.reasoning import split_reply
 from llmi.state import ImageRef
 
 CRITERIA = ("Correctness", "Image-Text Coherency", "Multi-step Consistency", "Content Quality",
@@ -93,13 +94,7 @@ class OpeningScorer:
         role = VISION_JUDGE if vision else TEXT_JUDGE
         model = self.vision if vision else self.text
         assert model is not None
-        try:
-            reply = model.invoke(_messages(parts, vision=vision))
-            answer = answer_of(reply, who=role.name, limit=role.limit_setting)
-        except NoAnswer as exc:
-            raise ValueError(str(exc)) from None
-        except Exception as exc:  # a failing judge leaves the item unscored
-            raise ValueError(f"the judge failed: {describe_error(exc)}") from None
+        answer = judge_answer(lambda: model.invoke(_messages(parts, vision=vision)), role)
         return parse_opening_answer(answer)
 
 

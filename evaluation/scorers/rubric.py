@@ -28,10 +28,11 @@ from llmi.context import Context
 from llmi.evaluation import prompts
 from llmi.evaluation.records import ItemRun, ItemScore
 from llmi.evaluation.results import jpeg
+from llmi.evaluation.scorers.base import judge_answer
 from llmi.models import TEXT_JUDGE, VISION_JUDGE, judge_model
 from llmi.nodes.assembler import collect_figures, processed_text
 from llmi.judge.scoring import describe_error, excerpt, image_part, json_objects, text_part
-from llmi.reasoning import NoAnswer, answer_of, split_reply
+from llmi.reasoning import split_reply
 from llmi.state import ImageRef, ImageResult
 
 MAX_SCORE = 2
@@ -119,13 +120,7 @@ class RubricScorer:
     def _grade(self, prompter: Prompter, criterion: str) -> CriterionScore:
         role = VISION_JUDGE if self.vision else TEXT_JUDGE
         try:
-            reply = self._ask(prompter(criterion))
-            answer = answer_of(reply, who=role.name, limit=role.limit_setting)
-        except NoAnswer as exc:
-            return ungraded(criterion, str(exc))
-        except Exception as exc:  # a failing judge leaves this criterion ungraded
-            return ungraded(criterion, f"the judge failed: {describe_error(exc)}")
-        try:
+            answer = judge_answer(lambda: self._ask(prompter(criterion)), role)
             score, justification = self._parse(answer)
         except ValueError as exc:
             return ungraded(criterion, str(exc))

@@ -23,12 +23,13 @@ from llmi.artifacts import ArtifactStore
 from llmi.context import Context
 from llmi.evaluation.records import Document, ItemRun, ItemScore
 from llmi.evaluation.results import image_of, output_steps
+from llmi.evaluation.scorers.base import judge_answer
 from llmi.evaluation.scorers.rubric import Part, lower_keys
 from llmi.evaluation.ueval import is_open, rubrics
-from llmi.judge.scoring import (describe_error, excerpt, image_part, json_objects, parse_verdict,
+from llmi.judge.scoring import (excerpt, image_part, json_objects, parse_verdict,
                                 text_part)
 from llmi.models import TEXT_JUDGE, VISION_JUDGE, judge_model
-from llmi.reasoning import NoAnswer, answer_of, split_reply
+from llmi.reasoning import split_reply
 
 # The judge's prompts, in llmi's words, in the shape of ueval_eval.py's: its system
 # instruction, a context per rubric kind (an open question's image context holds the text
@@ -186,14 +187,9 @@ class UEvalScorer:
             return _unknown(rubric, "no vision judge to see the images: set "
                                     "LLMI_VISION_JUDGE_MODEL")
         role = VISION_JUDGE if model is self.vision else TEXT_JUDGE
+        messages = _messages(context, rubric, images, vision=model is self.vision)
         try:
-            reply = model.invoke(_messages(context, rubric, images, vision=model is self.vision))
-            answer = answer_of(reply, who=role.name, limit=role.limit_setting)
-        except NoAnswer as exc:
-            return _unknown(rubric, str(exc))
-        except Exception as exc:  # a failing judge leaves this rubric unknown
-            return _unknown(rubric, f"the judge failed: {describe_error(exc)}")
-        try:
+            answer = judge_answer(lambda: model.invoke(messages), role)
             met, value, explanation = parse_ueval_answer(answer)
         except ValueError as exc:
             return _unknown(rubric, str(exc))
