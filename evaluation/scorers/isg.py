@@ -33,14 +33,13 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage
 
 from llmi.artifacts import ArtifactStore, inspect_image
-from llmi.context import Context
 from llmi.evaluation import isg_prompts as prompts
 from llmi.evaluation.isg import GOLDEN, GOLDEN_IMAGES, QUERY, Kind, blocks
 from llmi.evaluation.records import ISG, Document, ItemRun, ItemScore
-from llmi.evaluation.scorers.base import NoJudgeAnswer, judge_answer
+from llmi.evaluation.scorers.base import JudgeScorer, NoJudgeAnswer, judge_answer
 from llmi.evaluation.scorers.rubric import Part, lower_keys, to_score
 from llmi.judge.scoring import excerpt, image_part, json_objects, text_part
-from llmi.models import TEXT_JUDGE, VISION_JUDGE, judge_model
+from llmi.models import TEXT_JUDGE, VISION_JUDGE
 from llmi.reasoning import split_reply
 
 MAX_SCORE = 10
@@ -84,23 +83,17 @@ class Asked:
     error: str | None = None
 
 
-class IsgScorer:
+class IsgScorer(JudgeScorer):
     """Scores ISG-Bench's items on ISG's four levels: the vision judge sees the images;
     a question between two texts goes to the text judge when one is set."""
 
     name = "isg"
 
-    def __init__(self, *, text: BaseChatModel | None, vision: BaseChatModel | None,
-                 max_parallel: int = 4) -> None:
-        if vision is None:
-            raise ValueError("the isg scorer needs a vision judge: set LLMI_VISION_JUDGE_MODEL")
-        self.text = text
-        self.vision = vision
-        self.max_parallel = max_parallel
+    needs = "a vision judge: set LLMI_VISION_JUDGE_MODEL"
 
-    @classmethod
-    def from_context(cls, ctx: Context) -> IsgScorer:
-        return cls(text=judge_model(ctx), vision=judge_model(ctx, vision=True))
+    @staticmethod
+    def can_judge(text: BaseChatModel | None, vision: BaseChatModel | None) -> bool:
+        return vision is not None
 
     def score(self, run: ItemRun, store: ArtifactStore) -> ItemScore:
         item = run["item"]

@@ -15,19 +15,17 @@ from collections.abc import Sequence
 from statistics import fmean
 from typing import Any
 
-from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
 from llmi.artifacts import ArtifactStore
-from llmi.context import Context
 from llmi.evaluation import prompts
 from llmi.evaluation.datasets import opening_text
 from llmi.evaluation.records import OPENING, ItemRun, ItemScore, OutputStep
 from llmi.evaluation.results import image_of, jpeg, output_steps
-from llmi.evaluation.scorers.base import judge_answer
+from llmi.evaluation.scorers.base import JudgeScorer, judge_answer
 from llmi.evaluation.scorers.rubric import CriterionScore, Part, lower_keys, to_score, ungraded
 from llmi.judge.scoring import excerpt, image_part, json_objects, text_part
-from llmi.models import TEXT_JUDGE, VISION_JUDGE, judge_model
+from llmi.models import TEXT_JUDGE, VISION_JUDGE
 from llmi.reasoning import split_reply
 from llmi.state import ImageRef
 
@@ -37,24 +35,14 @@ MAX_SCORE = 10
 JUDGE_SIZE = (512, 512)
 
 
-class OpeningScorer:
+class OpeningScorer(JudgeScorer):
     """Scores each item with one judge call: the vision judge when the item has images
     to show and one is configured, else the text judge, which reads a note per image."""
 
     name = "opening"
 
-    def __init__(self, *, text: BaseChatModel | None, vision: BaseChatModel | None) -> None:
-        if text is None and vision is None:
-            raise ValueError(
-                "the opening scorer needs a judge model: set LLMI_VISION_JUDGE_MODEL "
-                "(it sees the images, as OpenING's judge does) or LLMI_JUDGE_MODEL"
-            )
-        self.text = text
-        self.vision = vision
-
-    @classmethod
-    def from_context(cls, ctx: Context) -> OpeningScorer:
-        return cls(text=judge_model(ctx), vision=judge_model(ctx, vision=True))
+    needs = ("a judge model: set LLMI_VISION_JUDGE_MODEL (it sees the images, as OpenING's "
+             "judge does) or LLMI_JUDGE_MODEL")
 
     def score(self, run: ItemRun, store: ArtifactStore) -> ItemScore:
         steps = output_steps(run["document"])

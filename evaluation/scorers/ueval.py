@@ -16,19 +16,17 @@ from concurrent.futures import ThreadPoolExecutor
 from statistics import fmean
 from typing import Any, TypedDict
 
-from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
 from llmi.artifacts import ArtifactStore
-from llmi.context import Context
 from llmi.evaluation.records import Document, ItemRun, ItemScore
 from llmi.evaluation.results import image_of, output_steps
-from llmi.evaluation.scorers.base import judge_answer
+from llmi.evaluation.scorers.base import JudgeScorer, judge_answer
 from llmi.evaluation.scorers.rubric import Part, lower_keys
 from llmi.evaluation.ueval import is_open, rubrics
 from llmi.judge.scoring import (excerpt, image_part, json_objects, parse_verdict,
                                 text_part)
-from llmi.models import TEXT_JUDGE, VISION_JUDGE, judge_model
+from llmi.models import TEXT_JUDGE, VISION_JUDGE
 from llmi.reasoning import split_reply
 
 # The judge's prompts, in llmi's words, in the shape of ueval_eval.py's: its system
@@ -112,27 +110,15 @@ class Verdict(TypedDict):
     error: str | None
 
 
-class UEvalScorer:
+class UEvalScorer(JudgeScorer):
     """Judges each rubric of an item with one call, up to ``max_parallel`` at once: text
     rubrics with the text judge (the vision judge when there is none), image rubrics with
     the vision judge, which sees the images; without one they are unknown."""
 
     name = "ueval"
 
-    def __init__(self, *, text: BaseChatModel | None, vision: BaseChatModel | None,
-                 max_parallel: int = 4) -> None:
-        if text is None and vision is None:
-            raise ValueError(
-                "the ueval scorer needs a judge model: set LLMI_VISION_JUDGE_MODEL (it sees "
-                "the images, as UEval's judge does) and optionally LLMI_JUDGE_MODEL"
-            )
-        self.text = text
-        self.vision = vision
-        self.max_parallel = max_parallel
-
-    @classmethod
-    def from_context(cls, ctx: Context) -> UEvalScorer:
-        return cls(text=judge_model(ctx), vision=judge_model(ctx, vision=True))
+    needs = ("a judge model: set LLMI_VISION_JUDGE_MODEL (it sees the images, as UEval's "
+             "judge does) and optionally LLMI_JUDGE_MODEL")
 
     def score(self, run: ItemRun, store: ArtifactStore) -> ItemScore:
         fields, question = run["item"]["extra"], run["item"]["prompt"]
