@@ -6,9 +6,7 @@ from typing import Any
 
 from llmi.context import Context
 from llmi.state import ImageRequest
-from llmi.tools.base import BackendFactory, BackendTool
-from llmi.tools.library import library_backend, library_settings
-from llmi.tools.tavily import tavily_backend
+from llmi.tools.base import Backend, BackendFactory, BackendTool
 
 
 class SearchTool(BackendTool):
@@ -43,6 +41,8 @@ class SearchTool(BackendTool):
             "min_side": context.min_image_side,
         }
         if name == "library":
+            from llmi.tools.library import library_settings
+
             settings |= library_settings(argument or context.image_library or "")
         elif name == "tavily":
             settings["tavily_base_url"] = context.tavily_base_url
@@ -55,7 +55,21 @@ class SearchTool(BackendTool):
         )
 
 
-search = SearchTool({"tavily": tavily_backend, "library": library_backend})
+# The backends import their clients (Tavily's, numpy for the library's ranking) only when
+# a search runs: a run that searches nothing starts without them.
+def _tavily(argument: str) -> Backend:
+    from llmi.tools.tavily import tavily_backend
+
+    return tavily_backend(argument)
+
+
+def _library(argument: str) -> Backend:
+    from llmi.tools.library import library_backend
+
+    return library_backend(argument)
+
+
+search = SearchTool({"tavily": _tavily, "library": _library})
 
 
 def register_backend(name: str, factory: BackendFactory) -> None:
