@@ -5,7 +5,7 @@ document graph with a model and tools that answer at once, so its wall time is
 llmi's own work and LangGraph's: parsing, scheduling, storing and checking images,
 assembling Markdown, HTML and the manifest, checkpointing. It runs as ``llmi generate``
 runs it (``bench.simulated.run_document``, through ``llmi.cli.commands.stream_run``): under
-the SQLite checkpointer, streamed, each checkpoint on disk before the next step starts
+the SQLite checkpointer, streamed, each checkpoint committed before the next step starts
 (durability "sync"); the terminal display aside. Compared in the same run with a 1-slot
 document (the marginal cost of a slot), with the same graph invoked under LangGraph's
 default durability ("async") and without a checkpointer (a graph inside an app), and with

@@ -344,7 +344,7 @@ def stream_run(graph: Any, inputs: dict[str, Any] | None, config: dict[str, Any]
     """A run of ``graph`` (compiled with a checkpointer) as the command makes it: the
     chunks of its custom events and node updates, subgraphs included, as
     ``(namespace, mode, chunk)``."""
-    # "sync": each checkpoint is on disk before the next step starts, so a run killed in
+    # "sync": each checkpoint is committed before the next step starts, so a run killed in
     # the middle of a step resumes at that step.
     return graph.stream(inputs, config, context=ctx, subgraphs=True,
                         stream_mode=["custom", "updates"], durability="sync")
