@@ -34,7 +34,7 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_to_bytes, urlsplit
@@ -139,17 +139,15 @@ def _opening_item(record: dict[str, Any], position: int, *, base_dir: Path,
     if record.get("total_uid") is None:
         raise ItemError("no total_uid")
     steps, reference = _opening_steps(record, 0, "input"), _opening_steps(record, 1, "output")
-    texts, images, errors = [], [], []
+    texts, shown = [], 0
     for step in steps:
         text = opening_text(step)
         if step.get("image") is not None:
-            label = prompts.OPENING_INPUT_IMAGE.format(index=len(images) + len(errors))
-            text = f"{text} {label}".strip()
-            try:
-                images.append(save_image(step["image"], base_dir=base_dir, image_dir=image_dir))
-            except ItemError as exc:
-                errors.append(f"input image {step['image']!r}: {exc}")
+            text = f"{text} {prompts.OPENING_INPUT_IMAGE.format(index=shown)}".strip()
+            shown += 1
         texts.append(text)
+    images, errors = save_images([step["image"] for step in steps if step.get("image") is not None],
+                                 "input", base_dir=base_dir, image_dir=image_dir)
     item = EvalItem(
         id=str(record["total_uid"]),
         prompt=prompts.OPENING_PAIRS.format(count=len(reference)) + "\n\n".join(texts),
@@ -513,10 +511,18 @@ def _png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def save_image(value: Any, *, base_dir: Path, image_dir: Path) -> str:
-    """The path of a checked copy in ``image_dir`` of an image given in any form
-    ``image_bytes`` reads. Raises ItemError."""
-    return _save(image_bytes(value, base_dir=base_dir), image_dir)
+def save_images(values: Sequence[Any], what: str, *, base_dir: Path,
+                image_dir: Path) -> tuple[list[str], list[str]]:
+    """Checked copies in ``image_dir`` of images given in any form ``image_bytes`` reads:
+    the paths of those that could be read, and for each that could not, an error naming it
+    as ``what``'s image."""
+    saved, errors = [], []
+    for value in values:
+        try:
+            saved.append(_save(image_bytes(value, base_dir=base_dir), image_dir))
+        except ItemError as exc:
+            errors.append(f"{what} image {value!r}: {exc}")
+    return saved, errors
 
 
 def _save(data: bytes, image_dir: Path) -> str:

@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from llmi.evaluation.datasets import ItemError, save_image
+from llmi.evaluation.datasets import ItemError, save_images
 from llmi.evaluation.records import ISG, EvalItem
 
 QUERY, GOLDEN = "Query", "Golden"
@@ -42,9 +42,11 @@ def isg_item(record: dict[str, Any], position: int, *, base_dir: Path,
     if record.get("id") is None:
         raise ItemError("no id")
     query, golden = blocks(record, QUERY), blocks(record, GOLDEN)
-    errors: list[str] = []
-    inputs = _images(query, QUERY, base_dir, image_dir, errors)
-    golden_images = _images(golden, GOLDEN, base_dir, image_dir, errors)
+    inputs, query_errors = save_images(_image_paths(query), QUERY, base_dir=base_dir,
+                                       image_dir=image_dir)
+    golden_images, golden_errors = save_images(_image_paths(golden), GOLDEN,
+                                               base_dir=base_dir, image_dir=image_dir)
+    errors = query_errors + golden_errors
     wanted = sum(block["type"] == "image" for block in golden)
     item = EvalItem(
         id=str(record["id"]),
@@ -85,14 +87,5 @@ def _prompt(query: list[dict[str, str]]) -> str:
     return "\n\n".join(text for text in texts if text)
 
 
-def _images(blocks: list[dict[str, str]], key: str, base_dir: Path, image_dir: Path,
-            errors: list[str]) -> list[str]:
-    saved = []
-    for block in blocks:
-        if block["type"] == "image":
-            try:
-                saved.append(save_image(block["content"], base_dir=base_dir,
-                                        image_dir=image_dir))
-            except ItemError as exc:
-                errors.append(f"{key} image {block['content']!r}: {exc}")
-    return saved
+def _image_paths(blocks: list[dict[str, str]]) -> list[str]:
+    return [block["content"] for block in blocks if block["type"] == "image"]
