@@ -79,7 +79,6 @@ class Planner:
             "round": 0,
         }
 
-
     def _early_starts(self, state: DocumentState, ctx: Context) -> EarlyTags | None:
         """What starts tools as their tags close; None for a test-time-scaling candidate,
         whose plan is screened before any of its tools runs, or when ``early_tools`` is off."""

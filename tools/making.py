@@ -34,7 +34,9 @@ def make_image(
     again. The cache is also what spares a resumed run the tool calls that had
     finished. Raises what the tool raises.
     """
-    key = ToolCache(store).key(tool, request, ctx, source)
+    # Only the cache and early starts use the key; a library search's reads its folder.
+    keyed = ctx.tool_cache or ctx.early_tools
+    key = ToolCache(store).key(tool, request, ctx, source) if keyed else None
     if key and (started := inflight.CALLS.claim(in_flight_key(store, key))):
         return started.result()
     return make_keyed(tool, request, source, ctx, store, key)
