@@ -23,7 +23,9 @@ It answers as the Chat Completions API documents
   GPT-5, https://platform.openai.com/docs/guides/reasoning): ``max_tokens`` is refused
   with code ``unsupported_parameter`` ("Use 'max_completion_tokens' instead"), any
   temperature but 1 with code ``unsupported_value`` ("Only the default (1) value is
-  supported"), as HTTP 400 ``invalid_request_error`` bodies;
+  supported"), as HTTP 400 ``invalid_request_error`` bodies; and its refusal of JSON mode
+  (``response_format`` ``json_object``) when no message says "JSON"
+  (https://platform.openai.com/docs/guides/structured-outputs#json-mode);
 - error replies (``ErrorReply``) with the bodies OpenAI documents for them
   (https://platform.openai.com/docs/guides/error-codes): a 500 ``server_error``, a 401 for
   a wrong key, a 429 rate limit, and the 429 ``insufficient_quota`` of an account out of credit, which comes with
@@ -93,7 +95,12 @@ _REASONING_MODEL = re.compile(r"^(?:o\d|gpt-5(?!\S*chat))")
 
 
 def openai_refusal(body: dict[str, Any], served: str) -> dict[str, Any] | None:
-    """OpenAI's 400 error for a request to reasoning model ``served`` that it refuses."""
+    """OpenAI's 400 error for a request that it refuses: JSON mode without the word
+    "JSON" in the messages, or a sampling parameter reasoning model ``served`` does not take."""
+    if _json_mode_unasked(body):
+        return {"message": "'messages' must contain the word 'json' in some form, to use "
+                           "'response_format' of type 'json_object'.",
+                "type": "invalid_request_error", "param": "messages", "code": None}
     if not _REASONING_MODEL.match(served.rsplit("/", 1)[-1].lower()):
         return None
     if "max_tokens" in body:
@@ -108,6 +115,18 @@ def openai_refusal(body: dict[str, Any], served: str) -> dict[str, Any] | None:
                 "type": "invalid_request_error", "param": "temperature",
                 "code": "unsupported_value"}
     return None
+
+
+def _json_mode_unasked(body: dict[str, Any]) -> bool:
+    """JSON mode (``response_format`` ``json_object``) whose messages never say "JSON":
+    the API refuses it, lest the model write whitespace until its token limit
+    (https://platform.openai.com/docs/guides/structured-outputs#json-mode)."""
+    if (body.get("response_format") or {}).get("type") != "json_object":
+        return False
+    texts = [message["content"] if isinstance(message["content"], str)
+             else " ".join(part.get("text", "") for part in message["content"])
+             for message in body["messages"] if message.get("content")]
+    return not any("json" in text.lower() for text in texts)
 
 
 @dataclass(frozen=True)

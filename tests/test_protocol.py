@@ -8,12 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from openai import BadRequestError, OpenAI
 
 from helpers import ScriptedModel, gradient_png, tag
 from llmi.artifacts import ArtifactStore
 from llmi.cli import main
 from llmi.evaluation.scorers.rubric import LlmIRubricScorer, parse_llm_i_answer
 from llmi.prompts import llm_i_training_prompt
+from openai_standin import chat_server
 from test_eval import judged_server, message_text
 from test_eval_scorers import item, made, run
 
@@ -177,3 +179,17 @@ def test_an_item_with_input_images_is_judged_in_eval_mm_form(tmp_path: Path) -> 
     assert "The full context, including the original prompt's text and images" in first
     assert first.endswith("        Show my photo in winter.")
     assert second.endswith("Your photo, in winter:\n\n")
+
+
+def test_json_mode_is_refused_unless_a_message_asks_for_json() -> None:
+    # OpenAI refuses it, so LLM-I's judge prompt, which runs in JSON mode, must say "JSON"
+    # (the protocol test above sends it through this same refusal).
+    with chat_server('{"score": 2, "justification": "met"}') as (url, seen):
+        client = OpenAI(base_url=url, api_key="k", max_retries=0)
+        ask = {"model": "gpt-4o", "response_format": {"type": "json_object"}}
+        with pytest.raises(BadRequestError, match="must contain the word 'json'"):
+            client.chat.completions.create(
+                messages=[{"role": "user", "content": "Grade the report."}], **ask)
+        reply = client.chat.completions.create(
+            messages=[{"role": "user", "content": "Grade the report; answer in JSON."}], **ask)
+    assert json.loads(reply.choices[0].message.content)["score"] == 2 and len(seen) == 2
