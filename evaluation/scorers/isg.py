@@ -40,7 +40,6 @@ from llmi.evaluation.scorers.base import JudgeScorer, NoJudgeAnswer, judge_answe
 from llmi.evaluation.scorers.rubric import Part, lower_keys, to_score
 from llmi.judge.scoring import excerpt, image_part, json_objects, text_part
 from llmi.models import TEXT_JUDGE, VISION_JUDGE
-from llmi.reasoning import split_reply
 
 MAX_SCORE = 10
 LOWEST = 1
@@ -229,7 +228,6 @@ class IsgScorer(JudgeScorer):
             answer = judge_answer(lambda: model.invoke([message]), role)
         except NoJudgeAnswer as exc:
             return Asked(error=str(exc))
-        answer = split_reply(answer).answer
         fields = [lower_keys(obj) for obj in json_objects(answer)]
         try:
             value, reason = read(fields)
