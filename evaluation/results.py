@@ -21,10 +21,11 @@ from typing import Any
 
 from PIL import Image
 
-from llmi.artifacts import ArtifactStore
+from llmi.artifacts import ArtifactStore, write_atomic
 from llmi.evaluation.protocols import LLMI
 from llmi.evaluation.records import Document, OutputStep, ResultLine
 from llmi.evaluation.report import safe_name
+from llmi.nodes.assembler import OUTPUT_MODE
 from llmi.state import ImageRef
 
 PREDICTIONS = "predictions.jsonl"
@@ -118,10 +119,8 @@ def write_predictions(out: Path, lines: Sequence[ResultLine], store: ArtifactSto
     """
     path = out / PREDICTIONS
     records = [_prediction(out, line, store) for line in lines if line["status"] == "ok"]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
-                   encoding="utf-8")
-    os.replace(tmp, path)
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    write_atomic(path, text.encode("utf-8"), mode=OUTPUT_MODE)
     return path
 
 
