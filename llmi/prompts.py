@@ -6,8 +6,6 @@ from collections.abc import Mapping
 from functools import cache
 from importlib.resources import files
 
-from llmi.context import Context, context_of
-
 LLMI_PROMPT = "llmi"
 LLM_I_PROMPT = "llm-i"
 PLANNER_PROMPTS = (LLMI_PROMPT, LLM_I_PROMPT)
@@ -99,11 +97,11 @@ def _sources(guidance: Mapping[str, str]) -> str:
     return "\n".join(f"- '{source}': {text}" for source, text in guidance.items())
 
 
-def planner_system(guidance: Mapping[str, str], *, n_inputs: int, max_images: int) -> str:
-    """The planner's system prompt, as the run's ``planner_prompt`` picks it: llmi's own,
-    built from the tools' guidance, or LLM-I's training prompt as it is (which says
-    nothing of limits, tools' guidance or input images)."""
-    chosen = _run_context().planner_prompt
+def planner_system(guidance: Mapping[str, str], *, n_inputs: int, max_images: int,
+                   chosen: str | None = LLMI_PROMPT) -> str:
+    """The planner's system prompt that ``chosen`` (the context's ``planner_prompt``)
+    picks: llmi's own, built from the tools' guidance, or LLM-I's training prompt as it is
+    (which says nothing of limits, tools' guidance or input images)."""
     if chosen == LLM_I_PROMPT:
         return llm_i_training_prompt()
     if chosen != LLMI_PROMPT:
@@ -125,16 +123,6 @@ def llm_i_training_prompt() -> str:
     ``llm_i/NOTICE`` says where it comes from."""
     return (files("llmi") / "llm_i" / "training_prompt.txt").read_text(encoding="utf-8")
 
-
-def _run_context() -> Context:
-    """The context of the graph run this is called in (the planner node calls
-    ``planner_system``), or the environment's outside a run."""
-    from langgraph.runtime import get_runtime
-
-    try:
-        return context_of(get_runtime())
-    except RuntimeError:  # not inside a graph run
-        return Context()
 
 POLISH_SYSTEM = """\
 You revise the text of a finished document so that it matches its images. Each \

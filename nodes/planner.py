@@ -51,6 +51,7 @@ class Planner:
             {source: tool.guidance for source, tool in self.tools.items()},
             n_inputs=len(inputs),
             max_images=ctx.max_images,
+            chosen=ctx.planner_prompt,
         )
         user = _user_message(state["prompt"], inputs, ArtifactStore(ctx.artifact_dir))
         emit = emitter(runtime, candidate=state.get("candidate"))
