@@ -12,7 +12,8 @@ first round warms the OS's file cache and is not counted. Target: the document i
 For scale, the same command on a document without a chart (llmi's start and exit alone,
 with the zygote it starts unused, and with the warm pool off, ``LLMI_CODE_POOL=0``, so
 that none starts), and on the one-chart document with the warm pool off (its chart in a
-fresh interpreter). Charts run as llmi runs them by default: jailed where a jail can be
+fresh interpreter); and a fresh interpreter that only imports the libraries llmi cannot
+start without (``LIBRARIES``), the floor for any process built on them. Charts run as llmi runs them by default: jailed where a jail can be
 had, else with process limits alone. The user's matplotlib font cache and llmi's are used
 as they are, so that no run builds one.
 """
@@ -49,6 +50,10 @@ LLMI_WAY = (
     "{code}\nplt.savefig({path!r})\n"
 )
 """LLM-I's way: the imports its chart code assumes, the code, the figure saved."""
+LIBRARIES = ("langgraph.graph", "langgraph.checkpoint.sqlite", "langchain_openai", "PIL.Image",
+             "rich.console")
+"""The libraries ``llmi generate`` cannot start without: its graph, checkpointer, chat model,
+images and terminal."""
 
 
 def llmi_generate(url: str, prompt: str, folder: Path, extra_env: dict[str, str]) -> float:
@@ -84,6 +89,14 @@ def llmi_i_way(folder: Path) -> float:
     return elapsed
 
 
+def libraries_alone() -> float:
+    """Seconds of a fresh interpreter that imports ``LIBRARIES`` and does nothing else."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", f"import {', '.join(LIBRARIES)}"], check=True,
+                   stdin=subprocess.DEVNULL, capture_output=True, timeout=300)
+    return time.perf_counter() - started
+
+
 def sandbox() -> str:
     return "process" if chart_jail.jail_problem() else "strict"
 
@@ -105,8 +118,9 @@ def run(quick: bool) -> Report:
             "text": generate(TEXT_PROMPT, "text"),
             "text, no pool": generate(TEXT_PROMPT, "text-no-pool", LLMI_CODE_POOL="0"),
             "cold": generate(CHART_PROMPT, "cold", LLMI_CODE_POOL="0"),
+            "libraries": lambda index: libraries_alone(),
         }, rounds, warm_ups)
-    document, llm_i, text, text_alone, cold = figures.values()
+    document, llm_i, text, text_alone, cold, libraries = figures.values()
     report = Report(
         NAME, "One chart, start to end",
         f"`llmi generate` of a one-chart document against a chat stand-in that answers at "
@@ -122,12 +136,16 @@ def run(quick: bool) -> Report:
                seconds(llm_i), ratio(text_alone / llm_i))
     report.row("one-chart document, warm pool off", seconds(cold), seconds(llm_i),
                ratio(cold / llm_i))
+    report.row("its libraries' imports alone, no llmi code", seconds(libraries), seconds(llm_i),
+               ratio(libraries / llm_i))
     report.notes += [
         f"The chart's share of the one-chart document, beyond llmi's start and exit: "
         f"{seconds(document - text)}; with the pool off, {seconds(cold - text_alone)}.",
         f"A zygote started with the command that no chart uses costs the document "
         f"{seconds(text - text_alone)} ({ratio(text / text_alone)}x the run without one): "
         "its imports share the machine's cores with llmi's.",
+        f"Libraries alone: a fresh interpreter that imports {', '.join(LIBRARIES)} and "
+        "nothing of llmi; what is left of the document is llmi's own work.",
     ]
     report.target(f"the one-chart document within {TARGET_RATIO}x of LLM-I's fresh interpreter",
                   document <= TARGET_RATIO * llm_i)
