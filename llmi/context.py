@@ -106,6 +106,15 @@ class Context:
     early_tools: bool | None = _env("LLMI_EARLY_TOOLS", True)
     """Start each cacheable image request as its tag closes in the planner's streamed
     draft, before the draft ends (see ``llmi.tools.early``); 0 waits for the whole draft."""
+    consistency: str | None = _env("LLMI_CONSISTENCY", "auto")
+    """How images of one subject are kept alike: ``auto`` links the slots that show the
+    same subject with one model call after planning, and makes each later image of a
+    subject from its first (``llmi.nodes.subjects``); ``tags`` uses only the ``refs`` the
+    tags carry; ``off`` makes every image on its own."""
+    ip_adapter: str | None = _env("LLMI_IP_ADAPTER", "")
+    """IP-Adapter weights that let a Stable Diffusion or SDXL pipeline take reference
+    images: ``<model id or path>[:<subfolder>[:<weight file>]]``, for example
+    ``h94/IP-Adapter:models:ip-adapter_sd15.bin``; empty: such pipelines take none."""
     code_timeout: float | None = _env("LLMI_CODE_TIMEOUT", 20.0)
     code_memory_mb: int | None = _env("LLMI_CODE_MEMORY_MB", 2048)
     code_sandbox: str | None = _env("LLMI_CODE_SANDBOX", "strict")

@@ -2,6 +2,7 @@
 
 from llmi.state.document import DocumentInput, DocumentOutput, DocumentState, pending_requests
 from llmi.state.records import (
+    Consistency,
     Finding,
     ImageRef,
     ImageRequest,
@@ -10,6 +11,7 @@ from llmi.state.records import (
     Segment,
     Size,
     SlotSegment,
+    Subject,
     TextSegment,
     failed_check,
     failed_result,
@@ -17,6 +19,7 @@ from llmi.state.records import (
 from llmi.state.reducers import merge_by_slot
 
 __all__ = [
+    "Consistency",
     "DocumentInput",
     "DocumentOutput",
     "DocumentState",
@@ -28,6 +31,7 @@ __all__ = [
     "Segment",
     "Size",
     "SlotSegment",
+    "Subject",
     "TextSegment",
     "failed_check",
     "failed_result",

@@ -14,6 +14,7 @@ from llmi.state.records import (
     Sampling,
     Segment,
     Size,
+    Subject,
 )
 from llmi.state.reducers import merge_by_slot
 
@@ -41,6 +42,8 @@ class DocumentState(TypedDict, total=False):
     draft: str
     segments: list[Segment]
     requests: Annotated[list[ImageRequest], merge_by_slot]
+    subjects: list[Subject]
+    """The recurring subjects linked across the document's images (``llmi.nodes.subjects``)."""
     results: Annotated[list[ImageResult], merge_by_slot]
     findings: Annotated[list[Finding], operator.add]
     repairs: Annotated[list[Repair], operator.add]
@@ -51,6 +54,7 @@ class DocumentState(TypedDict, total=False):
 class DocumentOutput(TypedDict, total=False):
     draft: str
     segments: list[Segment]
+    subjects: list[Subject]
     results: list[ImageResult]
     findings: list[Finding]
     repairs: list[Repair]

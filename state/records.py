@@ -30,6 +30,29 @@ class ImageRequest(TypedDict):
     params: dict[str, Any]
     depends_on: int | None
     attempt: int
+    refs: NotRequired[list[int]]
+    """Images, counted as ``img_index`` counts them, whose subject or style this image keeps:
+    from the tag's ``params['refs']``, or linked by subject (``llmi.nodes.subjects``). The
+    request waits for them, as an edit waits for the image it edits."""
+    subject: NotRequired[str]
+    """The name of the recurring subject this image shows, when one was linked."""
+
+
+class Subject(TypedDict):
+    """A subject that appears in several images of a document: a character, a product, a room."""
+
+    name: str
+    description: str
+    """What it looks like, in words."""
+    slots: list[int]
+    """The images that show it; the first is the reference of the later ones."""
+
+
+class Consistency(TypedDict):
+    """The vision judge's verdict on an image made from references."""
+
+    verdict: Literal["same", "different", "unchecked"]
+    reason: str
 
 
 class ImageResult(TypedDict):
@@ -54,6 +77,13 @@ class ImageResult(TypedDict):
     infrastructure: NotRequired[bool]
     """Of a failed result: the tool's service failed (down, refused, out of quota, too slow,
     not configured), not the request. Rewards can leave such failures out."""
+    refs: NotRequired[list[int]]
+    """The request's references that it was made from (those that had an image)."""
+    subject: NotRequired[str]
+    """The request's subject, when one was linked."""
+    consistency: NotRequired[Consistency]
+    """Of an image made from references: whether it shows their subject, when a vision
+    judge checked."""
 
 
 class TextSegment(TypedDict):

@@ -50,6 +50,10 @@ class ToolCall:
     """Seconds the tool has for this request."""
     source_image: bytes | None = None
     """For edits: the bytes of the image being edited."""
+    references: tuple[bytes, ...] = ()
+    """The bytes of the images whose subject or style the new image keeps (the request's
+    ``refs``), in the order of ``refs``. A backend that cannot use them makes the image
+    without them and says so in its provenance (``without_references``)."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,16 @@ class ToolOutput:
     """Encoded image (PNG, JPEG, WebP or GIF)."""
     backend: str
     provenance: dict[str, Any] = field(default_factory=dict)
+
+
+REFERENCES_IGNORED = "references_ignored"
+"""Provenance key of an image made without the references its request had: why."""
+
+
+def without_references(reason: str) -> dict[str, Any]:
+    """Provenance of an image its backend made without the request's references, because
+    ``reason`` ("dall-e-3 takes no reference images"). Dispatch tells the user once a run."""
+    return {REFERENCES_IGNORED: reason}
 
 
 @runtime_checkable
@@ -69,7 +83,10 @@ class ImageTool(Protocol):
     required_params: tuple[str, ...]
     """Keys a tag's ``params`` must hold; the parser checks them."""
     guidance: str
-    """One line for the planner's prompt: when to use this source, and its params."""
+    """One line for the planner's prompt: when to use this source, and its params.
+
+    A tool may also have ``takes_references = True``: its tags may carry ``refs``, and its
+    calls get the referenced images (``ToolCall.references``)."""
 
     def __call__(self, call: ToolCall) -> ToolOutput: ...
 

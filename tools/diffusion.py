@@ -27,6 +27,7 @@ class DiffusionTool(BackendTool):
         "params: {'prompt': a detailed text-to-image prompt}"
     )
     params_in_cache_key = False
+    takes_references = True
 
     def cache_settings(self, context: Context, request: ImageRequest) -> dict[str, Any] | None:
         """The prompt, the backend, the images server, the size, steps, guidance and the

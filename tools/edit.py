@@ -27,6 +27,7 @@ class EditTool(BackendTool):
         "params: {'img_index': the index of the image to edit, 'prompt': the change}"
     )
     params_in_cache_key = False
+    takes_references = True
 
     def cache_settings(self, context: Context, request: ImageRequest) -> dict[str, Any] | None:
         """As diffusion's, with the edit size and the edit server; the cache adds the image

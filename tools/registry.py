@@ -34,6 +34,11 @@ class ToolRegistry(Mapping[str, ImageTool]):
     def required_params(self) -> dict[str, tuple[str, ...]]:
         return {source: tool.required_params for source, tool in self._tools.items()}
 
+    def reference_sources(self) -> frozenset[str]:
+        """Sources whose tool takes reference images (``takes_references``)."""
+        return frozenset(source for source, tool in self._tools.items()
+                         if getattr(tool, "takes_references", False))
+
 
 def default_tools() -> ToolRegistry:
     return ToolRegistry([search, diffusion, code, edit])
