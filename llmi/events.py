@@ -11,6 +11,8 @@ Every event is a dict whose ``llmi`` key names its kind:
 - ``slot``: an image slot was ``queued``, ``started``, ``finished`` or ``failed``, with
   ``slot``, ``source``, ``description``, ``attempt``, and when it ended ``seconds`` and
   ``error``; ``candidate`` names the test-time-scaling candidate, if any;
+- ``notice``: something the user should know once, in ``text``: a backend made images
+  without the reference images their requests had, because it takes none;
 - ``repair``: the verifier tried a repair: ``slot``, ``kind``, ``failed``, ``tried``;
 - ``candidate``: the screening ``kept`` or ``pruned`` a candidate: ``id``, ``status``,
   ``reward`` (None when unscored);

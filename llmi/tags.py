@@ -13,7 +13,7 @@ import codecs
 import json
 import re
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +35,8 @@ _CODE_TAG = re.compile(
     r"\s*\{'source': 'code', 'description': '([^']*)', 'params': \{'code': '(.*)'\}\}\s*",
     re.DOTALL,
 )
+REFERENCE_SOURCES = frozenset({"diffusion", "edit"})
+"""Sources whose tags may carry ``refs``: the built-in tools that take reference images."""
 _BACKSLASHES_BEFORE_NON_ASCII = re.compile(r"\\+(?=[^\x00-\x7f])")
 _COMMON_ESCAPES = (("\\n", "\n"), ("\\t", "\t"), ('\\"', '"'), ("\\'", "'"))
 
@@ -58,19 +60,22 @@ def parse_draft(
     *,
     n_inputs: int = 0,
     max_images: int | None = None,
+    reference_sources: Collection[str] = REFERENCE_SOURCES,
 ) -> Plan:
     """Split a draft into text segments and image slots.
 
     Slot numbers are image indices: the ``n_inputs`` input images come first,
-    then the tags of the draft in order.
+    then the tags of the draft in order. The ``refs`` of a tag whose source is in
+    ``reference_sources`` become its request's ``refs``.
     """
     plan = Plan()
+    rules = _Rules(required_params, reference_sources, n_inputs, max_images)
     for ordinal, (text, body) in enumerate(_split(_unwrap_fences(draft))):
         _add_text(plan, text)
         if body is None:
             continue
         plan.segments.append({"kind": "slot", "slot": n_inputs + ordinal})
-        outcome = _numbered_slot(ordinal, body, required_params, n_inputs, max_images)
+        outcome = _numbered_slot(ordinal, body, rules)
         (plan.failures if "ok" in outcome else plan.requests).append(outcome)  # type: ignore[arg-type]
     return plan
 
@@ -86,10 +91,9 @@ class TagScanner:
     """
 
     def __init__(self, required_params: Mapping[str, tuple[str, ...]], *, n_inputs: int = 0,
-                 max_images: int | None = None) -> None:
-        self._required = required_params
-        self._n_inputs = n_inputs
-        self._max_images = max_images
+                 max_images: int | None = None,
+                 reference_sources: Collection[str] = REFERENCE_SOURCES) -> None:
+        self._rules = _Rules(required_params, reference_sources, n_inputs, max_images)
         self._draft = ""
         self._tags = 0
 
@@ -100,10 +104,8 @@ class TagScanner:
             return []
         closed = self._draft[: self._draft.rfind(CLOSE) + len(CLOSE)]
         bodies = [body for _, body in _split(_unwrap_fences(closed)) if body is not None]
-        outcomes = [
-            _numbered_slot(ordinal, bodies[ordinal], self._required, self._n_inputs, self._max_images)
-            for ordinal in range(self._tags, len(bodies))
-        ]
+        outcomes = [_numbered_slot(ordinal, bodies[ordinal], self._rules)
+                    for ordinal in range(self._tags, len(bodies))]
         self._tags = len(bodies)
         return [outcome for outcome in outcomes if "ok" not in outcome]  # type: ignore[misc]
 
@@ -112,32 +114,25 @@ class TagScanner:
         self._draft, self._tags = "", 0
 
 
-def _numbered_slot(
-    ordinal: int,
-    body: str,
-    required_params: Mapping[str, tuple[str, ...]],
-    n_inputs: int,
-    max_images: int | None,
-) -> ImageRequest | ImageResult:
+@dataclass(frozen=True)
+class _Rules:
+    """How the tags of one draft are read."""
+
+    required_params: Mapping[str, tuple[str, ...]]
+    reference_sources: Collection[str]
+    n_inputs: int
+    max_images: int | None
+
+
+def _numbered_slot(ordinal: int, body: str, rules: _Rules) -> ImageRequest | ImageResult:
     """The slot of the draft's tag number ``ordinal``: input images come first."""
-    over_limit = max_images is not None and ordinal >= max_images
-    return _slot(n_inputs + ordinal, body, required_params, over_limit=over_limit, limit=max_images)
-
-
-def _slot(
-    slot: int,
-    body: str,
-    required_params: Mapping[str, tuple[str, ...]],
-    *,
-    over_limit: bool,
-    limit: int | None,
-) -> ImageRequest | ImageResult:
+    slot = rules.n_inputs + ordinal
     tag: dict[str, Any] = {}
     try:
         tag = _code_tag(body) or _literal(body)
-        if over_limit:
-            raise TagError(f"more than {limit} images in one document")
-        return _request(slot, tag, required_params)
+        if rules.max_images is not None and ordinal >= rules.max_images:
+            raise TagError(f"more than {rules.max_images} images in one document")
+        return _request(slot, tag, rules)
     except TagError as exc:
         source, description = _label(tag, body)
         return failed_result(slot, source, description, f"bad tag: {exc}", tool=PARSER)
@@ -340,13 +335,12 @@ def _close_brackets(body: str) -> str:
     return body + "".join(reversed(stack))
 
 
-def _request(
-    slot: int, tag: dict[str, Any], required_params: Mapping[str, tuple[str, ...]]
-) -> ImageRequest:
+def _request(slot: int, tag: dict[str, Any], rules: _Rules) -> ImageRequest:
     source = tag.get("source")
     if not isinstance(source, str) or not source.strip():
         raise TagError("the tag has no source")
     source = source.strip().lower()
+    required_params = rules.required_params
     if source not in required_params:
         raise TagError(f"unknown source {source!r} (known: {', '.join(required_params)})")
     params = tag.get("params")
@@ -359,8 +353,12 @@ def _request(
     if "img_index" in required_params[source]:
         params = {**params, "img_index": _image_index(params["img_index"], slot)}
         depends_on = params["img_index"]
+    refs: list[int] = []
+    if source in rules.reference_sources and params.get("refs") is not None:
+        refs = _refs(params["refs"], slot, depends_on)
+        params = {**params, "refs": refs}
     description = tag.get("description")
-    return ImageRequest(
+    request = ImageRequest(
         slot=slot,
         source=source,
         description=description.strip() if isinstance(description, str) else "",
@@ -368,6 +366,26 @@ def _request(
         depends_on=depends_on,
         attempt=0,
     )
+    if refs:
+        request["refs"] = refs
+    return request
+
+
+def _refs(value: Any, slot: int, edited: int | None) -> list[int]:
+    """The images a tag's ``refs`` names, each once, in order; the image an edit changes
+    is its source already, not a reference."""
+    items = value if isinstance(value, list | tuple) else [value]
+    refs: list[int] = []
+    for item in items:
+        if isinstance(item, bool):
+            raise TagError(f"refs holds {item!r}, not an image index")
+        try:
+            index = _image_index(item, slot)
+        except TagError as exc:
+            raise TagError(f"refs: {exc}") from None
+        if index != edited and index not in refs:
+            refs.append(index)
+    return refs
 
 
 def _image_index(value: Any, slot: int) -> int:

@@ -64,6 +64,7 @@ class Planner:
                 self.tools.required_params(),
                 n_inputs=len(inputs),
                 max_images=ctx.max_images,
+                reference_sources=self.tools.reference_sources(),
             )
         except BaseException:
             if early:
@@ -87,7 +88,8 @@ class Planner:
             return None
         inputs = state.get("inputs", [])
         scanner = TagScanner(self.tools.required_params(), n_inputs=len(inputs),
-                             max_images=ctx.max_images)
+                             max_images=ctx.max_images,
+                             reference_sources=self.tools.reference_sources())
         return EarlyTags(scanner, EarlyStarts(self.tools, ctx, inputs))
 
 

@@ -39,8 +39,10 @@ class FakeTool:
 
     def __init__(self, source: str, required: tuple[str, ...],
                  behaviour: Callable[[ToolCall], None] = lambda call: None,
-                 make: Callable[[ToolCall], bytes] | None = None) -> None:
+                 make: Callable[[ToolCall], bytes] | None = None,
+                 takes_references: bool = False) -> None:
         self.source = source
+        self.takes_references = takes_references
         self.required_params = required
         self.guidance = f"{source} stand-in"
         self.behaviour = behaviour

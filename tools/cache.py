@@ -2,7 +2,7 @@
 
 A request's key is the sha256 of a canonical JSON of what decides its image: the
 source name, the tool's class (a swapped-in tool never answers from another tool's
-entries), the sha256 of the image it edits, and the settings its tool names
+entries), the sha256 of the image it edits and of its reference images, and the settings its tool names
 (``cache_settings``, see ``llmi.tools.base.CacheRules``): a chart's code; a search's
 query, backend and where that backend looks; a synthesized image's prompt, backend,
 size and the seed that applies (``llmi.tools.synthesis``). A request is not cached when
@@ -44,6 +44,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,10 +94,12 @@ class ToolCache:
         self.root = Path(root) if root is not None else store.root / "cache"
 
     def key(self, tool: Any, request: ImageRequest, ctx: Context,
-            source: ImageRef | None = None) -> str | None:
-        """The request's key, or None when its image must not be reused."""
+            source: ImageRef | None = None,
+            references: Sequence[ImageRef] | None = None) -> str | None:
+        """The request's key, or None when its image must not be reused. ``references``
+        are the images its ``refs`` have (None: not known yet)."""
         try:
-            fields = key_fields(tool, request, ctx, source)
+            fields = key_fields(tool, request, ctx, source, references)
         except Exception:  # noqa: BLE001 - a tool's cache_settings must not cost the slot
             return None
         return None if fields is None else _digest(fields)
@@ -180,10 +183,13 @@ def _described(image: ImageRef) -> tuple[str, str, int, int]:
 
 
 def key_fields(tool: Any, request: ImageRequest, ctx: Context,
-               source: ImageRef | None = None) -> dict[str, Any] | None:
+               source: ImageRef | None = None,
+               references: Sequence[ImageRef] | None = None) -> dict[str, Any] | None:
     """What decides the request's image, or None when it is not to be cached."""
     if source is None and "img_index" in request["params"]:
         return None  # the image it changes is unknown
+    if references is None and request.get("refs"):
+        return None  # so are the images it keeps the subject of
     rules = _rules(tool, request["source"])
     settings = rules.cache_settings(ctx, request) if rules else None
     if settings is None:
@@ -193,6 +199,8 @@ def key_fields(tool: Any, request: ImageRequest, ctx: Context,
         fields.setdefault("params", request["params"])
     if source is not None:
         fields["edited"] = source["sha256"]
+    if references:
+        fields["references"] = [reference["sha256"] for reference in references]
     return fields | {
         "version": CACHE_VERSION,
         "source": request["source"],

@@ -5,7 +5,9 @@ The streaming planner (``llmi.nodes.planner``) hands each request of its draft t
 can join it, that is when it has a tool-cache key (``llmi.tools.cache``): not a diffusion
 or edit whose seed is drawn, nor a tool the cache does not serve. An edit starts when the
 image it changes is there: an input image, or the image of a call started here, for which
-it waits. Each call is ``llmi.tools.making.make_keyed``, cache included, on a thread of
+it waits. A request with references (``refs``) is left to dispatch, and so, while subjects
+are linked after planning (``LLMI_CONSISTENCY=auto``, ``llmi.nodes.subjects``), is every
+request whose tool takes references: linking may give it some. Each call is ``llmi.tools.making.make_keyed``, cache included, on a thread of
 its own, at most ``max_parallel`` at a time; its future waits in ``llmi.tools.inflight``
 under the request's key. It sends no ``slot`` event: dispatch sends each slot's, when
 it joins the call.
@@ -68,6 +70,8 @@ class EarlyStarts:
 
     def start(self, request: ImageRequest) -> None:
         """Start ``request`` if dispatch can join it, now or once the image it edits is made."""
+        if request.get("refs") or self._may_be_linked(request):
+            return
         source = request["depends_on"]
         with self._lock:
             if self._closed:
@@ -76,6 +80,10 @@ class EarlyStarts:
                 self._launch(request, self._images.get(source) if source is not None else None)
             elif source in self._started:
                 self._waiting[source].append(request)
+
+    def _may_be_linked(self, request: ImageRequest) -> bool:
+        return (self._ctx.consistency == "auto"
+                and request["source"] in self._tools.reference_sources())
 
     def restart(self) -> None:
         """The draft so far was not the draft: withdraw every call it started."""

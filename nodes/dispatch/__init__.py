@@ -3,6 +3,10 @@
 When a stop is requested (``llmi.stopping``) a round ends early: the results that
 finished are written, and the requests still running stay pending for the resumed run.
 
+A request with references (``refs``) is made from the images of those that were made,
+once they are. When a backend made images without their references (it cannot take
+any), a ``notice`` event says so once a run.
+
 Each new image is checked (``llmi.nodes.dispatch.image_check``) as it arrives, beside the tools
 still running; an image that fails the check is its slot's failure. An edit of the image
 does not wait for the check: it starts the moment the image is stored. Every result
@@ -31,7 +35,7 @@ from llmi.state import (
     ImageResult,
     pending_requests,
 )
-from llmi.tools.base import ToolError
+from llmi.tools.base import REFERENCES_IGNORED, ToolError
 from llmi.tools.making import make_image
 from llmi.tools.registry import ToolRegistry, default_tools
 
@@ -44,8 +48,11 @@ class Dispatch:
 
     def __call__(self, state: DocumentState, runtime: Runtime[Context]) -> dict:
         stopping.raise_if_requested()
-        notify = _progress(runtime, state.get("candidate"))
-        return {"results": self.run(state, context_of(runtime), notify=notify)}
+        emit = emitter(runtime, candidate=state.get("candidate"))
+        results = self.run(state, context_of(runtime), notify=lambda event: emit("slot", **event))
+        for text in references_notices(state.get("results", []), results):
+            emit("notice", text=text)
+        return {"results": results}
 
     def run(
         self, state: DocumentState, ctx: Context,
@@ -58,9 +65,10 @@ class Dispatch:
         known.update((r["slot"], r["image"]) for r in results if r["ok"] and r["image"])
         with ImageChecks() as checks:
 
-            def run_and_check(request: ImageRequest, source: ImageRef | None) -> ImageResult:
+            def run_and_check(request: ImageRequest, source: ImageRef | None,
+                              refs: dict[int, ImageRef]) -> ImageResult:
                 on_made = partial(checks.start, request["slot"])
-                return self.run_one(request, source, ctx, store, on_made=on_made)
+                return self.run_one(request, source, ctx, store, refs=refs, on_made=on_made)
 
             scheduler = Scheduler(
                 run_and_check,
@@ -70,22 +78,28 @@ class Dispatch:
                 timeout_s=ctx.slot_timeout,
                 notify=notify,
             )
-            made = scheduler.run(pending_requests(state))
+            pending = pending_requests(state)
+            made = scheduler.run(pending)
             this_round = state.get("round", 0)
-            return [{**checks.outcome(r), "round": this_round} for r in made]
+            by_slot = {request["slot"]: request for request in pending}
+            return [{**checks.outcome(r), **_linked(by_slot[r["slot"]], r), "round": this_round}
+                    for r in made]
 
     def run_one(
         self, request: ImageRequest, source: ImageRef | None, ctx: Context, store: ArtifactStore,
+        refs: dict[int, ImageRef] | None = None,
         on_made: Callable[[bytes], None] = lambda data: None,
     ) -> ImageResult:
-        """The request's result; ``on_made`` gets the bytes of the image it made."""
+        """The request's result, made from ``source`` (the image an edit changes) and the
+        images of its ``refs`` that were made, by slot; ``on_made`` gets the bytes of the
+        image it made."""
         started = time.monotonic()
         try:
             tool = self.tools.get(request["source"])
             if tool is None:
                 raise ToolError(f"no tool is registered for source {request['source']!r}",
                                 kind="config")
-            made = make_image(tool, request, source, ctx, store)
+            made = make_image(tool, request, source, ctx, store, list((refs or {}).values()))
             on_made(made.data)
         except NotAnImage as exc:
             return failed_request(request, f"the tool returned {exc}", _since(started),
@@ -97,7 +111,7 @@ class Dispatch:
             # A tool that crashes is broken or its service is; the request is not to blame.
             return failed_request(request, f"{type(exc).__name__}: {exc}", _since(started),
                                   failure="crash", infrastructure=True)
-        return ImageResult(
+        result = ImageResult(
             slot=request["slot"],
             source=request["source"],
             description=request["description"],
@@ -110,12 +124,39 @@ class Dispatch:
             seconds=_since(started),
             attempt=request["attempt"],
         )
+        if refs:
+            result["refs"] = list(refs)
+        return result
 
 
 def _since(started: float) -> float:
     return round(time.monotonic() - started, 3)
 
 
-def _progress(runtime: Runtime[Context], candidate: str | None) -> Callable[[dict[str, Any]], None]:
-    emit = emitter(runtime, candidate=candidate)
-    return lambda event: emit("slot", **event)
+def _linked(request: ImageRequest, result: ImageResult) -> dict[str, Any]:
+    """The subject and references ``result`` records: the references it was made from,
+    or, where it made no image, those its request asked for."""
+    linked: dict[str, Any] = {}
+    if "subject" in request:
+        linked["subject"] = request["subject"]
+    if request.get("refs") and "refs" not in result:
+        linked["refs"] = [] if result["ok"] else list(request["refs"])
+    return linked
+
+
+def references_notices(earlier: list[ImageResult], made: list[ImageResult]) -> list[str]:
+    """What to tell the user about images ``made`` without their references, each reason
+    once a run: none that ``earlier`` results of the run already gave."""
+    told = {_ignored(result) for result in earlier}
+    notices: list[str] = []
+    for result in made:
+        reason = _ignored(result)
+        if reason and reason not in told:
+            told.add(reason)
+            notices.append(f"{result['source']}: {reason}; its images are made without "
+                           "their references (see the manifest's references_ignored)")
+    return notices
+
+
+def _ignored(result: ImageResult) -> str | None:
+    return result["provenance"].get(REFERENCES_IGNORED) if result["ok"] else None

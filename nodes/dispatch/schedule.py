@@ -1,4 +1,5 @@
-"""Runs image requests concurrently, each edit as soon as its source is ready.
+"""Runs image requests concurrently, each edit as soon as its source is ready, each
+request with references (``refs``) as soon as they are.
 
 One node schedules a whole round itself rather than one LangGraph ``Send`` per
 request: a superstep is a barrier, so with ``Send`` an edit would wait for the
@@ -20,7 +21,9 @@ from typing import Any
 from llmi import stopping
 from llmi.state import ImageRef, ImageRequest, ImageResult, failed_result
 
-RunOne = Callable[[ImageRequest, ImageRef | None], ImageResult]
+RunOne = Callable[[ImageRequest, ImageRef | None, dict[int, ImageRef]], ImageResult]
+"""Makes a request's image from the image it edits (if any) and its references' images,
+by slot."""
 Notify = Callable[[dict[str, Any]], None]
 
 
@@ -29,8 +32,10 @@ class Scheduler:
 
     ``known`` maps image indices that already have an image (input images,
     slots finished in earlier rounds) to it; ``failed`` maps slots that failed in
-    earlier rounds to their results. ``run`` must not raise. When a stop is requested
-    (``llmi.stopping``) it returns at once, with the results of the requests that finished.
+    earlier rounds to their results. An edit whose source failed fails; a request whose
+    reference failed is made from the references that have an image. ``run`` must not
+    raise. When a stop is requested (``llmi.stopping``) it returns at once, with the
+    results of the requests that finished.
     """
 
     def __init__(
@@ -76,34 +81,46 @@ class Scheduler:
         return [self._results[slot] for slot in sorted(self._results)]
 
     def _release(self, request: ImageRequest) -> None:
+        """Start ``request``, or have it wait for the next image it needs."""
         source = request["depends_on"]
-        if source is None or source in self._images:
-            self._start(request, self._images.get(source) if source is not None else None)
-        elif source in self._results or source not in self._this_round:
+        if source is not None and source not in self._images and not self._pending(source):
             failed = self._results.get(source) or self._failed_before.get(source) or {}
             error = failed.get("error") or "it has no image"
             self._settle(failed_request(
                 request, f"the image it edits (index {source}) failed: {error}",
                 failure="source_failed", infrastructure=failed.get("infrastructure", False),
             ))
-        else:
-            self._waiting[source].append(request)
+            return
+        needed = [source] if source is not None else []
+        if later := [slot for slot in needed + request.get("refs", []) if self._pending(slot)]:
+            self._waiting[later[0]].append(request)
+            return
+        refs = {slot: self._images[slot] for slot in request.get("refs", [])
+                if slot in self._images}
+        self._start(request, self._images.get(source) if source is not None else None, refs)
 
-    def _start(self, request: ImageRequest, source: ImageRef | None) -> None:
+    def _pending(self, slot: int) -> bool:
+        """Whether ``slot`` is still to be made this round."""
+        return slot in self._this_round and slot not in self._results
+
+    def _start(self, request: ImageRequest, source: ImageRef | None,
+               refs: dict[int, ImageRef]) -> None:
         if stopping.requested():
             return
         self._notify({"slot": request["slot"], "source": request["source"], "status": "queued",
                       "description": request["description"], "attempt": request["attempt"]})
         # Each task runs in a copy of this node's context, where LangGraph's stream writer lives.
-        future = self._pool.submit(contextvars.copy_context().run, self._timed, request, source)
+        future = self._pool.submit(contextvars.copy_context().run, self._timed, request, source,
+                                   refs)
         self._running[future] = request
 
-    def _timed(self, request: ImageRequest, source: ImageRef | None) -> ImageResult:
+    def _timed(self, request: ImageRequest, source: ImageRef | None,
+               refs: dict[int, ImageRef]) -> ImageResult:
         with self._lock:
             self._started[request["slot"]] = time.monotonic()
         self._notify({"slot": request["slot"], "source": request["source"], "status": "started",
                       "description": request["description"], "attempt": request["attempt"]})
-        return self._run(request, source)
+        return self._run(request, source, refs)
 
     def _step(self) -> None:
         timeout = min(self._next_deadline(), stopping.POLL_S)
