@@ -32,6 +32,8 @@ class SlotProgress:
         self.slots: dict[tuple[str, int], dict[str, Any]] = {}
         self.texts: dict[str, str] = {}
         """The draft so far of the planner (""), or of each candidate by its id."""
+        self.notices: set[str] = set()
+        """The notices printed so far: each is printed once a run."""
         self.drawn = 0.0
         self.live = Live(self._view(), console=console, auto_refresh=False) if console.is_terminal else None
 
@@ -72,6 +74,15 @@ class SlotProgress:
         elif kind == "candidate":
             reward = f" (plan reward {event['reward']:.2f})" if event.get("reward") is not None else ""
             self.note(f"candidate {event['id']}: {event['status']}{reward}")
+        elif kind == "notice":
+            self.notice(event["text"])
+
+    def notice(self, text: str) -> None:
+        """Something the user should know about the whole run, such as a backend that makes
+        its images without their references; each one once, whichever candidate said it."""
+        if text not in self.notices:
+            self.notices.add(text)
+            self.console.print(Text(text), soft_wrap=True)
 
     def text(self, event: dict[str, Any]) -> None:
         who = event.get("candidate") or ""

@@ -24,7 +24,8 @@ from llmi.context import Context, context_of
 from llmi.events import emitter
 from llmi.machine_paths import without_machine_paths
 from llmi.render import Figure, html_document_parts, markdown_document
-from llmi.state import DocumentState, ImageRequest, ImageResult, Repair, Segment
+from llmi.state import DocumentState, ImageRequest, ImageResult, Repair, Segment, Subject
+from llmi.tools.base import REFERENCES_IGNORED
 
 OUTPUT_MODE = 0o666
 """The document's files are made as a plain ``open`` makes them: this, less the umask."""
@@ -53,7 +54,8 @@ def assemble(state: DocumentState, runtime: Runtime[Context]) -> dict:
         assets = writer.submit(write_assets, out, figures.values())
         _write(paths["markdown"], markdown_document(segments, figures))
         _write_parts(paths["html"], html_document_parts(prompt, segments, figures))
-        record = manifest(prompt, segments, figures, results, state.get("repairs") or [])
+        record = manifest(prompt, segments, figures, results, state.get("repairs") or [],
+                          state.get("subjects") or [])
         record |= inputs_record(state)
         if "candidates" in state:
             record |= candidates_record(state)
@@ -132,7 +134,10 @@ def manifest(
     figures: Mapping[int, Figure],
     results: Mapping[int, ImageResult],
     repairs: Sequence[Repair] = (),
+    subjects: Sequence[Subject] = (),
 ) -> dict[str, Any]:
+    """The document's record: every slot, what made it, its repairs; the processed text and
+    each source's counts; the recurring subjects, when some were linked."""
     slots = [
         _manifest_slot(figure, results.get(slot), [r for r in repairs if r["slot"] == slot])
         for slot, figure in figures.items()
@@ -142,19 +147,21 @@ def manifest(
         counts = stats.setdefault(entry["source"], {"total": 0, "success": 0})
         counts["total"] += 1
         counts["success"] += entry["ok"]
-    return {
+    record = {
         "prompt": prompt,
         "slots": slots,
         "text": processed_text(segments, figures),
         "stats": stats,
     }
+    return record | ({"subjects": list(subjects)} if subjects else {})
 
 
 def _manifest_slot(
     figure: Figure, result: ImageResult | None, repairs: Sequence[Repair]
 ) -> dict[str, Any]:
     image = None
-    # The tool cache marks a result it answered: ``provenance["cached"]``.
+    # The tool cache marks a result it answered: ``provenance["cached"]``; a backend one it
+    # made without its references: ``provenance[REFERENCES_IGNORED]``.
     provenance = (result or {}).get("provenance") or {}
     if figure.ok and result and result["image"]:
         image = {
@@ -163,19 +170,34 @@ def _manifest_slot(
             "width": figure.width,
             "height": figure.height,
         }
-    return {
+    consistency = (result or {}).get("consistency")
+    entry = {
         "index": figure.slot,
         "source": figure.source,
         "description": figure.description,
         "ok": figure.ok,
         "error": figure.error,
         "image": image,
-        "provenance": {k: v for k, v in provenance.items() if k != "cached"},
+        "provenance": {k: v for k, v in provenance.items()
+                       if k not in ("cached", REFERENCES_IGNORED)},
         "cached": figure.ok and bool(provenance.get("cached")),
         "seconds": float((result or {}).get("seconds") or 0.0),
         "attempts": result["attempt"] + 1 if result else 0,
-        "repairs": _manifest_repairs(repairs, worked=figure.ok),
+        # An image that still shows another subject than its references is no repair's success.
+        "repairs": _manifest_repairs(
+            repairs, worked=figure.ok and (consistency or {}).get("verdict") != "different"
+        ),
     }
+    return entry | _references_record(result or {}, provenance)
+
+
+def _references_record(result: Mapping[str, Any], provenance: Mapping[str, Any]) -> dict[str, Any]:
+    """A slot's references, subject and consistency verdict, and why its backend made it
+    without its references; each only where it applies."""
+    record = {key: result[key] for key in ("refs", "subject", "consistency") if result.get(key)}
+    if provenance.get(REFERENCES_IGNORED):
+        record[REFERENCES_IGNORED] = provenance[REFERENCES_IGNORED]
+    return record
 
 
 def _manifest_repairs(repairs: Sequence[Repair], *, worked: bool) -> list[dict[str, Any]]:

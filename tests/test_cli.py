@@ -323,3 +323,25 @@ def test_demo_resume_and_eval_check_the_output_folder_first(
     assert main([*command, "--out", "/proc/x"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("llmi: cannot make the output folder /proc/x"), err
+
+
+NOTICE = "diffusion: dall-e-3 takes no reference images; those images are made without them"
+
+
+@pytest.mark.parametrize("is_terminal", [False, True])
+def test_a_notice_is_printed_once_and_plainly(is_terminal: bool) -> None:
+    from rich.console import Console
+
+    from llmi.cli.progress import SlotProgress
+
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=is_terminal, width=200, color_system="standard")
+    with SlotProgress(console) as progress:
+        progress.event({"llmi": "notice", "text": NOTICE})
+        progress.event({"llmi": "notice", "text": NOTICE, "candidate": "c2"})
+        progress.event({"llmi": "notice", "text": "edit: [b]bold[/b] stays as written"})
+    printed = screen.getvalue()
+    assert printed.count(NOTICE) == 1
+    assert "edit: [b]bold[/b] stays as written" in printed
+    # Plain: neither red as a failure nor dim as a progress note.
+    assert "\x1b[31m" not in printed and "\x1b[2m" + NOTICE not in printed

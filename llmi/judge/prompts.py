@@ -72,7 +72,10 @@ task_relevance: together, the images serve what the user asked for and add to \
 the document rather than decorate it. Missing images count against this score.
 text_image_relevance: each image shows what its description and the text around \
 it say. An edit is judged against the image it was made from: it keeps what \
-should stay and changes what was asked. Missing images count against this score.
+should stay and changes what was asked. A subject that recurs across images (a \
+character, a product, a place) looks the same in each, unless the text says it \
+changes; an image labelled as keeping the subject of earlier images is judged \
+against them. Missing images count against this score.
 
 Reply with JSON only, on one line: \
 {"quality": <1-5>, "task_relevance": <1-5>, "text_image_relevance": <1-5>}"""
@@ -107,6 +110,22 @@ The text around it:
 <text>
 {context_text}
 </text>"""
+
+CONSISTENCY_SYSTEM = """\
+You check one image of a document against its reference images: earlier images \
+of the same subject (a character, a product, a place) that it was made to keep. \
+You see the reference images first, then the new image, and what the subject is \
+when it has a name. Decide whether the new image shows the same subject: the same \
+identity, shape, colours and distinctive features, so that a reader sees one \
+subject and not two. Pose, framing, setting, lighting and what the subject is \
+doing may change; a different face, body, object or design may not.
+
+Reply with JSON only, on one line: {"match": "yes" or "no", "reason": "<one sentence>"}"""
+
+CONSISTENCY_USER = """\
+The subject: {subject}
+
+The new image, which should show the same subject as the reference images above:"""
 
 
 def images_asked(image_num: int) -> str:

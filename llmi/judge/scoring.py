@@ -58,7 +58,14 @@ from llmi.machine_paths import without_machine_paths
 from llmi.models import TEXT_JUDGE, VISION_JUDGE, Role, judge_model
 from llmi.tags import PARSER
 from llmi.reasoning import NoAnswer, answer_of, cut_off_note, split_reply
-from llmi.state import ImageRef, ImageRequest, ImageResult, Segment, failed_result
+from llmi.state import (
+    Consistency,
+    ImageRef,
+    ImageRequest,
+    ImageResult,
+    Segment,
+    failed_result,
+)
 
 TEXT_KEYS = ("text", "image")
 VISION_KEYS = ("quality", "task_relevance", "text_image_relevance")
@@ -513,14 +520,45 @@ class Judge:
             mime = inspect_image(image)[0]
         except NotAnImage as exc:
             return False, str(exc)
-        user = HumanMessage([
+        return self._yes_or_no(prompts.RELEVANCE_SYSTEM, [
             image_part(image, mime),
             text_part(prompts.RELEVANCE_USER.format(
                 description=description or "(no description)", context_text=context_text
             )),
         ])
+
+    def check_consistency(
+        self, image: bytes, references: Sequence[bytes], subject: str = ""
+    ) -> Consistency:
+        """Does the image show the same subject (``subject``: its name and description,
+        when it has one) as its reference images?
+
+        ``same`` or ``different`` with the judge's reason; ``unchecked`` with why when
+        there is no vision judge, an image cannot be read, the judge fails or its answer
+        says neither yes nor no.
+        """
+        if self.vlm is None:
+            return Consistency(verdict="unchecked", reason="no vision judge is configured")
         try:
-            reply = self.vlm.invoke([SystemMessage(prompts.RELEVANCE_SYSTEM), user])
+            shown = [image_part(data, inspect_image(data)[0]) for data in (*references, image)]
+        except NotAnImage as exc:
+            return Consistency(verdict="unchecked", reason=str(exc))
+        same, reason = self._yes_or_no(prompts.CONSISTENCY_SYSTEM, [
+            text_part("The reference images:"),
+            *shown[:-1],
+            text_part(prompts.CONSISTENCY_USER.format(
+                subject=subject or "(not named: the one the reference images show)"
+            )),
+            shown[-1],
+        ])
+        verdict = "unchecked" if same is None else "same" if same else "different"
+        return Consistency(verdict=verdict, reason=reason)
+
+    def _yes_or_no(self, system: str, parts: list[dict]) -> tuple[bool | None, str]:
+        """The vision judge's yes or no to ``parts`` and its reason; (None, why) when it
+        fails or says neither."""
+        try:
+            reply = self.vlm.invoke([SystemMessage(system), HumanMessage(parts)])
             answer = answer_of(reply, who=VISION_JUDGE.name, limit=VISION_JUDGE.limit_setting)
         except NoAnswer as exc:
             return None, str(exc)
@@ -686,13 +724,13 @@ def _vision_parts(
         elif segment["slot"] in unavailable:
             parts.append(text_part(prompts.UNAVAILABLE_IMAGE.format(slot=segment["slot"])))
         else:
-            parts += _slot_parts(by_slot[segment["slot"]], store, index_of)
+            parts += _slot_parts(by_slot[segment["slot"]], store, index_of, len(inputs))
     parts.append(text_part(prompts.VISION_JUDGE_CLOSING))
     return parts
 
 
 def _slot_parts(
-    result: ImageResult, store: ArtifactStore, index_of: Mapping[str, int]
+    result: ImageResult, store: ArtifactStore, index_of: Mapping[str, int], n_inputs: int
 ) -> list[dict]:
     slot, description = result["slot"], result["description"] or "(no description)"
     missing = f"[Image {slot} is missing. It should have shown: {description}]"
@@ -702,8 +740,17 @@ def _slot_parts(
     edited = index_of.get(result["provenance"].get("edited", ""))
     if made_by == "edit" and edited is not None:
         made_by = f"edit of image {edited}"
+    if result.get("refs"):
+        made_by += f"; {_keeps(result, n_inputs)}"
     return _stored_image(f"Image {slot} ({made_by}; should show: {description}):", missing,
                          result["image"], store)
+
+
+def _keeps(result: ImageResult, n_inputs: int) -> str:
+    """What an image made from references keeps: "keeps Mira from image 1 and input image 0"."""
+    names = [f"input image {i}" if i < n_inputs else f"image {i}" for i in result["refs"]]
+    shown = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+    return f"keeps {result.get('subject') or 'the subject'} from {shown}"
 
 
 def _stored_image(label: str, missing: str, ref: ImageRef, store: ArtifactStore) -> list[dict]:

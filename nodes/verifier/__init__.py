@@ -1,9 +1,11 @@
-"""Verifier node: judges whether each new image fits its text, then repairs the failed slots."""
+"""Verifier node: judges whether each new image fits its text and keeps its references' subject,
+then repairs the failed slots."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -15,8 +17,18 @@ from llmi.context import Context, context_of
 from llmi.events import emitter
 from llmi.models import chat_model, judge_model
 from llmi.judge import Judge
+from llmi.nodes.verifier.consistency import check_consistency, mismatch, reference_images
 from llmi.nodes.verifier.repairs import Failure, Situation, repair
-from llmi.state import DocumentState, Finding, ImageResult, Repair, Segment, failed_check
+from llmi.state import (
+    DocumentState,
+    Finding,
+    ImageRef,
+    ImageResult,
+    Repair,
+    Segment,
+    Subject,
+    failed_check,
+)
 from llmi.tools.registry import ToolRegistry, default_tools
 
 
@@ -26,7 +38,10 @@ class Verifier:
     The new results are those of this round (their ``round``). Dispatch has checked
     their images already (``llmi.nodes.dispatch.image_check``): an image that failed is a failed
     result of kind ``check``, and each such failure is a finding. With a vision judge,
-    each new image must also fit its description and the text around it.
+    each new image must also fit its description and the text around it, and one made
+    from references (``refs``) gets the judge's verdict on whether it shows their subject
+    (``llmi.nodes.verifier.consistency``); a clear mismatch keeps its image, is a
+    finding, and is repaired like a failure.
     ``llmi.nodes.verifier.repairs`` says how each kind of failure is repaired; each slot gets at
     most ``repair_rounds`` repairs.
 
@@ -52,10 +67,12 @@ class Verifier:
         ctx = context_of(runtime)
         this_round = state.get("round", 0)
         new = [r for r in state.get("results", []) if r.get("round", 0) == this_round]
-        misfits, findings = self._misfits(new, state.get("segments", []), ctx)
-        checked = _by_slot(new) | _by_slot(misfits)
+        judged, findings = self._judged(new, state, ctx)
+        checked = _by_slot(new) | _by_slot(judged)
         findings += [Finding(slot=r["slot"], problem=r["error"])
                      for r in checked.values() if r.get("failure") == "check"]
+        findings += [Finding(slot=r["slot"], problem=problem)
+                     for r in checked.values() if (problem := mismatch(r))]
         situation = Situation(
             ctx=ctx,
             tools=self.tools,
@@ -66,7 +83,7 @@ class Verifier:
             n_inputs=len(state.get("inputs", [])),
         )
         failures = [Failure(r, situation.requests.get(r["slot"]))
-                    for r in checked.values() if not r["ok"]]
+                    for r in checked.values() if not r["ok"] or mismatch(r)]
         fixed = repair(failures, situation, lambda: self.model or chat_model(ctx))
         emit = emitter(runtime, candidate=state.get("candidate"))
         for tried in fixed.repairs:
@@ -75,27 +92,56 @@ class Verifier:
         # A result a repair ends the slot with is made, and judged, in this round.
         ended = [{**r, "round": this_round} for r in fixed.results]
         return {
-            "results": list((_by_slot(misfits) | _by_slot(ended)).values()),
+            "results": list((_by_slot(judged) | _by_slot(ended)).values()),
             "requests": fixed.requests,
             "findings": findings + fixed.findings,
             "repairs": fixed.repairs,
             "round": this_round + 1,
         }
 
-    def _misfits(
-        self, new: Sequence[ImageResult], segments: Sequence[Segment], ctx: Context
+    def _judged(
+        self, new: Sequence[ImageResult], state: DocumentState, ctx: Context
     ) -> tuple[list[ImageResult], list[Finding]]:
-        """The new images that do not fit their text, failed; and a finding when the
-        relevance check is skipped because the vision judge cannot start."""
+        """The new images the vision judge changed the record of: failed when they do not
+        fit their text, with a consistency verdict when they were made from references;
+        and a finding when the checks are skipped because the vision judge cannot start."""
         made = [r for r in new if r["ok"] and r["image"]]
         judge, findings = (self.judge, []) if self.judge or not made else _vision_judge(ctx)
         if judge is None:
             return [], findings
-        store = ArtifactStore(ctx.artifact_dir)
+        view = _View(
+            store=ArtifactStore(ctx.artifact_dir),
+            judge=judge,
+            segments=state.get("segments", []),
+            images=reference_images(state.get("inputs", []), state.get("results", [])),
+            subjects=state.get("subjects", []),
+        )
         with ThreadPoolExecutor(max_workers=max(1, min(ctx.max_parallel, len(made)))) as pool:
-            problems = pool.map(lambda r: _misfit(r, store, judge, segments), made)
-            misfits = [failed_check(r, problem) for r, problem in zip(made, problems) if problem]
-        return misfits, findings
+            judged = [r for r in pool.map(view.judge_one, made) if r is not None]
+        return judged, findings
+
+
+@dataclass(frozen=True)
+class _View:
+    """What the vision judge's checks of one round look at."""
+
+    store: ArtifactStore
+    judge: Judge
+    segments: Sequence[Segment]
+    images: Mapping[int, ImageRef]
+    """The images that ``refs`` count, by index (``reference_images``)."""
+    subjects: Sequence[Subject]
+
+    def judge_one(self, result: ImageResult) -> ImageResult | None:
+        """The result failed when it does not fit its text, else with its consistency
+        verdict when it was made from references; None when neither applies."""
+        problem = _misfit(result, self.store, self.judge, self.segments)
+        if problem:
+            return failed_check(result, problem)
+        if not result.get("refs"):
+            return None
+        verdict = check_consistency(result, self.images, self.subjects, self.store, self.judge)
+        return {**result, "consistency": verdict}
 
 
 def _vision_judge(ctx: Context) -> tuple[Judge | None, list[Finding]]:

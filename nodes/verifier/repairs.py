@@ -4,11 +4,15 @@
 - search: the model reformulates the query once; then a diffusion image of the description.
 - diffusion and edit: one retry with a new seed. An edit whose source failed becomes a
   diffusion image of its description instead.
+- an image that shows a different subject from its references (the vision judge's
+  consistency verdict): the slot again with the same references and a new seed, in every
+  round.
 - a tag the parser could not read: the model re-emits that tag, once, for the same slot.
 
 Every repair runs its slot again as the next attempt, and nothing is repaired once the
-attempt reaches ``repair_rounds``. Sources that are not configured or not registered are
-never retried: asking again cannot help.
+attempt reaches ``repair_rounds``. The images made from a repaired slot (its edits, and
+those that keep its subject) run again with it. Sources that are not configured or not
+registered are never retried: asking again cannot help.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
 from llmi.context import Context
 from llmi.models import PLANNER
+from llmi.nodes.verifier.consistency import mismatch
 from llmi.tags import PARSER, parse_draft, tag_bodies
 from llmi.prompts import (
     QUERY_SYSTEM,
@@ -39,7 +44,7 @@ from llmi.state import Finding, ImageRequest, ImageResult, Repair
 from llmi.tools.base import BackendTool, ImageTool
 from llmi.tools.registry import ToolRegistry
 
-Kind = Literal["code", "query", "diffusion", "seed", "retag"]
+Kind = Literal["code", "query", "diffusion", "seed", "retag", "consistency"]
 
 _FENCED = re.compile(r"```[\w+-]*\n(.*?)```", re.DOTALL)
 _QUERY_LABEL = re.compile(r"^(?:search\s+)?query\s*:\s*", re.IGNORECASE)
@@ -47,7 +52,8 @@ _QUERY_LABEL = re.compile(r"^(?:search\s+)?query\s*:\s*", re.IGNORECASE)
 
 @dataclass(frozen=True)
 class Failure:
-    """A failed slot the verifier has just seen."""
+    """A failed slot the verifier has just seen, or a made image that shows a different
+    subject from its references."""
 
     result: ImageResult
     request: ImageRequest | None
@@ -59,7 +65,7 @@ class Failure:
 
     @property
     def error(self) -> str:
-        return self.result["error"] or "no image"
+        return mismatch(self.result) or self.result["error"] or "no image"
 
     @property
     def next_attempt(self) -> int:
@@ -160,6 +166,8 @@ def _kind(failure: Failure, situation: Situation) -> Kind | None:
         return "retag" if "retag" not in done and _retaggable(failure, situation) else None
     if request is None or request["attempt"] != failure.result["attempt"]:
         return None
+    if mismatch(failure.result):
+        return "consistency" if _configured(situation.tools.get(request["source"]), ctx) else None
     if _source_failed(failure, situation.results):
         return "diffusion" if _diffusion_ready(situation) else None
     if not _configured(situation.tools.get(request["source"]), ctx):
@@ -219,8 +227,12 @@ def _diffusion(failure: Failure, situation: Situation) -> Fix:
 
 
 def _new_seed(failure: Failure, situation: Situation) -> Fix:
+    """The slot again with a new seed; an image of a different subject keeps its references."""
     seed = retry_seed(situation.ctx, failure.slot, failure.next_attempt)
     tried = f"{failure.request['source']} again with a new seed ({seed})"
+    if mismatch(failure.result):
+        refs = ", ".join(map(str, failure.request.get("refs", [])))
+        tried += f", from the same references (images {refs})"
     return Fix(tried, request=_again(failure, seed=seed))
 
 
@@ -234,6 +246,7 @@ def retry_seed(ctx: Context, slot: int, attempt: int) -> int:
 _PLAIN_FIXES: dict[str, Callable[[Failure, Situation], Fix]] = {
     "diffusion": _diffusion,
     "seed": _new_seed,
+    "consistency": _new_seed,
 }
 
 
@@ -356,11 +369,13 @@ def _why(error: BaseException) -> str:
 def rerun_dependents(
     repaired: list[ImageRequest], requests: Iterable[ImageRequest]
 ) -> list[ImageRequest]:
-    """Edits of repaired slots (and their edits in turn) run again with the new image."""
+    """The images made from repaired slots (their edits, and those that keep their subject),
+    and those made from these in turn, run again with the new images."""
     stale = {r["slot"] for r in repaired}
     again: list[ImageRequest] = []
     for request in sorted(requests, key=lambda r: r["slot"]):
-        if request["depends_on"] in stale and request["slot"] not in stale:
+        made_from = {request["depends_on"], *request.get("refs", [])}
+        if made_from & stale and request["slot"] not in stale:
             stale.add(request["slot"])
             again.append({**request, "attempt": request["attempt"] + 1})
     return again
