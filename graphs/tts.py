@@ -2,7 +2,8 @@
 
     intake -> draft x N -> screen (prune to K) -> produce x K -> rank -> polish -> assembler
 
-Pruned candidates cost no tool calls: the judge screens plans before any tool runs.
+Pruned candidates cost no tool calls: the judge screens plans before any tool runs. Each
+survivor's production links its subjects, then runs its tools and repairs.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from llmi.nodes.intake import take_inputs
 from llmi.judge import Judge
 from llmi.nodes.planner import Planner
 from llmi.nodes.polish import Polisher
+from llmi.nodes.subjects import Subjects
 from llmi.nodes.verifier import Verifier
 from llmi.state import DocumentInput, DocumentOutput, DocumentState
 from llmi.state.candidates import CandidateDocument, ScalingState
@@ -33,18 +35,21 @@ from llmi.tools.registry import ToolRegistry, default_tools
 
 
 def build_production_graph(
-    *, tools: ToolRegistry, model: BaseChatModel | None = None,
+    *, tools: ToolRegistry, model: BaseChatModel | None = None, subjects: Node | None = None,
     dispatch: Node | None = None, verifier: Node | None = None,
 ) -> StateGraph:
-    """One candidate's tools and repairs: dispatch and the verifier, until nothing is pending.
+    """One candidate's tools and repairs: its subjects linked, then dispatch and the
+    verifier, until nothing is pending.
 
     Its input is the shared inputs with the candidate's plan; its output, the candidate's
     document alone.
     """
     builder = StateGraph(DocumentState, context_schema=Context, output_schema=CandidateDocument)
+    builder.add_node("subjects", subjects or Subjects(model=model, tools=tools))
     builder.add_node("dispatch", dispatch or Dispatch(tools=tools))
     builder.add_node("verifier", verifier or Verifier(model=model, tools=tools))
-    builder.add_edge(START, "dispatch")
+    builder.add_edge(START, "subjects")
+    builder.add_edge("subjects", "dispatch")
     builder.add_edge("dispatch", "verifier")
     builder.add_conditional_edges("verifier", after_verifier, {"dispatch": "dispatch", "assembler": END})
     return builder
@@ -57,6 +62,7 @@ def build_tts_graph(
     tools: ToolRegistry | None = None,
     intake: Node | None = None,
     planner: Node | None = None,
+    subjects: Node | None = None,
     dispatch: Node | None = None,
     verifier: Node | None = None,
     polish: Node | None = None,
@@ -68,11 +74,11 @@ def build_tts_graph(
     runtime), called once per candidate; its state carries the candidate's ``sampling``
     (temperature and seed), which the default planner samples with. ``judge`` defaults
     to one built from the context's judge models; ``model`` is the default planner's,
-    the verifier's and the polisher's chat model.
+    subjects', verifier's and polisher's chat model.
     """
     tools = tools if tools is not None else default_tools()
     production = build_production_graph(
-        tools=tools, model=model, dispatch=dispatch, verifier=verifier
+        tools=tools, model=model, subjects=subjects, dispatch=dispatch, verifier=verifier
     ).compile(name="production")
     builder = StateGraph(
         ScalingState, context_schema=Context, input_schema=DocumentInput, output_schema=DocumentOutput

@@ -28,6 +28,10 @@ Rules for tags:
 earlier in the document, never at itself or a later one.
 - Code for charts may assume plt, pd, sns and np are already imported. Build the \
 data inside the code, draw one figure, and do not call plt.show() or plt.savefig().
+- When an image shows a subject (a character, an object, a place) that an earlier \
+image showed, add 'refs' with the earlier image's number to its 'diffusion' or 'edit' \
+params, so that it looks the same: {{'prompt': 'the same red fox asleep in its den', \
+'refs': [1]}}.
 - Use at most {max_images} images. Do not wrap tags in code fences.
 
 Let the text carry the document: each image should add something the words \
@@ -140,4 +144,31 @@ DOCUMENT:
 {document}
 
 IMAGES:
+{images}"""
+
+
+SUBJECTS_SYSTEM = """\
+You plan the images of a document so that a subject shown in several of them looks \
+the same in each. A subject is one particular character, animal, person, object or \
+place: the same fox in three illustrations, the same product seen from two sides. \
+Images that only show the same kind of thing (two different dogs, two cities) or \
+share a style do not share a subject.
+
+You are given the document's images in order: each one's number, the tool that will \
+make it, what it should show and the text around it. Input images were given by the \
+user.
+
+Reply with JSON only: {"subjects": [{"name": "<a short name>", "description": "<what \
+it looks like, in one sentence>", "slots": [<the numbers of the images that show it>]}]}. \
+List only subjects shown in two or more images, give each image at most one subject, \
+and reply {"subjects": []} when no subject recurs."""
+
+SUBJECTS_USER = """\
+The user's request:
+<request>
+{request}
+</request>
+
+The images:
+
 {images}"""
