@@ -19,6 +19,9 @@ each with its own seed; edits run one at a time.
 - Edits: the source is flattened to RGB (transparency on white) and worked on at its own
   size, scaled down to at most the pixel count of ``LLMI_IMAGE_SIZE`` (else the native
   size); the result comes back at ``LLMI_EDIT_SIZE`` or the source's size.
+- References (a request's ``refs``) go where the pipeline takes them: see
+  ``llmi.tools.pipeline_references``. Requests share a call only when their references are
+  the same, since a pipeline applies the images of a call to every prompt in it.
 """
 
 from __future__ import annotations
@@ -42,6 +45,15 @@ from PIL import Image
 
 from llmi.context import Context, env_name
 from llmi.tools.base import Backend, ToolCall, ToolError, ToolOutput
+from llmi.tools.pipeline_references import (
+    CallImages,
+    batches,
+    edit_images,
+    generation_images,
+    load_ip_adapter,
+    readable_rgb,
+    takes_ip_adapter,
+)
 from llmi.tools.qwen_processor import PUBLISHED_CLASS, still_image_processor, torchvision_imports
 from llmi.tools.synthesis import Size, applied_seed, prompt_of, setting_size, size_text
 
@@ -51,7 +63,6 @@ BATCH_WINDOW_S = 0.05
 MAX_BATCH = 4
 """Most images in one pipeline call; more risks running out of GPU memory."""
 
-_ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _REASON_CHARS = 300
 
 
@@ -103,11 +114,12 @@ atexit.register(release_pipelines)
 def _generate(model: str, call: ToolCall, window_s: float, max_batch: int) -> ToolOutput:
     ctx = call.context
     deadline = time.monotonic() + call.deadline_s
-    runner = _runner(model, ctx.device or "", deadline)
+    runner = _runner(model, ctx, deadline)
     size = setting_size(ctx, "image_size")
     options = _options(runner.pipe, ctx, size or _native_size(runner.pipe))
-    job = _Job(_prompt(call), _seed(ctx, call), options, deadline,
-               window_s=window_s, max_batch=max_batch)
+    images = generation_images(runner.pipe, call.references, runner.ip_adapter)
+    job = _Job(_prompt(call), _seed(ctx, call), options, deadline, images,
+               window_s=window_s, max_batch=max_batch if batches(runner.pipe) else 1)
     image = runner.run(job)
     if size is not None and "width" in options:
         image = _fit(image, size)
@@ -120,7 +132,7 @@ def _edit(model: str, call: ToolCall) -> ToolOutput:
     deadline = time.monotonic() + call.deadline_s
     source = _source_rgb(call.source_image)
     target = setting_size(ctx, "edit_size") or source.size
-    runner = _runner(model, ctx.device or "", deadline)
+    runner = _runner(model, ctx, deadline)
     if "image" not in _parameters(runner.pipe):
         raise ToolError(
             f"the diffusers pipeline {model!r} ({type(runner.pipe).__name__}) cannot edit "
@@ -131,7 +143,8 @@ def _edit(model: str, call: ToolCall) -> ToolOutput:
     budget = math.prod(_edit_budget(runner, ctx))
     work = _working_size(target, budget, _size_multiple(runner.pipe))
     options = _options(runner.pipe, ctx, work)
-    job = _Job(_prompt(call), _seed(ctx, call), options, deadline, image=_fit(source, work))
+    images = edit_images(runner.pipe, _fit(source, work), call.references, runner.ip_adapter)
+    job = _Job(_prompt(call), _seed(ctx, call), options, deadline, images, alone=True)
     image = _fit(runner.run(job), target)
     provenance = _provenance(runner, job, ctx.edit_size, image.size)
     provenance["source_size"] = size_text(source.size)
@@ -185,7 +198,7 @@ def _provenance(runner: _Runner, job: _Job, asked: str | None,
         "size_used": size_text(size),
         "device": runner.device,
         "dtype": str(runner.dtype).removeprefix("torch."),
-    }
+    } | job.images.provenance(runner.ip_adapter)
 
 
 # --- call options ---------------------------------------------------------------------
@@ -279,21 +292,9 @@ def _working_size(target: tuple[int, int], budget: int, multiple: int) -> tuple[
 
 
 def _source_rgb(data: bytes | None) -> Image.Image:
-    """The source image as RGB, transparent parts on white (charts often have alpha)."""
     if not data:
         raise ToolError("an edit needs the image it changes, and none was given")
-    try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    # Pillow raises many types for broken data (OSError, SyntaxError, EOFError, bombs...).
-    except Exception as error:  # noqa: BLE001
-        raise ToolError(f"the source image is not a readable image: {error}") from error
-    if image.mode not in _ALPHA_MODES and "transparency" not in image.info:
-        return image.convert("RGB")
-    rgba = image.convert("RGBA")
-    canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    canvas.alpha_composite(rgba)
-    return canvas.convert("RGB")
+    return readable_rgb(data, "the source image")
 
 
 def _fit(image: Image.Image, size: tuple[int, int]) -> Image.Image:
@@ -308,9 +309,9 @@ def _png(image: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-# --- loading: one pipeline per (model, device, dtype) ---------------------------------
+# --- loading: one pipeline per (model, device, dtype, IP-Adapter setting) -------------
 
-_runners: dict[tuple[str, str, str], _Runner] = {}
+_runners: dict[tuple[str, str, str, str], _Runner] = {}
 # diffusers 0.40 renamed from_pretrained's ``torch_dtype`` to ``dtype`` and warns on the old
 # name; older releases know only ``torch_dtype``. Both arrive through **kwargs, so the
 # release tells which to pass.
@@ -319,9 +320,10 @@ _DTYPE_ARGUMENT = ("dtype" if Version(diffusers.__version__).release >= (0, 40)
 _load_lock = threading.Lock()
 
 
-def _runner(model: str, requested_device: str, deadline: float) -> _Runner:
-    device, dtype = _placement(requested_device)
-    key = (model, device, str(dtype))
+def _runner(model: str, ctx: Context, deadline: float) -> _Runner:
+    device, dtype = _placement(ctx.device or "")
+    adapter = (ctx.ip_adapter or "").strip()
+    key = (model, device, str(dtype), adapter)
     runner = _runners.get(key)
     if runner is not None:
         return runner
@@ -330,7 +332,8 @@ def _runner(model: str, requested_device: str, deadline: float) -> _Runner:
     try:
         runner = _runners.get(key)
         if runner is None:
-            runner = _runners[key] = _Runner(_load(model, device, dtype), model, device, dtype)
+            pipe, loaded = _load(model, device, dtype, adapter)
+            runner = _runners[key] = _Runner(pipe, model, device, dtype, loaded)
     finally:
         _load_lock.release()
     if time.monotonic() >= deadline:
@@ -366,20 +369,25 @@ def _cuda_has_bf16(device: str) -> bool:
     return torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 8
 
 
-def _load(model: str, device: str, dtype: torch.dtype) -> Any:
+def _load(model: str, device: str, dtype: torch.dtype, adapter: str) -> tuple[Any, str | None]:
+    """The pipeline on ``device``, and the IP-Adapter loaded into it, if it takes the one
+    ``adapter`` names."""
     try:
         pipe = DiffusionPipeline.from_pretrained(
             model, **{_DTYPE_ARGUMENT: dtype}, **_components_built_here(model))
     except Exception as error:  # noqa: BLE001 - hub, file and config errors of every kind
         raise ToolError(f"cannot load the diffusers pipeline {model!r}: {_reason(error)}",
                         kind="config") from error
+    loaded = None
+    if adapter and takes_ip_adapter(pipe, _parameters(pipe)):
+        loaded = load_ip_adapter(pipe, adapter)
     try:
         pipe.to(device)
     except Exception as error:  # noqa: BLE001
         raise ToolError(f"cannot put the diffusers pipeline {model!r} on {device}: "
                         f"{_reason(error)}", kind="config") from error
     pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return pipe, loaded
 
 
 def _components_built_here(model: str) -> dict[str, Any]:
@@ -402,8 +410,9 @@ class _Job:
     seed: int
     options: dict[str, Any]
     deadline: float
-    image: Image.Image | None = None
-    """The source of an edit; jobs with one are never batched."""
+    images: CallImages
+    alone: bool = False
+    """An edit's job, never batched."""
     window_s: float = 0.0
     max_batch: int = 1
     queued: float = 0.0
@@ -413,17 +422,21 @@ class _Job:
     abandoned: bool = False
 
     def joins(self, first: _Job) -> bool:
-        return self.image is None and first.image is None and self.options == first.options
+        return (not self.alone and not first.alone and self.options == first.options
+                and self.images.references == first.images.references)
 
 
 class _Runner:
     """Owns one pipeline; its worker thread makes every call to it."""
 
-    def __init__(self, pipe: Any, model: str, device: str, dtype: torch.dtype) -> None:
+    def __init__(self, pipe: Any, model: str, device: str, dtype: torch.dtype,
+                 ip_adapter: str | None = None) -> None:
         self.pipe = pipe
         self.model = model
         self.device = device
         self.dtype = dtype
+        self.ip_adapter = ip_adapter
+        """The IP-Adapter loaded into the pipeline, as provenance names it."""
         self._jobs: list[_Job] = []
         self._changed = threading.Condition()
         self._closed = False
@@ -502,8 +515,10 @@ class _Runner:
             inputs.update(prompt=batch[0].prompt, generator=generators[0])
         else:
             inputs.update(prompt=[job.prompt for job in batch], generator=generators)
-        if batch[0].image is not None:
-            inputs["image"] = batch[0].image
+        shared = batch[0].images
+        inputs.update(shared.inputs)
+        if shared.ip_adapter_scale is not None:
+            self.pipe.set_ip_adapter_scale(shared.ip_adapter_scale)
         images = list(self.pipe(**inputs).images)
         if len(images) != len(batch) or not all(isinstance(i, Image.Image) for i in images):
             raise ToolError(f"the diffusers pipeline {self.model!r} did not answer one PIL "
