@@ -18,7 +18,7 @@ from rich.markdown import Markdown
 
 from bench.report import RESULTS, Report, append, run_heading
 
-BENCHMARKS = ("overhead", "scheduling", "streaming", "chart_executor", "tts_scaling", "cache",
+BENCHMARKS = ("overhead", "scheduling", "streaming", "consistency", "chart_executor", "tts_scaling", "cache",
               "memory", "diffusion", "one_chart", "startup")
 
 

@@ -153,15 +153,17 @@ def prepare(slots: list[Slot], sizes: dict[str, Size]) -> None:
 
 
 class SimulatedTool:
-    """An image tool that sleeps for its request's ``params['latency']`` seconds.
+    """An image tool that sleeps for its request's ``params['latency']`` seconds; with
+    ``takes_references`` its tags may carry ``refs``, as diffusion's and edit's may.
 
     ``calls`` counts calls; ``spans`` records each call's (slot, start, end) on the
     monotonic clock, for the scheduling benchmark.
     """
 
-    def __init__(self, source: str, size: Size) -> None:
+    def __init__(self, source: str, size: Size, *, takes_references: bool = False) -> None:
         self.source = source
         self.size = size
+        self.takes_references = takes_references
         self.required_params = REQUIRED[source]
         self.guidance = f"simulated {source}"
         self.calls = 0

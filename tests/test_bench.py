@@ -27,7 +27,7 @@ def test_every_benchmark_runs_quick_and_is_recorded(tmp_path: Path) -> None:
     heading = re.search(r"^## [\d-]+ [\d:]+: (.+) \(quick\)$", text, re.MULTILINE)
     assert heading and "\nMachine: " in text
     names = heading[1].split(", ")
-    assert "overhead" in names and "streaming" in names and len(names) == 10
+    assert "overhead" in names and "consistency" in names and len(names) == 11
     sections = re.split(r"^### .+ \(`bench/(\w+)\.py`\)$", text, flags=re.MULTILINE)
     tables = dict(zip(sections[1::2], sections[2::2]))
     assert list(tables) == names
