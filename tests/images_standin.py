@@ -13,6 +13,12 @@ vllm_omni/entrypoints/openai/protocol/images.py: ``ImageData`` has no seed). Mod
   for gpt-image-* ("Unknown parameter: 'response_format'.", code ``unknown_parameter``,
   as OpenAI answers), ``seed`` for every model, edits with dall-e-3, and dall-e-2 edits
   whose image is not a square PNG under 4 MB with transparency (no mask is sent).
+  createEdit's ``image`` is one image or an array (``image[]`` parts): "For gpt-image-1,
+  ... You can provide up to 16 images. For dall-e-2, you can only provide one image", so
+  more is refused (with OpenAI's wording for an array over its maximum length).
+- ``image_limit``: an open server whose model takes fewer images than were sent (a
+  single-image edit model on vLLM-Omni, whose /v1/images/edits reads every ``image`` and
+  ``image[]`` part and answers the pipeline's ValueError 400 ``{"detail": ...}``).
 - ``edits_route=False``: LocalAI, whose router (core/http/routes/openai.go) has
   /v1/images/generations and /v1/images/inpainting but no /v1/images/edits; Echo
   answers an unknown route 404 ``{"message": "Not Found"}``.
@@ -60,6 +66,14 @@ class Seen:
     fields: dict[str, Any]
     """JSON body, or the multipart form's text fields."""
     files: dict[str, Upload] = field(default_factory=dict)
+    """The multipart form's file parts by name (the last of a repeated name)."""
+    uploads: list[tuple[str, Upload]] = field(default_factory=list)
+    """Every file part, named, in the order sent."""
+
+    @property
+    def images(self) -> list[Upload]:
+        """The ``image`` and ``image[]`` parts, in the order sent."""
+        return [upload for name, upload in self.uploads if name in ("image", "image[]")]
 
 
 @dataclass
@@ -68,6 +82,14 @@ class Failure:
     message: str
     code: str | None = None
     type: str = "invalid_request_error"
+    detail: bool = False
+    """Answered as FastAPI servers (vLLM-Omni, SGLang) answer: ``{"detail": message}``."""
+
+    def body(self) -> dict[str, Any]:
+        if self.detail:
+            return {"detail": self.message}
+        return {"error": {"message": self.message, "type": self.type, "param": None,
+                          "code": self.code}}
 
 
 class ImagesServer:
@@ -76,7 +98,8 @@ class ImagesServer:
     Scripting: ``fail`` queues error answers served before the next success; ``delay_s``
     holds every answer back; ``answer_size`` overrides the size of the image returned;
     ``item`` replaces the ``data[0]`` object (a ``url`` answer, broken base64, ...);
-    ``openai_rules``, ``edits_route`` and ``sd_cpp_seed`` are the modes the module names.
+    ``openai_rules``, ``edits_route``, ``image_limit`` and ``sd_cpp_seed`` are the modes
+    the module names.
     """
 
     def __init__(self) -> None:
@@ -89,6 +112,7 @@ class ImagesServer:
         self.openai_rules = False
         self.edits_route = True
         self.sd_cpp_seed: int | None = None
+        self.image_limit: int | None = None
         self.unrouted: list[str] = []
         """Paths of requests answered 404 for want of a route."""
         self.base_url = ""
@@ -105,12 +129,12 @@ class ImagesServer:
             failure = self.failures.pop(0) if self.failures else None
         if failure is None and self.openai_rules:
             failure = openai_refusal(seen)
+        if failure is None and self.image_limit is not None:
+            failure = _image_limit_refusal(seen, self.image_limit)
         if self.delay_s:
             self._closing.wait(self.delay_s)
         if failure:
-            error = {"message": failure.message, "type": failure.type,
-                     "param": None, "code": failure.code}
-            return failure.status, {"error": error}
+            return failure.status, failure.body()
         return 200, {"created": int(time.time()), "data": [self.item or self._image_item(seen)]}
 
     def _image_item(self, seen: Seen) -> dict[str, Any]:
@@ -121,8 +145,8 @@ class ImagesServer:
 
     def _png(self, seen: Seen) -> bytes:
         size = self.answer_size or _parse_size(str(seen.fields.get("size", "")))
-        if size is None and "image" in seen.files:
-            size = Image.open(io.BytesIO(seen.files["image"].data)).size
+        if size is None and seen.images:
+            size = Image.open(io.BytesIO(seen.images[0].data)).size
         if size is None and self.openai_rules:
             size = (1024, 1024)  # what "auto" and no size give for a square prompt
         # A gradient, not a flat fill: llmi's verifier rejects one flat colour.
@@ -153,6 +177,7 @@ _GPT_IMAGE_SIZES = ("1024x1024", "1024x1536", "1536x1024", "auto")
 _SIZES = {"dall-e-2": ("256x256", "512x512", "1024x1024"),
           "dall-e-3": ("1024x1024", "1792x1024", "1024x1792")}
 _EDIT_MODELS = ("dall-e-2", "gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5")
+_GPT_IMAGE_EDIT_IMAGES = 16
 
 
 def openai_refusal(seen: Seen) -> Failure | None:
@@ -170,9 +195,29 @@ def openai_refusal(seen: Seen) -> Failure | None:
     if sizes and size and size not in sizes:
         return Failure(400, f"Invalid value: '{size}'. Supported values are: "
                        + ", ".join(f"'{s}'" for s in sizes) + ".", "invalid_value")
-    if seen.path.endswith("/edits") and model == "dall-e-2":
-        return _dall_e_2_image_refusal(seen.files["image"].data, has_mask="mask" in seen.files)
+    if seen.path.endswith("/edits"):
+        return _edit_images_refusal(seen, model)
     return None
+
+
+def _edit_images_refusal(seen: Seen, model: str) -> Failure | None:
+    if not seen.images:
+        return Failure(400, "Missing required parameter: 'image'.", "missing_required_parameter")
+    most = _GPT_IMAGE_EDIT_IMAGES if model.startswith("gpt-image") else 1
+    if len(seen.images) > most:
+        return Failure(400, "Invalid 'image': array too long. Expected an array with maximum "
+                       f"length {most}, but got an array with length {len(seen.images)} "
+                       "instead.", "array_above_max_length")
+    if model == "dall-e-2":
+        return _dall_e_2_image_refusal(seen.images[0].data, has_mask="mask" in seen.files)
+    return None
+
+
+def _image_limit_refusal(seen: Seen, limit: int) -> Failure | None:
+    if not seen.path.endswith("/edits") or len(seen.images) <= limit:
+        return None
+    return Failure(400, f"this pipeline takes at most {limit} image(s), got "
+                   f"{len(seen.images)}", detail=True)
 
 
 def _dall_e_2_image_refusal(data: bytes, *, has_mask: bool) -> Failure | None:
@@ -192,20 +237,21 @@ def _parse_size(text: str) -> tuple[int, int] | None:
     return (int(width), int(height)) if sep and width.isdigit() and height.isdigit() else None
 
 
-def _parse_multipart(content_type: str, body: bytes) -> tuple[dict[str, Any], dict[str, Upload]]:
+def _parse_multipart(content_type: str,
+                     body: bytes) -> tuple[dict[str, Any], list[tuple[str, Upload]]]:
     message = BytesParser(policy=HTTP).parsebytes(
         f"Content-Type: {content_type}\r\n\r\n".encode() + body
     )
     fields: dict[str, Any] = {}
-    files: dict[str, Upload] = {}
+    uploads: list[tuple[str, Upload]] = []
     for part in message.iter_parts():
         name = part.get_param("name", header="content-disposition")
         data = part.get_payload(decode=True) or b""
         if part.get_filename() is not None:
-            files[name] = Upload(part.get_filename(), part.get_content_type(), data)
+            uploads.append((name, Upload(part.get_filename(), part.get_content_type(), data)))
         else:
             fields[name] = data.decode()
-    return fields, files
+    return fields, uploads
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -222,10 +268,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, {"message": "Not Found"})
             return
         if content_type.startswith("multipart/form-data"):
-            fields, files = _parse_multipart(content_type, body)
+            fields, uploads = _parse_multipart(content_type, body)
         else:
-            fields, files = json.loads(body), {}
-        seen = Seen(self.path, self.headers.get("Authorization"), content_type, fields, files)
+            fields, uploads = json.loads(body), []
+        seen = Seen(self.path, self.headers.get("Authorization"), content_type, fields,
+                    dict(uploads), uploads)
         self._send(*self.server.images.answer(seen))
 
     def _send(self, status: int, payload: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ from images_standin import ImagesServer, images_server
 from llmi.artifacts import ArtifactStore
 from llmi.context import Context
 from llmi.state import ImageRequest
-from llmi.tools.base import ToolCall, ToolError
+from llmi.tools.base import REFERENCES_IGNORED, ToolCall, ToolError
 from llmi.tools.cache import ToolCache
 from llmi.tools.images_api import openai_edit, openai_generate
 from openai_standin import closed_port_url
@@ -38,11 +38,12 @@ def _context(images_base_url: str, **overrides: Any) -> Context:
 
 
 def _call(context: Context, *, source: bytes | None = None, deadline_s: float = 5.0,
-          slot: int = 0) -> ToolCall:
+          slot: int = 0, references: tuple[bytes, ...] = ()) -> ToolCall:
     request = ImageRequest(slot=slot, source="edit" if source else "diffusion",
                            description="a lighthouse", params={"prompt": "a lighthouse at dusk"},
                            depends_on=None, attempt=0)
-    return ToolCall(request=request, context=context, deadline_s=deadline_s, source_image=source)
+    return ToolCall(request=request, context=context, deadline_s=deadline_s, source_image=source,
+                    references=references)
 
 
 def _encode(image: Image.Image, fmt: str = "PNG") -> bytes:
@@ -294,6 +295,10 @@ def test_the_standin_refuses_what_openai_refuses(server: ImagesServer) -> None:
                                    image=("i.png", _chart_rgba((96, 64)), "image/png")),
         lambda: client.images.edit(model="dall-e-2", prompt="p", image=(
             "i.png", _encode(Image.new("RGB", (64, 64), (1, 2, 3))), "image/png")),
+        lambda: client.images.edit(model="dall-e-2", prompt="p", image=[
+            ("i.png", _chart_rgba((64, 64)), "image/png")] * 2),
+        lambda: client.images.edit(model="gpt-image-1.5", prompt="p", image=[
+            ("i.png", _chart_rgba((64, 64)), "image/png")] * 17),
     ]
     for refused in refusals:
         with pytest.raises(openai.BadRequestError) as info:
@@ -571,3 +576,202 @@ def test_a_data_url_answer_is_decoded(server: ImagesServer) -> None:
     out = openai_generate("m")(_call(_context(server.base_url)))
 
     assert out.data == png
+
+
+# --- references ------------------------------------------------------------------------
+
+
+def _references(*sizes: tuple[int, int]) -> tuple[bytes, ...]:
+    return tuple(_encode(Image.new("RGB", size, (40 * number, 90, 160)))
+                 for number, size in enumerate(sizes, 1))
+
+
+def _sizes(uploads: list[Any]) -> list[tuple[int, int]]:
+    return [_decode(upload.data).size for upload in uploads]
+
+
+def test_gpt_image_makes_an_image_from_references_through_edits(server: ImagesServer) -> None:
+    server.openai_rules = True
+    ctx = _context(server.base_url, api_key="sk-test", image_size="1536x1024", seed=3)
+    out = openai_generate("gpt-image-1.5")(_call(ctx, references=_references((40, 30), (50, 50))))
+
+    [seen] = server.requests
+    assert seen.path == "/v1/images/edits"
+    assert [name for name, _ in seen.uploads] == ["image[]", "image[]"]
+    assert _sizes(seen.images) == [(40, 30), (50, 50)]
+    assert all(_decode(upload.data).format == "PNG" for upload in seen.images)
+    assert seen.fields == {"model": "gpt-image-1.5", "prompt": "a lighthouse at dusk", "n": "1",
+                           "size": "1536x1024"}
+    assert out.provenance["references"] == 2 and REFERENCES_IGNORED not in out.provenance
+    assert (out.provenance["size_asked"], out.provenance["size_used"]) == ("1536x1024",
+                                                                           "1536x1024")
+
+
+@pytest.mark.parametrize(("model", "seed_sent"), [
+    ("Qwen/Qwen-Image-Edit-2511", {"prompt": "a lighthouse at dusk", "seed": "42"}),
+    ("sd-cpp-local", {"prompt": 'a lighthouse at dusk <sd_cpp_extra_args>{"seed": 42}'
+                                "</sd_cpp_extra_args>"}),
+])
+def test_an_open_server_gets_references_with_what_a_generation_gets(
+    server: ImagesServer, model: str, seed_sent: dict[str, str]
+) -> None:
+    with images_server() as edit_server:
+        ctx = _context(server.base_url, seed=42, edit_base_url=edit_server.base_url)
+        out = openai_generate(model)(_call(ctx, references=_references((40, 30))))
+
+    # The diffusion server and model, not the edit ones.
+    assert edit_server.requests == []
+    [seen] = server.requests
+    assert seen.path == "/v1/images/edits" and _sizes(seen.images) == [(40, 30)]
+    assert seen.fields == {"model": model, "n": "1", "size": "64x48",
+                           "response_format": "b64_json"} | seed_sent
+    assert _decode(out.data).size == (64, 48)
+    assert out.provenance["references"] == 1 and out.provenance["seed_requested"] == 42
+
+
+def test_an_edit_sends_its_source_first_then_the_references(server: ImagesServer) -> None:
+    source = _encode(Image.new("RGB", (96, 80), (10, 20, 30)))
+    out = openai_edit("Qwen/Qwen-Image-Edit-2511")(_call(
+        _context(server.base_url), source=source, references=_references((40, 30), (50, 50))))
+
+    [seen] = server.requests
+    assert [name for name, _ in seen.uploads] == ["image[]"] * 3
+    assert _sizes(seen.images) == [(96, 80), (40, 30), (50, 50)]
+    assert seen.fields["size"] == "96x80"
+    assert _decode(out.data).size == (96, 80)
+    assert out.provenance["references"] == 2 and REFERENCES_IGNORED not in out.provenance
+
+
+def test_an_edit_with_gpt_image_sends_references_within_its_limit(server: ImagesServer) -> None:
+    server.openai_rules = True
+    references = _references(*[(20 + number, 20) for number in range(16)])
+    out = openai_edit("gpt-image-1.5")(_call(
+        _context(server.base_url, api_key="sk-test"), source=_chart_rgba((120, 90)),
+        references=references))
+
+    [seen] = server.requests
+    assert _sizes(seen.images) == [(120, 90), *[(20 + number, 20) for number in range(15)]]
+    assert out.provenance["references"] == 15
+    assert out.provenance[REFERENCES_IGNORED] == (
+        "gpt-image-1.5 takes at most 16 images in one request, the image edited among them, "
+        "so the last 1 of its 16 reference images were left out")
+
+
+def test_gpt_image_leaves_out_references_beyond_16(server: ImagesServer) -> None:
+    server.openai_rules = True
+    references = _references(*[(20 + number, 20) for number in range(17)])
+    out = openai_generate("gpt-image-1.5")(_call(
+        _context(server.base_url, api_key="sk-test", image_size="auto"), references=references))
+
+    [seen] = server.requests
+    assert _sizes(seen.images) == [(20 + number, 20) for number in range(16)]
+    assert out.provenance["references"] == 16
+    assert "the last 1 of its 17 reference images" in out.provenance[REFERENCES_IGNORED]
+
+
+@pytest.mark.parametrize("model", ["dall-e-3", "dall-e-2"])
+def test_dall_e_makes_the_image_without_references_and_says_so(
+    server: ImagesServer, model: str
+) -> None:
+    server.openai_rules = True
+    ctx = _context(server.base_url, api_key="sk-test", image_size="1024x1024")
+    out = openai_generate(model)(_call(ctx, references=_references((40, 30))))
+
+    [seen] = server.requests
+    assert seen.path == "/v1/images/generations"
+    assert out.provenance[REFERENCES_IGNORED] == f"{model} takes no reference images"
+    assert "references" not in out.provenance
+
+
+def test_a_dall_e_2_edit_is_made_without_references(server: ImagesServer) -> None:
+    server.openai_rules = True
+    out = openai_edit("dall-e-2")(_call(_context(server.base_url), source=_chart_rgba(),
+                                        references=_references((40, 30))))
+
+    [seen] = server.requests
+    assert [name for name, _ in seen.uploads] == ["image"]
+    assert out.provenance[REFERENCES_IGNORED] == "dall-e-2 takes no reference images"
+
+
+def test_a_server_without_edits_generates_without_references(server: ImagesServer) -> None:
+    server.edits_route = False  # LocalAI
+    out = openai_generate("stablediffusion")(_call(_context(server.base_url),
+                                                   references=_references((40, 30))))
+
+    assert server.unrouted == ["/v1/images/edits"]
+    assert [seen.path for seen in server.requests] == ["/v1/images/generations"]
+    assert _decode(out.data).size == (64, 48)
+    reason = out.provenance[REFERENCES_IGNORED]
+    assert "has no edits endpoint" in reason and "404" in reason
+    assert "references" not in out.provenance
+
+
+def test_an_open_server_refusing_several_images_generates_without_them(
+    server: ImagesServer,
+) -> None:
+    server.image_limit = 1  # a single-image edit model
+    out = openai_generate("m")(_call(_context(server.base_url, seed=5),
+                                     references=_references((40, 30), (50, 50))))
+
+    assert [seen.path for seen in server.requests] == ["/v1/images/edits",
+                                                       "/v1/images/generations"]
+    assert server.requests[1].fields["seed"] == 5
+    assert out.provenance[REFERENCES_IGNORED] == (
+        f"the images server at {server.base_url.split('/')[2]} refused the reference images "
+        "(400: this pipeline takes at most 1 image(s), got 2)")
+
+
+def test_an_open_server_refusing_references_edits_the_source_alone(
+    server: ImagesServer,
+) -> None:
+    server.image_limit = 1
+    out = openai_edit("m")(_call(_context(server.base_url), source=_chart_rgba((120, 90)),
+                                 references=_references((40, 30))))
+
+    first, second = server.requests
+    assert _sizes(first.images) == [(120, 90), (40, 30)]
+    assert [name for name, _ in second.uploads] == ["image"]
+    assert _sizes(second.images) == [(120, 90)]
+    assert "refused the reference images" in out.provenance[REFERENCES_IGNORED]
+    assert _decode(out.data).size == (120, 90)
+
+
+def test_a_refusal_by_a_model_that_takes_references_fails_the_request(
+    server: ImagesServer,
+) -> None:
+    # gpt-image takes references as documented: a 400 is about the request, and a
+    # generation without them would be refused as well.
+    message = "Your request was rejected as a result of our safety system."
+    server.fail(400, message, code="content_policy_violation")
+    with pytest.raises(ToolError, match="safety system"):
+        openai_generate("gpt-image-1.5")(_call(_context(server.base_url, api_key="sk-test",
+                                                        image_size="auto"),
+                                               references=_references((40, 30))))
+    assert [seen.path for seen in server.requests] == ["/v1/images/edits"]
+
+
+def test_a_server_error_with_references_is_retried_not_worked_around(
+    server: ImagesServer,
+) -> None:
+    server.fail(503, "model is loading", type="server_error")
+    out = openai_generate("m")(_call(_context(server.base_url), deadline_s=3.0,
+                                     references=_references((40, 30))))
+
+    assert [seen.path for seen in server.requests] == ["/v1/images/edits"] * 2
+    assert out.provenance["references"] == 1
+
+
+def test_references_are_uploaded_as_an_edit_source_is(server: ImagesServer) -> None:
+    large = _encode(Image.new("RGB", (3000, 1000), (90, 90, 90)), "JPEG")
+    openai_generate("m")(_call(_context(server.base_url), references=(large, _chart_rgba())))
+
+    wide, chart = (_decode(upload.data) for upload in server.requests[0].images)
+    assert (wide.format, wide.mode, wide.size) == ("PNG", "RGB", (2048, 683))
+    assert (chart.format, chart.mode) == ("PNG", "RGBA")
+
+
+def test_an_unreadable_reference_fails_before_any_call(server: ImagesServer) -> None:
+    with pytest.raises(ToolError, match="reference image 2 is not a readable image"):
+        openai_generate("m")(_call(_context(server.base_url),
+                                   references=(_chart_rgba(), b"not an image")))
+    assert server.requests == []

@@ -34,6 +34,20 @@ What a request carries depends on the model's family (``FAMILIES``), never on th
   ``LLMI_EDIT_SIZE`` or the source's size. An open server is asked for ``LLMI_EDIT_SIZE``
   as is; without one, for the source's size scaled to at most one megapixel and rounded
   to multiples of 16, what diffusion edit models work at.
+- References (``call.references``, the images whose subject the new image keeps) go to
+  ``/images/edits`` as ``image[]`` parts, uploaded as an edit's source is, after the image
+  edited if any; an image made from the references alone is asked of the diffusion
+  server and model, with the size, seed and format a generation gets. OpenAI's createEdit
+  takes an array of up to 16 images for GPT image models (the openai SDK's
+  ``images.edit``); vLLM-Omni, SGLang and stable-diffusion.cpp read every ``image[]`` part
+  and leave the rest to their model (vllm_omni/entrypoints/openai/api_server.py and
+  docs/serving/image_edit_api.md, sglang/multimodal_gen/.../openai/image_api.py,
+  examples/server/routes_openai.cpp). ``Family.edit_images`` says how many a family takes;
+  a family that takes none (DALL-E), a server without an edits route (LocalAI answers
+  404) and an open server that refuses them (400, 415, 422) make the image without them,
+  as before, and the provenance says why (``without_references``); references beyond a
+  family's limit are left out and said so too. The provenance records ``references``: how
+  many were sent.
 """
 
 from __future__ import annotations
@@ -44,8 +58,8 @@ import io
 import math
 import re
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -57,7 +71,7 @@ from PIL import Image, ImageOps
 
 from llmi.context import Context
 from llmi.models import QUOTA_CODES
-from llmi.tools.base import Backend, ToolCall, ToolError, ToolOutput
+from llmi.tools.base import Backend, ToolCall, ToolError, ToolOutput, without_references
 from llmi.tools.retry import retry_transient
 from llmi.tools.synthesis import Size, applied_seed, prompt_of, setting_size, size_text
 
@@ -66,6 +80,9 @@ BACKEND = "openai-images"
 
 Endpoint = Literal["generations", "edits"]
 Request = Callable[[OpenAI, Timeout], ImagesResponse]
+Upload = tuple[str, bytes, str]
+Refusal = Callable[[openai.APIStatusError], str | None]
+"""The reason a refused request's references are left out, or None: a failure as usual."""
 
 _OPEN_SERVER_PIXELS = 1024 * 1024
 _UPLOAD_MAX_SIDE = 2048
@@ -73,6 +90,7 @@ _DALL_E_2_MAX_BYTES = 4 * 1024 * 1024
 _KEPT_FORMATS = {"PNG", "JPEG", "WEBP", "GIF"}
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa"}
 _REFUSED_FIELD_CODES = {"unknown_parameter", "invalid_value"}
+_REFUSED_IMAGES_STATUSES = {400, 415, 422}
 _PARAMETERS_SEED = re.compile(r"(?:^|[\s,])Seed:\s*(\d+)")
 
 _REFERENCE = "https://platform.openai.com/docs/api-reference/images"
@@ -96,37 +114,42 @@ class Family:
     ``<sd_cpp_extra_args>`` block (stable-diffusion.cpp's server reads no ``seed`` field)."""
     edits: Literal["any", "transparent-square", "none"]
     """``any`` image; only a square PNG whose transparent parts are repainted; none."""
+    edit_images: int | None
+    """How many images one edits request takes, the image edited and the references
+    together; None: no documented limit, the server's model decides. Only a family whose
+    edits take ``any`` image takes references."""
     reference: str
     """The documentation the rules follow."""
 
 
 GPT_IMAGE = Family(
     "gpt-image", ("gpt-image",), ((1024, 1024), (1536, 1024), (1024, 1536)), "auto",
-    response_format=False, seed="none", edits="any",
+    response_format=False, seed="none", edits="any", edit_images=16,
     reference=f"{_REFERENCE}/create: size 1024x1024, 1536x1024, 1024x1536 or auto; no "
               "response_format, the answer is always b64_json",
 )
 DALL_E_2 = Family(
     "dall-e-2", ("dall-e-2",), ((256, 256), (512, 512), (1024, 1024)), "1024x1024",
-    response_format=True, seed="none", edits="transparent-square",
+    response_format=True, seed="none", edits="transparent-square", edit_images=1,
     reference=f"{_REFERENCE}/createEdit: size 256x256, 512x512 or 1024x1024; the image is "
               "a square PNG under 4MB whose fully transparent areas are edited",
 )
 DALL_E_3 = Family(
     "dall-e-3", ("dall-e-3",), ((1024, 1024), (1792, 1024), (1024, 1792)), "1024x1024",
-    response_format=True, seed="none", edits="none",
+    response_format=True, seed="none", edits="none", edit_images=0,
     reference=f"{_REFERENCE}/create: size 1024x1024, 1792x1024 or 1024x1792; "
               "createEdit takes dall-e-2 and GPT image models only",
 )
 STABLE_DIFFUSION_CPP = Family(
     "stable-diffusion.cpp", ("sd-cpp",), (), None, response_format=True,
-    seed="sd_cpp_extra_args", edits="any",
+    seed="sd_cpp_extra_args", edits="any", edit_images=None,
     reference="https://github.com/leejet/stable-diffusion.cpp examples/server/api.md: the "
               "OpenAI API reads prompt, n, size and output_format; native fields, seed among "
               "them, go in <sd_cpp_extra_args> inside the prompt; its model is sd-cpp-local",
 )
 OPEN_SERVER = Family(
     "open server", ("",), (), None, response_format=True, seed="seed field", edits="any",
+    edit_images=None,
     reference="https://docs.vllm.ai/projects/vllm-omni/en/stable/serving/image_generation_api/"
               " and https://docs.sglang.io/diffusion/api/openai_api.html: any WxH, seed, "
               "response_format b64_json",
@@ -156,7 +179,8 @@ class _Server:
 
 
 def openai_generate(argument: str) -> Backend:
-    """``LLMI_DIFFUSION=openai:<model>``: text to image."""
+    """``LLMI_DIFFUSION=openai:<model>``: text to image; with references, an edits request
+    of the prompt and the references (OpenAI's createEdit)."""
     model = argument
     family = family_of(model)
 
@@ -166,15 +190,20 @@ def openai_generate(argument: str) -> Backend:
         prompt = prompt_of(call.request)
         seed = _seed(family, call)
         size = _generation_size(family, ctx)
+        references = _references(family, model, call.references, editing=False)
+        options: dict[str, Any] = {
+            "model": model or omit, "prompt": _sent_prompt(family, prompt, seed),
+            "size": size or omit, "n": 1, **_format_options(family, seed)}
 
         def request(client: OpenAI, timeout: Timeout) -> ImagesResponse:
-            return client.images.generate(
-                model=model or omit, prompt=_sent_prompt(family, prompt, seed),
-                size=size or omit, n=1,
-                timeout=timeout, **_format_options(family, seed),
-            )
+            return client.images.generate(timeout=timeout, **options)
 
-        response = _call_api(call, server, family, "generations", request)
+        def with_references(client: OpenAI, timeout: Timeout) -> ImagesResponse:
+            return client.images.edit(image=list(references.sent), timeout=timeout, **options)
+
+        response, references = _call_with_references(
+            call, server, family, references, with_references, ("generations", request),
+            editing=False)
         item = _first_item(response)
         data = _item_bytes(item)
         image = _open_image(data, "the generated image")
@@ -182,14 +211,16 @@ def openai_generate(argument: str) -> Backend:
             data=_encoded(image, data),
             backend=BACKEND,
             provenance=_provenance(prompt, model, family, ctx.image_size or None, size, seed,
-                                   _seed_used(response, item, image), item),
+                                   _seed_used(response, item, image), item)
+            | references.provenance(),
         )
 
     return generate
 
 
 def openai_edit(argument: str) -> Backend:
-    """``LLMI_EDIT=openai:<model>``: change ``call.source_image`` as the prompt says."""
+    """``LLMI_EDIT=openai:<model>``: change ``call.source_image`` as the prompt says; with
+    references, they follow it as ``image[]`` parts."""
     model = argument
     family = family_of(model)
 
@@ -208,15 +239,21 @@ def openai_edit(argument: str) -> Backend:
         target = setting_size(ctx, "edit_size") or source.size
         size = _edit_request_size(family, target, explicit=bool(ctx.edit_size))
         upload = ("image.png", _edit_upload(family, model, source, size), "image/png")
+        references = _references(family, model, call.references, editing=True)
+        options: dict[str, Any] = {
+            "model": model or omit, "prompt": _sent_prompt(family, prompt, seed),
+            "size": size, "n": 1, **_format_options(family, seed)}
 
         def request(client: OpenAI, timeout: Timeout) -> ImagesResponse:
-            return client.images.edit(
-                model=model or omit, image=upload, prompt=_sent_prompt(family, prompt, seed),
-                size=size, n=1,
-                timeout=timeout, **_format_options(family, seed),
-            )
+            return client.images.edit(image=upload, timeout=timeout, **options)
 
-        response = _call_api(call, server, family, "edits", request)
+        def with_references(client: OpenAI, timeout: Timeout) -> ImagesResponse:
+            return client.images.edit(image=[upload, *references.sent], timeout=timeout,
+                                      **options)
+
+        response, references = _call_with_references(
+            call, server, family, references, with_references, ("edits", request),
+            editing=True)
         item = _first_item(response)
         data = _item_bytes(item)
         answer = _open_image(data, "the edited image")
@@ -229,10 +266,88 @@ def openai_edit(argument: str) -> Backend:
             data=_encoded(image, data),
             backend=BACKEND,
             provenance=_provenance(prompt, model, family, size_text(target), size, seed,
-                                   seed_used, item),
+                                   seed_used, item) | references.provenance(),
         )
 
     return edit
+
+
+# --- references ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _References:
+    """The reference images a request sends, and why any of the call's were left out."""
+
+    sent: tuple[Upload, ...]
+    ignored: str | None = None
+
+    def provenance(self) -> dict[str, Any]:
+        sent = {"references": len(self.sent)} if self.sent else {}
+        return sent | (without_references(self.ignored) if self.ignored else {})
+
+
+class _ReferencesRefused(ToolError):
+    """The server refused a request's references; the message says how."""
+
+
+def _references(family: Family, model: str, references: Sequence[bytes], *,
+                editing: bool) -> _References:
+    """The ``references`` that ``family`` takes, uploaded as an edit's source is; the image
+    edited, if any, counts towards its limit."""
+    if not references:
+        return _References(())
+    if family.edits != "any":
+        return _References((), f"{model} takes no reference images")
+    limit = family.edit_images
+    kept = references if limit is None else references[:limit - 1 if editing else limit]
+    uploads = tuple(_reference_upload(data, number) for number, data in enumerate(kept, 1))
+    if len(kept) == len(references):
+        return _References(uploads)
+    among = ", the image edited among them" if editing else ""
+    return _References(uploads, (
+        f"{model} takes at most {limit} images in one request{among}, so the last "
+        f"{len(references) - len(kept)} of its {len(references)} reference images were left "
+        "out"))
+
+
+def _reference_upload(data: bytes, number: int) -> Upload:
+    image = ImageOps.exif_transpose(_open_image(data, f"reference image {number}"))
+    return f"reference-{number}.png", _upload_png(image), "image/png"
+
+
+def _call_with_references(
+    call: ToolCall, server: _Server, family: Family, references: _References,
+    with_references: Request, without: tuple[Endpoint, Request], *, editing: bool,
+) -> tuple[ImagesResponse, _References]:
+    """The answer to ``with_references`` when there are references to send; when there are
+    none, or the server refuses them, the answer to ``without``, in the time left."""
+    started = time.monotonic()
+    if references.sent:
+        refusal = _refusal(family, server, editing=editing)
+        try:
+            return _call_api(call, server, family, "edits", with_references, refusal), references
+        except _ReferencesRefused as refused:
+            references = _References((), str(refused))
+            call = replace(call, deadline_s=call.deadline_s - (time.monotonic() - started))
+    return _call_api(call, server, family, *without), references
+
+
+def _refusal(family: Family, server: _Server, *, editing: bool) -> Refusal:
+    """A server without an edits route takes no references, though it may generate; an
+    open server's model may take fewer images than were sent, and says so with a 4xx."""
+
+    def refused(error: openai.APIStatusError) -> str | None:
+        status = error.status_code
+        if not editing and _no_edits_route(error):
+            return (f"the images server at {server.where} has no edits endpoint (POST "
+                    f"/images/edits answered {status}), so it takes no reference images")
+        if family.edit_images is None and status in _REFUSED_IMAGES_STATUSES:
+            return (f"the images server at {server.where} refused the reference images "
+                    f"({status}: {_server_message(error)})")
+        return None
+
+    return refused
 
 
 # --- the server and the request -------------------------------------------------------
@@ -286,8 +401,9 @@ def _format_options(family: Family, seed: int | None) -> dict[str, Any]:
 
 
 def _call_api(call: ToolCall, server: _Server, family: Family, endpoint: Endpoint,
-              request: Request) -> ImagesResponse:
-    """Run ``request``, retrying transient failures, each try within the time left."""
+              request: Request, refusal: Refusal | None = None) -> ImagesResponse:
+    """Run ``request``, retrying transient failures, each try within the time left; an
+    answer that ``refusal`` names raises ``_ReferencesRefused``."""
     started = time.monotonic()
     connect_s = call.context.connect_timeout or 5.0
     # max_retries=0: retries are ours, so they stay within the deadline.
@@ -301,7 +417,10 @@ def _call_api(call: ToolCall, server: _Server, family: Family, endpoint: Endpoin
             try:
                 return request(client, Timeout(left, connect=min(connect_s, left)))
             except openai.APIError as error:
-                raise _tool_error(error, server, family, endpoint, call.deadline_s) from error
+                refused = refusal(error) if refusal and isinstance(
+                    error, openai.APIStatusError) else None
+                raise (_ReferencesRefused(refused) if refused else _tool_error(
+                    error, server, family, endpoint, call.deadline_s)) from error
 
         return retry_transient(attempt, deadline_s=call.deadline_s)
 
@@ -327,7 +446,7 @@ def _status_error(error: openai.APIStatusError, server: _Server, family: Family,
                   endpoint: Endpoint) -> ToolError:
     where, status, message = server.where, error.status_code, _server_message(error)
     said = f"the images API at {where} answered {status}: {message}"
-    if endpoint == "edits" and status in (404, 405) and error.code != "model_not_found":
+    if endpoint == "edits" and _no_edits_route(error):
         return ToolError(
             f"the images server at {where} has no edits endpoint (POST /images/edits answered "
             f"{status}: {message}): set LLMI_EDIT_BASE_URL to a server that edits, or set "
@@ -349,6 +468,10 @@ def _status_error(error: openai.APIStatusError, server: _Server, family: Family,
     if status in (408, 409, 429) or status >= 500:
         return ToolError(said, kind="http", transient=True)
     return ToolError(said, kind="http")
+
+
+def _no_edits_route(error: openai.APIStatusError) -> bool:
+    return error.status_code in (404, 405) and error.code != "model_not_found"
 
 
 def _server_message(error: openai.APIStatusError) -> str:
