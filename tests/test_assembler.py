@@ -20,6 +20,7 @@ from llmi.context import Context
 from llmi.machine_paths import without_machine_paths
 from llmi.nodes.assembler import assemble
 from llmi.state import ImageRef, ImageRequest, ImageResult, Repair, failed_result
+from llmi.tools.base import REFERENCES_IGNORED
 
 HOSTILE = [
     "<script>alert(1)</script>",
@@ -194,6 +195,47 @@ def test_manifest_records_each_slots_repairs(context: Context, mixed: dict[str, 
         {"attempt": 1, "failed": "diffusion: blank", "tried": "diffusion again with a new seed (5)",
          "worked": True},
     ]
+
+
+def test_manifest_records_references_subjects_and_verdicts(
+    context: Context, store: ArtifactStore
+) -> None:
+    mira = {"name": "Mira", "description": "a girl in a red scarf", "slots": [0, 1, 2]}
+    reason = "dall-e-3 takes no reference images"
+    kept = {**_ok(1, "diffusion", "Mira by the sea", _image(store, shade=1), attempt=1),
+            "refs": [0], "subject": "Mira",
+            "consistency": {"verdict": "different", "reason": "another face"}}
+    ignored = _ok(2, "diffusion", "Mira asleep", _image(store, shade=2))
+    ignored |= {"refs": [0], "subject": "Mira",
+                "provenance": {"model": "dall-e-3", REFERENCES_IGNORED: reason},
+                "consistency": {"verdict": "unchecked", "reason": "no answer"}}
+    repairs = [Repair(slot=1, attempt=1, kind="consistency", failed="diffusion: another face",
+                      tried="diffusion again with a new seed (3), from the same references")]
+    outputs = _run(context, prompt="Mira", segments=[_slot(0), _slot(1), _slot(2)],
+                   results=[{**_ok(0, "diffusion", "Mira", _image(store)), "subject": "Mira"},
+                            kept, ignored],
+                   subjects=[mira], repairs=repairs)
+    manifest = json.loads(outputs["manifest"].read_text(encoding="utf-8"))
+
+    assert manifest["subjects"] == [mira]
+    first, second, third = manifest["slots"]
+    assert first["subject"] == "Mira"
+    assert not {"refs", "consistency", REFERENCES_IGNORED} & set(first)
+    assert (second["refs"], second["subject"]) == ([0], "Mira")
+    assert second["consistency"] == {"verdict": "different", "reason": "another face"}
+    assert REFERENCES_IGNORED not in second
+    # The repair made an image, but not one of the same subject.
+    assert [r["worked"] for r in second["repairs"]] == [False]
+    assert third["references_ignored"] == reason and third["refs"] == [0]
+    assert third["consistency"]["verdict"] == "unchecked"
+    assert third["provenance"] == {"model": "dall-e-3"}
+
+
+def test_manifest_has_no_subjects_where_none_were_linked(
+    context: Context, mixed: dict[str, Any]
+) -> None:
+    outputs = _run(context, **mixed, subjects=[])
+    assert "subjects" not in json.loads(outputs["manifest"].read_text(encoding="utf-8"))
 
 
 def test_outputs_are_absolute_paths_that_exist(context: Context, mixed: dict[str, Any]) -> None:

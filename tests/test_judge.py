@@ -473,6 +473,56 @@ def test_check_relevance_without_or_with_a_failing_vlm() -> None:
     assert ok is False and "not a readable image" in reason
 
 
+# Consistency checks
+
+
+@pytest.mark.parametrize(("answer", "verdict"), [
+    ('{"match": "yes", "reason": "The same fox with the white-tipped tail."}', "same"),
+    ('```json\n{"match": "no", "reason": "This fox is grey."}\n```', "different"),
+    ("No - another fox altogether.", "different"),
+    ("Hard to say at this size.", "unchecked"),
+])
+def test_check_consistency(answer: str, verdict: str) -> None:
+    vlm = Recording(replies=[answer])
+    first, second, new = gradient_png(1), gradient_png(2), gradient_png(3)
+    checked = Judge(vlm=vlm).check_consistency(new, [first, second], "Rufus: a red fox")
+    assert checked["verdict"] == verdict and checked["reason"]
+    (system, human), = vlm.seen
+    assert "same subject" in system.content
+    # The references first, the new image last, the subject named between them.
+    assert image_urls(human) == [data_url(first), data_url(second), data_url(new)]
+    assert human.content[-1] == {"type": "image_url", "image_url": {"url": data_url(new)}}
+    assert "Rufus: a red fox" in human.content[-2]["text"]
+
+
+def test_check_consistency_that_cannot_be_given_is_unchecked() -> None:
+    image = gradient_png()
+    assert Judge().check_consistency(image, [image])["verdict"] == "unchecked"
+    failed = Judge(vlm=Raising()).check_consistency(image, [image])
+    assert failed["verdict"] == "unchecked" and "TimeoutError" in failed["reason"]
+    vlm = Recording(replies=["yes"])
+    unreadable = Judge(vlm=vlm).check_consistency(image, [b"not an image"])
+    assert unreadable["verdict"] == "unchecked" and "not a readable image" in unreadable["reason"]
+    assert vlm.seen == []
+
+
+def test_the_document_judge_weighs_recurring_subjects_and_sees_what_keeps_them(
+    store: ArtifactStore,
+) -> None:
+    photo, first, later = (store.put(gradient_png(seed)) for seed in (1, 2, 3))
+    keeping = {**made(2, later, "diffusion", "Rufus asleep"), "refs": [0, 1], "subject": "Rufus"}
+    segments: list[Segment] = [{"kind": "slot", "slot": 1}, {"kind": "slot", "slot": 2}]
+    vlm = Recording(replies=[VISION_JSON.format(4, 4, 4)])
+    Judge(vlm=vlm).score("Rufus", "d", segments, [made(1, first, "diffusion", "Rufus"), keeping],
+                         store=store, inputs=[photo])
+    (system, human), = vlm.seen
+    assert "recurs across images" in system.content
+    texts = [p["text"] for p in human.content if p["type"] == "text"]
+    assert "Image 1 (diffusion; should show: Rufus):" in texts
+    assert ("Image 2 (diffusion; keeps Rufus from input image 0 and image 1; "
+            "should show: Rufus asleep):") in texts
+
+
 # Configuration
 
 

@@ -327,7 +327,8 @@ def _new_query(failure: Failure, reply: str, situation: Situation) -> Fix | str:
 
 def _retag(failure: Failure, reply: str, situation: Situation) -> Fix | str:
     # Counting the slot's index as inputs makes the re-emitted tag take the slot's place.
-    plan = parse_draft(reply, situation.tools.required_params(), n_inputs=failure.slot)
+    plan = parse_draft(reply, situation.tools.required_params(), n_inputs=failure.slot,
+                       reference_sources=situation.tools.reference_sources())
     requests = [r for r in plan.requests if r["slot"] == failure.slot]
     failures = [r for r in plan.failures if r["slot"] == failure.slot]
     if requests:
