@@ -207,3 +207,12 @@ def test_dispatch_sends_the_notice_as_a_stream_event(context: Context) -> None:
         context, consistency="tags"), stream_mode="custom") if event["llmi"] == "notice"]
     assert [event["text"].split(";")[0] for event in events] == [
         "diffusion: fake diffusion takes no reference images"]
+
+
+def test_an_image_made_without_its_references_is_not_cached(context: Context) -> None:
+    store = ArtifactStore(context.artifact_dir)
+    cache = ToolCache(store)
+    image = store.put(gradient_png(1))
+    assert not cache.put("a" * 64, image, "b", without_references("no edits route"))
+    assert cache.put("b" * 64, image, "b", {"seed": 1})
+    assert cache.get("a" * 64) is None and cache.get("b" * 64) is not None

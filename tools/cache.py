@@ -15,7 +15,9 @@ A result whose provenance names the seed it asked for (``seed_requested``) is ke
 when that seed applied: not when it asked none (OpenAI's image models take no seed), nor
 when the server says it made the image with another ``seed`` (stable-diffusion.cpp's
 server ignores the request's seed). An image made without the seed of its key is not
-that seed's image.
+that seed's image. Nor is an image its backend made without the reference images its
+request had (``references_ignored``): it is not the image asked for, and a backend set up
+to take references later (an edits route, IP-Adapter weights) must make it again.
 
 Entries live beside the artifact store, ``<artifact_dir>/cache/<key>.json``,
 and hold the key, the ``ImageRef``, backend and provenance of a successful result; the
@@ -52,7 +54,7 @@ from typing import Any
 from llmi.artifacts import ArtifactStore, CorruptArtifact, is_digest, read_regular, write_atomic
 from llmi.context import Context
 from llmi.state import ImageRef, ImageRequest
-from llmi.tools.base import CacheRules
+from llmi.tools.base import REFERENCES_IGNORED, CacheRules
 from llmi.tools.registry import default_tools
 
 CACHE_VERSION = 2
@@ -129,9 +131,9 @@ class ToolCache:
 
     def put(self, key: str, image: ImageRef, backend: str | None,
             provenance: dict[str, Any]) -> bool:
-        """Remember a successful result; False when it was not reproducible by its seed
-        or could not be written."""
-        if not _seed_applied(provenance):
+        """Remember a successful result; False when it was not reproducible by its seed, was
+        made without its references, or could not be written."""
+        if not _seed_applied(provenance) or REFERENCES_IGNORED in provenance:
             return False
         entry = {"version": CACHE_VERSION, "key": key, "image": dict(image), "backend": backend,
                  "provenance": provenance, "created": time.time()}
