@@ -67,12 +67,13 @@ def settings(**overrides: Any) -> Context:
 
 
 def tool_call(context: Context, *, slot: int = 0, prompt: str = "a photo of a red cat",
-              source: bytes | None = None, deadline_s: float = 60.0) -> ToolCall:
+              source: bytes | None = None, deadline_s: float = 60.0,
+              references: tuple[bytes, ...] = ()) -> ToolCall:
     request = ImageRequest(slot=slot, source="edit" if source else "diffusion",
                            description=prompt, params={"prompt": prompt},
                            depends_on=None, attempt=0)
     return ToolCall(request=request, context=context, deadline_s=deadline_s,
-                    source_image=source)
+                    source_image=source, references=references)
 
 
 def decoded(output: ToolOutput) -> Image.Image:

@@ -39,11 +39,14 @@ from diffusers import (
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
+from safetensors.torch import save_file
 from transformers import (
     CLIPTextConfig,
     CLIPTextModel,
     CLIPTextModelWithProjection,
     CLIPTokenizer,
+    CLIPVisionConfig,
+    CLIPVisionModelWithProjection,
     Gemma2Config,
     Gemma2Model,
     GemmaTokenizer,
@@ -423,3 +426,39 @@ def save_qwen_image_edit(folder: Path) -> Path:
 
 def save_qwen_image_edit_plus(folder: Path) -> Path:
     return save_qwen_edit(folder, QwenImageEditPlusPipeline)
+
+
+# --- IP-Adapter, laid out as h94/IP-Adapter publishes it and load_ip_adapter reads it
+
+
+def save_ip_adapter(folder: Path, pipeline: Path, subfolder: str, weight_name: str) -> Path:
+    """Random IP-Adapter weights for the UNet of the pipeline saved at ``pipeline``, and a
+    tiny CLIP vision encoder, as ``<folder>/tiny-ip-adapter/<subfolder>/<weight_name>`` and
+    ``.../<subfolder>/image_encoder``; returns ``<folder>/tiny-ip-adapter``.
+
+    The keys are the original IP-Adapter's, which diffusers converts on loading
+    (``UNet2DConditionLoadersMixin._convert_ip_adapter_attn_to_diffusers``): ``image_proj``
+    holds the projection of the image embedding into 4 tokens, ``ip_adapter`` the key and
+    value weights of each cross-attention layer, numbered 1, 3, 5, ... in the UNet's order.
+    """
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel.from_pretrained(pipeline / "unet")
+    encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=32, projection_dim=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=37, image_size=32, patch_size=4))
+    tokens, width = 4, unet.config.cross_attention_dim
+    weights = {"image_proj.proj.weight": torch.randn(tokens * width, 32) * 0.1,
+               "image_proj.proj.bias": torch.zeros(tokens * width),
+               "image_proj.norm.weight": torch.ones(width),
+               "image_proj.norm.bias": torch.zeros(width)}
+    cross = [name.removesuffix(".processor") for name in unet.attn_processors
+             if name.endswith("attn2.processor")]
+    for number, name in zip(range(1, 2 * len(cross), 2), cross, strict=True):
+        hidden = unet.get_submodule(name).to_k.out_features
+        for kind in ("to_k_ip", "to_v_ip"):
+            weights[f"ip_adapter.{number}.{kind}.weight"] = torch.randn(hidden, width) * 0.1
+    target = folder / "tiny-ip-adapter"
+    (target / subfolder).mkdir(parents=True, exist_ok=True)
+    save_file(weights, target / subfolder / weight_name)
+    encoder.save_pretrained(target / subfolder / "image_encoder")
+    return target
