@@ -120,7 +120,7 @@ class Repair(TypedDict):
     attempt: int
     """The attempt the repaired request runs as."""
     kind: str
-    """``code``, ``query``, ``diffusion``, ``seed`` or ``retag``."""
+    """``code``, ``query``, ``diffusion``, ``seed``, ``retag`` or ``consistency``."""
     failed: str
     tried: str
 
