@@ -61,8 +61,8 @@ class Subjects:
         mode = consistency_of(ctx)
         requests = state.get("requests", [])
         if mode == OFF:
-            return {"requests": [_with_refs(r, []) for r in requests if "refs" in r
-                                 or "refs" in r["params"]], "subjects": []}
+            referring = [r for r in requests if "refs" in r or "refs" in r["params"]]
+            return {"requests": [_with_refs(r, []) for r in referring], "subjects": []}
         sources = self.tools.reference_sources()
         if mode == TAGS or not _linkable(requests, len(state.get("inputs", [])), sources):
             return {"subjects": []}
@@ -70,8 +70,7 @@ class Subjects:
         try:
             subjects = self._ask(state, ctx)
         except Exception as exc:  # noqa: BLE001 - unlinked images are still a document
-            why = str(exc) if isinstance(exc, NoAnswer | UnreadableSubjects) else describe_error(exc)
-            return {"subjects": [], "findings": [Finding(slot=-1, problem=f"subjects not linked: {why}")]}
+            return {"subjects": [], "findings": [_not_linked(exc)]}
         return {"requests": linked(requests, subjects, sources), "subjects": subjects}
 
     def _ask(self, state: DocumentState, ctx: Context) -> list[Subject]:
@@ -90,13 +89,17 @@ class Subjects:
         return read_subjects(answer, images)
 
 
+def _not_linked(error: Exception) -> Finding:
+    why = str(error) if isinstance(error, NoAnswer | UnreadableSubjects) else describe_error(error)
+    return Finding(slot=-1, problem=f"subjects not linked: {why}")
+
+
 def consistency_of(ctx: Context) -> str:
     """The context's ``consistency``; SettingError names its variable and values."""
-    mode = (ctx.consistency or "").strip().lower()
-    if mode not in CONSISTENCY:
-        raise SettingError(env_name("consistency"), ctx.consistency or "",
+    if ctx.consistency not in CONSISTENCY:
+        raise SettingError(env_name("consistency"), str(ctx.consistency),
                            f"one of {', '.join(CONSISTENCY)}")
-    return mode
+    return ctx.consistency
 
 
 def _json_mode(ctx: Context) -> dict[str, Any]:
@@ -125,11 +128,12 @@ def _image_lines(requests: Sequence[ImageRequest], n_inputs: int,
     lines = [f"Image {index}: an input image, given by the user." for index in range(n_inputs)]
     for request in requests:
         before, after = _around(segments, request["slot"])
+        edited = request["depends_on"]
         lines.append("\n".join(part for part in (
             f"Image {request['slot']}, by {request['source']}: "
             f"{request['description'] or '(no description)'}",
             _said(request["params"].get("prompt") or request["params"].get("query")),
-            f"It changes image {request['depends_on']}." if request["depends_on"] is not None else "",
+            f"It changes image {edited}." if edited is not None else "",
             f"Text before it: {before}" if before else "",
             f"Text after it: {after}" if after else "",
         ) if part))
@@ -185,7 +189,8 @@ def _fields(entry: Any) -> tuple[str, str, list[int]]:
     that shape."""
     if not isinstance(entry, Mapping):
         raise UnreadableSubjects(f"a subject is not an object: {excerpt(repr(entry))!r}")
-    name, description, slots = entry.get("name", ""), entry.get("description", ""), entry.get("slots")
+    name, description = entry.get("name", ""), entry.get("description", "")
+    slots = entry.get("slots")
     if (not isinstance(name, str) or not isinstance(description, str)
             or not isinstance(slots, list)
             or not all(isinstance(slot, int) and not isinstance(slot, bool) for slot in slots)):

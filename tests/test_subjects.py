@@ -13,13 +13,13 @@ from langgraph.runtime import Runtime
 
 from llmi.context import Context, SettingError
 from llmi.graphs.document import build_graph
-from llmi.graphs.tts import build_production_graph
+from llmi.graphs.tts import build_production_graph, build_tts_graph
 from llmi.nodes.subjects import Subjects
 from llmi.prompts import SUBJECTS_SYSTEM
 from llmi.state import DocumentState, ImageRequest
 from llmi.tools.registry import ToolRegistry
 
-from helpers import FakeTool, ScriptedModel, fake_tools, tag
+from helpers import ScriptedModel, fake_tools, tag
 from openai_standin import SERVER_ERROR, chat_server
 
 # A story as a model trained by LLM-I writes it: the same fox three times, no refs.
@@ -195,7 +195,8 @@ def test_off_makes_every_image_on_its_own(context: Context) -> None:
 
 def test_an_unknown_consistency_names_its_setting_and_values(context: Context) -> None:
     context.consistency = "always"
-    with pytest.raises(SettingError, match=r"LLMI_CONSISTENCY='always' is not one of auto, tags, off"):
+    expected = r"LLMI_CONSISTENCY='always' is not one of auto, tags, off"
+    with pytest.raises(SettingError, match=expected):
         link(context, ScriptedModel(script=never_called), request(0), request(1))
 
 
@@ -210,13 +211,16 @@ def test_subjects_runs_between_the_planner_and_dispatch() -> None:
         (edge.source, edge.target) for edge in production.edges}
 
 
-def test_the_subjects_node_can_be_swapped(context: Context) -> None:
-    seen: list[list[int]] = []
+@pytest.mark.parametrize("build", [build_graph, build_tts_graph])
+def test_the_subjects_node_can_be_swapped(context: Context, build) -> None:
+    seen: list[tuple[str | None, list[int]]] = []
 
     def subjects(state: DocumentState) -> dict:
-        seen.append([r["slot"] for r in state["requests"]])
+        seen.append((state.get("candidate"), [r["slot"] for r in state["requests"]]))
         return {"subjects": []}
 
-    build_graph(model=replying(FOX_STORY), tools=reference_tools(), subjects=subjects).compile(
-    ).invoke({"prompt": "A fox"}, context=context)
-    assert seen == [[0, 1, 2, 3]]
+    model = ScriptedModel(script=lambda messages, kwargs: FOX_STORY)
+    build(model=model, tools=reference_tools(), subjects=subjects).compile().invoke(
+        {"prompt": "A fox"}, context=context)
+    candidate = "c0" if build is build_tts_graph else None
+    assert seen == [(candidate, [0, 1, 2, 3])]
