@@ -171,11 +171,17 @@ def test_qwen_image_edit_plus_draws_from_every_reference(
     assert REFERENCES_IGNORED not in output.provenance
 
 
-def test_qwen_image_edit_plus_cannot_draw_without_references(
-        saved: Callable[[str], Path]) -> None:
-    with pytest.raises(ToolError, match="LLMI_DIFFUSION") as caught:
-        text_to_image(str(saved("qwen_image_edit_plus")))(tool_call(settings(image_size="32x32")))
-    assert caught.value.kind == "config"
+@pytest.mark.usefixtures("small_qwen_plus")
+def test_qwen_image_edit_plus_draws_on_a_blank_canvas_without_references(
+        saved: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    # Its __call__ reads the size of the image it is given: it cannot draw from none.
+    calls = spy_calls(monkeypatch, diffusers.QwenImageEditPlusPipeline)
+    output = text_to_image(str(saved("qwen_image_edit_plus")))(
+        tool_call(settings(image_size="48x32")))
+    canvas = calls[0]["image"]
+    assert canvas.size == (48, 32) and canvas.getextrema() == ((255, 255),) * 3
+    assert output.provenance["blank_canvas"] == "48x32"
+    assert "references" not in output.provenance
 
 
 @pytest.mark.usefixtures("small_qwen_plus")

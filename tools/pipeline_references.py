@@ -4,6 +4,8 @@
   references (``image=[...]``), an edit from its source and them (``image=[source, ...]``).
 - ``FluxKontextPipeline`` and ``QwenImageEditPipeline`` take one image: a new image is drawn
   from the first reference; an edit works on its source alone.
+- The Qwen-Image-Edit pipelines cannot draw without an image: a new image without
+  references is drawn on a blank white canvas of the size asked, and provenance says so.
 - Stable Diffusion and SDXL pipelines (those with diffusers' ``IPAdapterMixin``) take them
   through IP-Adapter when ``LLMI_IP_ADAPTER`` names its weights: loaded once with the
   pipeline, the references go in as ``ip_adapter_image``.
@@ -19,7 +21,7 @@ encoder is read from ``image_encoder`` inside the subfolder, as ``load_ip_adapte
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from diffusers import FluxKontextPipeline, QwenImageEditPipeline, QwenImageEditPlusPipeline
@@ -28,6 +30,7 @@ from PIL import Image, ImageOps
 
 from llmi.context import env_name
 from llmi.tools.base import ToolError, without_references
+from llmi.tools.synthesis import Size, size_text
 
 IP_ADAPTER_SCALE = 0.5
 """How strongly references steer an IP-Adapter; diffusers' IP-Adapter guide: "0.5
@@ -37,6 +40,8 @@ _ONE_IMAGE = (FluxKontextPipeline, QwenImageEditPipeline)
 _MANY_IMAGES = (QwenImageEditPlusPipeline,)
 _NEEDS_IMAGE = (QwenImageEditPipeline, QwenImageEditPlusPipeline)
 """Pipelines that cannot draw without an image."""
+_CANVAS = (1024, 1024)
+"""A blank canvas's size where the size to draw is unknown: the area Qwen-Image-Edit draws."""
 _SINGLE_PROMPT = (QwenImageEditPlusPipeline,)
 """Pipelines that refuse a list of prompts ("only supports batch_size=1")."""
 _H94_LAYOUT = {False: ("models", "ip-adapter_sd15.safetensors"),
@@ -57,9 +62,13 @@ class CallImages:
     used: int = 0
     ignored: str | None = None
     """Why references were left out, when some were."""
+    canvas: str | None = None
+    """The size of the blank canvas drawn on, when the pipeline needs an image and got none."""
 
     def provenance(self, ip_adapter: str | None) -> dict[str, Any]:
         recorded: dict[str, Any] = {"references": self.used} if self.used else {}
+        if self.canvas:
+            recorded["blank_canvas"] = self.canvas
         if self.used and self.ip_adapter_scale is not None:
             recorded |= {"ip_adapter": ip_adapter, "ip_adapter_scale": self.ip_adapter_scale}
         return recorded | (without_references(self.ignored) if self.ignored else {})
@@ -99,15 +108,14 @@ def batches(pipe: Any) -> bool:
     return not isinstance(pipe, _SINGLE_PROMPT)
 
 
-def generation_images(pipe: Any, references: tuple[bytes, ...],
-                      ip_adapter: str | None) -> CallImages:
-    """What the references of a new image become on ``pipe``; ``ip_adapter`` is the adapter
-    loaded into it, if any."""
+def generation_images(pipe: Any, references: tuple[bytes, ...], ip_adapter: str | None,
+                      size: Size | None) -> CallImages:
+    """What the references of a new image of ``size`` become on ``pipe``; ``ip_adapter`` is
+    the adapter loaded into it, if any."""
     name = type(pipe).__name__
     if isinstance(pipe, _NEEDS_IMAGE) and not references:
-        raise ToolError(
-            f"{name} draws from reference images and this request has none; set "
-            f"{env_name('diffusion_backend')} to a text-to-image pipeline", kind="config")
+        canvas = size or _CANVAS
+        return CallImages({"image": Image.new("RGB", canvas, "white")}, canvas=size_text(canvas))
     images = _references_rgb(references)
     if isinstance(pipe, _MANY_IMAGES):
         return CallImages({"image": images}, references=references, used=len(images))
@@ -134,8 +142,7 @@ def edit_images(pipe: Any, source: Image.Image, references: tuple[bytes, ...],
                           used=len(images))
     if ip_adapter is not None:
         through = _through_ip_adapter(images, references)
-        return CallImages({"image": source, **through.inputs}, through.ip_adapter_scale,
-                          references, through.used)
+        return replace(through, inputs={"image": source, **through.inputs})
     ignored = _no_references(
         pipe, references, "edits one image and takes no reference images besides it",
         f"{QwenImageEditPlusPipeline.__name__} takes them")

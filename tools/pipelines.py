@@ -116,8 +116,9 @@ def _generate(model: str, call: ToolCall, window_s: float, max_batch: int) -> To
     deadline = time.monotonic() + call.deadline_s
     runner = _runner(model, ctx, deadline)
     size = setting_size(ctx, "image_size")
-    options = _options(runner.pipe, ctx, size or _native_size(runner.pipe))
-    images = generation_images(runner.pipe, call.references, runner.ip_adapter)
+    drawn = size or _native_size(runner.pipe)
+    options = _options(runner.pipe, ctx, drawn)
+    images = generation_images(runner.pipe, call.references, runner.ip_adapter, drawn)
     job = _Job(_prompt(call), _seed(ctx, call), options, deadline, images,
                window_s=window_s, max_batch=max_batch if batches(runner.pipe) else 1)
     image = runner.run(job)
