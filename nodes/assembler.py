@@ -24,7 +24,15 @@ from llmi.context import Context, context_of
 from llmi.events import emitter
 from llmi.machine_paths import without_machine_paths
 from llmi.render import Figure, html_document_parts, markdown_document
-from llmi.state import DocumentState, ImageRequest, ImageResult, Repair, Segment, Subject
+from llmi.state import (
+    DocumentState,
+    Finding,
+    ImageRequest,
+    ImageResult,
+    Repair,
+    Segment,
+    Subject,
+)
 from llmi.tools.base import REFERENCES_IGNORED
 
 OUTPUT_MODE = 0o666
@@ -55,7 +63,7 @@ def assemble(state: DocumentState, runtime: Runtime[Context]) -> dict:
         _write(paths["markdown"], markdown_document(segments, figures))
         _write_parts(paths["html"], html_document_parts(prompt, segments, figures))
         record = manifest(prompt, segments, figures, results, state.get("repairs") or [],
-                          state.get("subjects") or [])
+                          state.get("subjects") or [], state.get("findings") or [])
         record |= inputs_record(state)
         if "candidates" in state:
             record |= candidates_record(state)
@@ -135,9 +143,11 @@ def manifest(
     results: Mapping[int, ImageResult],
     repairs: Sequence[Repair] = (),
     subjects: Sequence[Subject] = (),
+    findings: Sequence[Finding] = (),
 ) -> dict[str, Any]:
     """The document's record: every slot, what made it, its repairs; the processed text and
-    each source's counts; the recurring subjects, when some were linked."""
+    each source's counts; the recurring subjects, when some were linked; ``notes``, the
+    findings about the whole document (slot -1: subjects not linked, polish skipped)."""
     slots = [
         _manifest_slot(figure, results.get(slot), [r for r in repairs if r["slot"] == slot])
         for slot, figure in figures.items()
@@ -153,7 +163,9 @@ def manifest(
         "text": processed_text(segments, figures),
         "stats": stats,
     }
-    return record | ({"subjects": list(subjects)} if subjects else {})
+    notes = [finding["problem"] for finding in findings if finding["slot"] < 0]
+    return (record | ({"subjects": list(subjects)} if subjects else {})
+            | ({"notes": notes} if notes else {}))
 
 
 def _manifest_slot(

@@ -18,6 +18,7 @@ from langgraph.runtime import Runtime
 
 from llmi import stopping
 from llmi.context import Context, SettingError, context_of, env_name
+from llmi.events import emitter
 from llmi.judge.scoring import describe_error, excerpt, json_objects
 from llmi.models import PLANNER, chat_model, temperature_for
 from llmi.prompts import SUBJECTS_SYSTEM, SUBJECTS_USER
@@ -47,7 +48,8 @@ class Subjects:
       whose tool takes references (``tools``' ``reference_sources``), and every request
       of a subject carries its name. The refs a tag wrote stay. There is no call unless a
       request could gain a reference. A failing call, or an answer that is not the JSON
-      asked for, costs no image: they are made without links, and a finding says why.
+      asked for, costs no image: they are made without links, and a finding (slot -1,
+      the document's) and a ``notice`` event say why.
     - ``tags``: no call; only the refs the tags wrote.
     - ``off``: no call; every request loses its refs, so each image is made on its own.
     """
@@ -70,7 +72,9 @@ class Subjects:
         try:
             subjects = self._ask(state, ctx)
         except Exception as exc:  # noqa: BLE001 - unlinked images are still a document
-            return {"subjects": [], "findings": [_not_linked(exc)]}
+            finding = _not_linked(exc)
+            emitter(runtime, candidate=state.get("candidate"))("notice", text=finding["problem"])
+            return {"subjects": [], "findings": [finding]}
         return {"requests": linked(requests, subjects, sources), "subjects": subjects}
 
     def _ask(self, state: DocumentState, ctx: Context) -> list[Subject]:

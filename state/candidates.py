@@ -6,7 +6,15 @@ from collections.abc import Sequence
 from typing import Annotated, Any, TypedDict
 
 from llmi.state.document import DocumentState
-from llmi.state.records import Finding, ImageRequest, ImageResult, Repair, Sampling, Segment
+from llmi.state.records import (
+    Finding,
+    ImageRequest,
+    ImageResult,
+    Repair,
+    Sampling,
+    Segment,
+    Subject,
+)
 
 
 class CandidateDocument(TypedDict, total=False):
@@ -18,6 +26,7 @@ class CandidateDocument(TypedDict, total=False):
     draft: str
     segments: list[Segment]
     requests: list[ImageRequest]
+    subjects: list[Subject]
     results: list[ImageResult]
     findings: list[Finding]
     repairs: list[Repair]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -224,3 +225,16 @@ def test_the_subjects_node_can_be_swapped(context: Context, build) -> None:
         {"prompt": "A fox"}, context=context)
     candidate = "c0" if build is build_tts_graph else None
     assert seen == [(candidate, [0, 1, 2, 3])]
+
+
+def test_a_failed_linking_call_is_a_notice_and_a_note_of_the_manifest(context: Context) -> None:
+    def answer(messages: list, kwargs: dict[str, Any]) -> str:
+        return "I cannot tell which images match." if "response_format" in kwargs else FOX_STORY
+
+    graph = build_graph(model=ScriptedModel(script=answer), tools=reference_tools()).compile()
+    events = list(graph.stream({"prompt": "A fox story"}, context=context, stream_mode="custom"))
+    notices = [event["text"] for event in events if event["llmi"] == "notice"]
+    assert len(notices) == 1 and notices[0].startswith("subjects not linked: the answer holds no")
+    manifest = json.loads(Path(context.out_dir, "manifest.json").read_text())
+    assert manifest["notes"] == notices and "subjects" not in manifest
+    assert all(slot["ok"] and "refs" not in slot for slot in manifest["slots"])
