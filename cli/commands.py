@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmi.cli.parser import build_parser
-from llmi.context import Context, env_name
+from llmi.context import Context, consistency_of, env_name
 from llmi.errors import LlmiError
 from llmi.graphs import GraphName, graph_for
 
@@ -126,6 +126,7 @@ def _generate(args: argparse.Namespace, console: Console) -> int:
     # Everything is checked before the first model call.
     _require_model(ctx)
     _check_scaling(ctx)
+    consistency_of(ctx)
     _check_image_num(args.image_num, ctx)
     for path in args.image:
         _check_image(path)
@@ -147,6 +148,7 @@ def _evaluate(args: argparse.Namespace, console: Console) -> int:
                   tool_cache=False if args.no_cache else None)
     _require_model(ctx)
     _check_scaling(ctx)
+    consistency_of(ctx)
     generation = generation_context(args.protocol, ctx)
     out = _check_output_folder(args.out, "--out")
     _check_artifact_folder(ctx)

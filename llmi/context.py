@@ -200,6 +200,19 @@ def _coerce(name: str, raw: str, like: Any) -> Any:
     return raw
 
 
+AUTO, TAGS, OFF = "auto", "tags", "off"
+CONSISTENCY = (AUTO, TAGS, OFF)
+"""The values of the context's ``consistency``."""
+
+
+def consistency_of(ctx: Context) -> str:
+    """The context's ``consistency``; SettingError names its variable and values."""
+    if ctx.consistency not in CONSISTENCY:
+        raise SettingError(env_name("consistency"), str(ctx.consistency),
+                           f"one of {', '.join(CONSISTENCY)}")
+    return ctx.consistency
+
+
 def env_name(field_name: str) -> str:
     """The environment variable a field falls back to."""
     return {f.name: f.metadata["env"] for f in fields(Context)}[field_name]

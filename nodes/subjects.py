@@ -17,7 +17,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
 from llmi import stopping
-from llmi.context import Context, SettingError, context_of, env_name
+from llmi.context import OFF, TAGS, Context, consistency_of, context_of
 from llmi.events import emitter
 from llmi.judge.scoring import describe_error, excerpt, json_objects
 from llmi.models import PLANNER, chat_model, temperature_for
@@ -26,9 +26,6 @@ from llmi.reasoning import NoAnswer, answer_of
 from llmi.state import DocumentState, Finding, ImageRequest, Segment, Subject
 from llmi.tools.registry import ToolRegistry, default_tools
 
-AUTO, TAGS, OFF = "auto", "tags", "off"
-CONSISTENCY = (AUTO, TAGS, OFF)
-"""The values of the context's ``consistency``."""
 
 _REQUEST_CHARS = 600
 _AROUND_CHARS = 200
@@ -96,14 +93,6 @@ class Subjects:
 def _not_linked(error: Exception) -> Finding:
     why = str(error) if isinstance(error, NoAnswer | UnreadableSubjects) else describe_error(error)
     return Finding(slot=-1, problem=f"subjects not linked: {why}")
-
-
-def consistency_of(ctx: Context) -> str:
-    """The context's ``consistency``; SettingError names its variable and values."""
-    if ctx.consistency not in CONSISTENCY:
-        raise SettingError(env_name("consistency"), str(ctx.consistency),
-                           f"one of {', '.join(CONSISTENCY)}")
-    return ctx.consistency
 
 
 def _json_mode(ctx: Context) -> dict[str, Any]:

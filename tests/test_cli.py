@@ -280,6 +280,7 @@ def test_settings_that_cannot_work_are_refused_before_any_model_call(
 @pytest.mark.parametrize(("name", "value", "said"), [
     ("LLMI_KEEP", "abc", "LLMI_KEEP='abc' is not a whole number"),
     ("LLMI_TOOL_CACHE", "maybe", "LLMI_TOOL_CACHE='maybe' is not one of"),
+    ("LLMI_CONSISTENCY", "always", "LLMI_CONSISTENCY='always' is not one of auto, tags, off"),
 ])
 def test_a_setting_with_a_value_it_cannot_take_is_one_line(
     name: str, value: str, said: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from llmi import stopping
 from llmi.artifacts import ArtifactStore
-from llmi.context import Context
+from llmi.context import AUTO, Context, consistency_of
 from llmi.state import ImageRef, ImageRequest
 from llmi.tools import inflight
 from llmi.tools.base import ImageTool
@@ -82,7 +82,7 @@ class EarlyStarts:
                 self._waiting[source].append(request)
 
     def _may_be_linked(self, request: ImageRequest) -> bool:
-        return (self._ctx.consistency == "auto"
+        return (consistency_of(self._ctx) == AUTO
                 and request["source"] in self._tools.reference_sources())
 
     def restart(self) -> None:
