@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import Future
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from llmi.graphs.document import build_graph
 from llmi.graphs.tts import build_tts_graph
 from llmi.judge import Judge
 from llmi.tools.base import ToolCall, ToolError
-from llmi.tools.inflight import CALLS
+from llmi.tools.inflight import CALLS, InFlight
 
 from helpers import FakeTool, ScriptedModel, fake_tools, tag
 from openai_standin import Completion, Streamed, chat_server
@@ -48,6 +49,22 @@ def run(url: str, tmp_path: Path, tools, **fields: Any) -> dict:
     return graph.invoke({"prompt": "Kyoto"}, context=served(url, tmp_path, **fields))
 
 
+def in_flight(folder: Path) -> list[tuple[str, str]]:
+    """The calls in flight for artifact folders under ``folder``."""
+    return [key for key in CALLS._calls if key[0].startswith(str(folder))]
+
+
+def test_a_finished_call_left_unjoined_is_forgotten(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = InFlight()
+    done, running = Future(), Future()
+    done.set_result("made")
+    assert calls.add(("a", "1"), done) and calls.add(("a", "2"), running)
+    monkeypatch.setattr("llmi.tools.inflight.UNCLAIMED_S", 0.0)
+    calls.add(("a", "3"), Future())
+    assert calls.claim(("a", "1")) is None  # finished, and never joined
+    assert calls.claim(("a", "2")) is running  # still running: a request may yet join it
+
+
 def test_a_chart_runs_while_the_model_still_writes(tmp_path: Path) -> None:
     gate = threading.Event()
     tools = fake_tools(code=FakeTool("code", ("code",), behaviour=opens(gate)))
@@ -60,7 +77,7 @@ def test_a_chart_runs_while_the_model_still_writes(tmp_path: Path) -> None:
     (result,) = out["results"]
     assert result["ok"] and result["provenance"] == {"fake": True}
     assert "moss" in Path(out["outputs"]["markdown"]).read_text()
-    assert not CALLS._calls  # joined, so nothing is left in flight
+    assert not in_flight(tmp_path)  # joined, so nothing is left in flight
 
 
 def test_an_edit_starts_once_the_image_it_edits_is_made(tmp_path: Path) -> None:
@@ -121,7 +138,7 @@ def test_a_tag_that_proved_to_be_reasoning_is_never_in_the_document(tmp_path: Pa
     joined = [call for call in tools["code"].calls if call.request["params"]["code"] == "plt.bar([1, 2], [3, 4])"]
     assert len(joined) == 1
     assert "first idea" not in Path(out["outputs"]["markdown"]).read_text()
-    assert not CALLS._calls  # the reasoning's call was withdrawn
+    assert not in_flight(tmp_path)  # the reasoning's call was withdrawn
 
 
 def test_candidates_start_no_tool_before_their_plans_are_screened(context: Context) -> None:
