@@ -4,6 +4,7 @@ IP-Adapter weights saved to disk (no hub)."""
 from __future__ import annotations
 
 import functools
+import io
 from collections.abc import Callable
 from pathlib import Path
 
@@ -231,6 +232,18 @@ def test_an_edit_on_a_one_image_pipeline_edits_the_source_alone_and_says_so(
         settings(image_size="32x32"), source=photo_jpeg(), references=(flat(RED),)))
     assert output.provenance[REFERENCES_IGNORED] == reason
     assert "references" not in output.provenance
+
+
+def test_a_reference_is_turned_upright_as_its_exif_orientation_says(
+        saved: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = spy_calls(monkeypatch, diffusers.FluxKontextPipeline)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: the camera was turned a quarter; rotate to view
+    photo = io.BytesIO()
+    Image.new("RGB", (40, 30), RED).save(photo, "JPEG", exif=exif)
+    text_to_image(str(saved("flux_kontext")))(
+        tool_call(settings(image_size="32x32"), references=(photo.getvalue(),)))
+    assert calls[0]["image"].size == (30, 40)
 
 
 def test_an_unreadable_reference_is_a_tool_error(saved: Callable[[str], Path]) -> None:

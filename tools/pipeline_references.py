@@ -79,23 +79,11 @@ def takes_ip_adapter(pipe: Any, parameters: dict[str, Any]) -> bool:
     return isinstance(pipe, IPAdapterMixin) and "ip_adapter_image" in parameters
 
 
-def load_ip_adapter(pipe: Any, setting: str) -> str:
-    """Load the IP-Adapter ``setting`` names, with its image encoder, into ``pipe``; returns
-    the adapter as recorded in provenance (model:subfolder:file)."""
-    model, subfolder, weight = _ip_adapter_parts(setting, "text_encoder_2" in pipe.components)
-    try:
-        pipe.load_ip_adapter(model, subfolder=subfolder, weight_name=weight)
-    except Exception as error:  # noqa: BLE001 - hub, file and shape errors of every kind
-        reason = " ".join(str(error).split())[:300] or type(error).__name__
-        raise ToolError(
-            f"cannot load the IP-Adapter {env_name('ip_adapter')}={setting!r} into the "
-            f"{type(pipe).__name__}: {reason}", kind="config") from error
-    return f"{model}:{subfolder}:{weight}"
-
-
-def _ip_adapter_parts(setting: str, xl: bool) -> tuple[str, str, str]:
+def ip_adapter_files(setting: str, pipe: Any) -> tuple[str, str, str]:
+    """The model, subfolder and weight file of the IP-Adapter ``setting`` names for ``pipe``,
+    as ``load_ip_adapter`` takes them."""
     model, *rest = setting.strip().split(":", 2)
-    subfolder, weight = _H94_LAYOUT[xl]
+    subfolder, weight = _H94_LAYOUT["text_encoder_2" in pipe.components]  # SDXL has two
     if rest:
         subfolder = rest[0]
     if len(rest) > 1 and rest[1]:
@@ -170,15 +158,15 @@ def _no_references(pipe: Any, references: tuple[bytes, ...], lacks: str,
 
 
 def _references_rgb(references: tuple[bytes, ...]) -> list[Image.Image]:
-    return [ImageOps.exif_transpose(readable_rgb(data, f"reference image {number}"))
+    return [readable_rgb(data, f"reference image {number}")
             for number, data in enumerate(references, 1)]
 
 
 def readable_rgb(data: bytes, what: str) -> Image.Image:
-    """``data`` as an RGB image, transparent parts on white (charts often have alpha)."""
+    """``data`` as an RGB image, upright as its EXIF orientation says, transparent parts on
+    white (charts often have alpha)."""
     try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
+        image = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
     # Pillow raises many types for broken data (OSError, SyntaxError, EOFError, bombs...).
     except Exception as error:  # noqa: BLE001
         raise ToolError(f"{what} is not a readable image: {error}") from error

@@ -50,7 +50,7 @@ from llmi.tools.pipeline_references import (
     batches,
     edit_images,
     generation_images,
-    load_ip_adapter,
+    ip_adapter_files,
     readable_rgb,
     takes_ip_adapter,
 )
@@ -381,7 +381,7 @@ def _load(model: str, device: str, dtype: torch.dtype, adapter: str) -> tuple[An
                         kind="config") from error
     loaded = None
     if adapter and takes_ip_adapter(pipe, _parameters(pipe)):
-        loaded = load_ip_adapter(pipe, adapter)
+        loaded = _load_ip_adapter(pipe, adapter)
     try:
         pipe.to(device)
     except Exception as error:  # noqa: BLE001
@@ -389,6 +389,18 @@ def _load(model: str, device: str, dtype: torch.dtype, adapter: str) -> tuple[An
                         f"{_reason(error)}", kind="config") from error
     pipe.set_progress_bar_config(disable=True)
     return pipe, loaded
+
+
+def _load_ip_adapter(pipe: Any, setting: str) -> str:
+    """Load the IP-Adapter ``setting`` names, with the image encoder it needs, into ``pipe``;
+    returns it as provenance names it (model:subfolder:file)."""
+    model, subfolder, weight = ip_adapter_files(setting, pipe)
+    try:
+        pipe.load_ip_adapter(model, subfolder=subfolder, weight_name=weight)
+    except Exception as error:  # noqa: BLE001 - hub, file and shape errors of every kind
+        raise ToolError(f"cannot load the IP-Adapter {env_name('ip_adapter')}={setting!r} into "
+                        f"the {type(pipe).__name__}: {_reason(error)}", kind="config") from error
+    return f"{model}:{subfolder}:{weight}"
 
 
 def _components_built_here(model: str) -> dict[str, Any]:
