@@ -51,6 +51,9 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
             folder / "sd", saved("text_to_image"), "models", "ip-adapter_sd15.safetensors"),
         "sdxl_ip_adapter": lambda: tiny_pipelines.save_ip_adapter(
             folder / "sdxl", saved("sdxl"), "sdxl_models", "ip-adapter_sdxl.safetensors"),
+        "sdxl_vit_h_ip_adapter": lambda: tiny_pipelines.save_ip_adapter(
+            folder / "sdxl-vit-h", saved("sdxl"), "sdxl_models",
+            "ip-adapter-plus_sdxl_vit-h.safetensors", "models/image_encoder"),
         "pix2pix_ip_adapter": lambda: tiny_pipelines.save_ip_adapter(
             folder / "pix2pix", saved("instruct_pix2pix"), "", "adapter.safetensors"),
     }
@@ -120,6 +123,15 @@ def test_sdxl_reads_the_ip_adapter_of_its_family_from_the_published_layout(
     assert color_of(calls[0]["ip_adapter_image"][0][0]) == RED
     assert output.provenance["ip_adapter"] == f"{adapter}:sdxl_models:ip-adapter_sdxl.safetensors"
     assert output.provenance["references"] == 1
+
+
+def test_sdxl_adapters_for_vit_h_read_the_encoder_h94_publishes_beside_them(
+        saved: Callable[[str], Path]) -> None:
+    adapter = saved("sdxl_vit_h_ip_adapter")
+    setting = f"{adapter}:sdxl_models:ip-adapter-plus_sdxl_vit-h.safetensors"
+    output = text_to_image(str(saved("sdxl")))(
+        tool_call(settings(ip_adapter=setting), references=(flat(RED),)))
+    assert output.provenance["ip_adapter"] == setting
 
 
 def test_an_edit_takes_references_through_the_ip_adapter(

@@ -431,10 +431,12 @@ def save_qwen_image_edit_plus(folder: Path) -> Path:
 # --- IP-Adapter, laid out as h94/IP-Adapter publishes it and load_ip_adapter reads it
 
 
-def save_ip_adapter(folder: Path, pipeline: Path, subfolder: str, weight_name: str) -> Path:
+def save_ip_adapter(folder: Path, pipeline: Path, subfolder: str, weight_name: str,
+                    image_encoder: str = "") -> Path:
     """Random IP-Adapter weights for the UNet of the pipeline saved at ``pipeline``, and a
     tiny CLIP vision encoder, as ``<folder>/tiny-ip-adapter/<subfolder>/<weight_name>`` and
-    ``.../<subfolder>/image_encoder``; returns ``<folder>/tiny-ip-adapter``.
+    ``.../<image_encoder>`` (default ``<subfolder>/image_encoder``); returns
+    ``<folder>/tiny-ip-adapter``.
 
     The keys are the original IP-Adapter's, which diffusers converts on loading
     (``UNet2DConditionLoadersMixin._convert_ip_adapter_attn_to_diffusers``): ``image_proj``
@@ -460,5 +462,6 @@ def save_ip_adapter(folder: Path, pipeline: Path, subfolder: str, weight_name: s
     target = folder / "tiny-ip-adapter"
     (target / subfolder).mkdir(parents=True, exist_ok=True)
     save_file(weights, target / subfolder / weight_name)
-    encoder.save_pretrained(target / subfolder / "image_encoder")
+    encoder.save_pretrained(target / image_encoder if image_encoder
+                            else target / subfolder / "image_encoder")
     return target

@@ -15,7 +15,9 @@ The IP-Adapter setting reads ``<model id or path>[:<subfolder>[:<weight file>]]`
 the subfolder and file are those of h94/IP-Adapter for the pipeline's family:
 ``models/ip-adapter_sd15.safetensors`` for Stable Diffusion, ``sdxl_models/ip-adapter_sdxl
 .safetensors`` for SDXL; an empty subfolder (``path::file``) is the folder itself. The image
-encoder is read from ``image_encoder`` inside the subfolder, as ``load_ip_adapter`` reads it.
+encoder is read from ``image_encoder`` inside the subfolder, as ``load_ip_adapter`` reads it,
+except for h94's SDXL adapters made for ViT-H (``sdxl_models/*vit-h*``), whose encoder is the
+one in ``models/image_encoder``.
 """
 
 from __future__ import annotations
@@ -79,16 +81,30 @@ def takes_ip_adapter(pipe: Any, parameters: dict[str, Any]) -> bool:
     return isinstance(pipe, IPAdapterMixin) and "ip_adapter_image" in parameters
 
 
-def ip_adapter_files(setting: str, pipe: Any) -> tuple[str, str, str]:
-    """The model, subfolder and weight file of the IP-Adapter ``setting`` names for ``pipe``,
-    as ``load_ip_adapter`` takes them."""
+@dataclass(frozen=True)
+class IPAdapterFiles:
+    """Where ``load_ip_adapter`` finds an IP-Adapter's weights and image encoder."""
+
+    model: str
+    subfolder: str
+    weight_name: str
+    image_encoder_folder: str = "image_encoder"
+
+    def __str__(self) -> str:
+        return f"{self.model}:{self.subfolder}:{self.weight_name}"
+
+
+def ip_adapter_files(setting: str, pipe: Any) -> IPAdapterFiles:
+    """The files of the IP-Adapter ``setting`` names for ``pipe``."""
     model, *rest = setting.strip().split(":", 2)
     subfolder, weight = _H94_LAYOUT["text_encoder_2" in pipe.components]  # SDXL has two
     if rest:
         subfolder = rest[0]
     if len(rest) > 1 and rest[1]:
         weight = rest[1]
-    return model, subfolder, weight
+    if subfolder == _H94_LAYOUT[True][0] and "vit-h" in weight.lower():
+        return IPAdapterFiles(model, subfolder, weight, f"{_H94_LAYOUT[False][0]}/image_encoder")
+    return IPAdapterFiles(model, subfolder, weight)
 
 
 def batches(pipe: Any) -> bool:

@@ -1,8 +1,8 @@
 """Local diffusers pipelines as backends: ``diffusers:<model id or path>`` for diffusion and edit.
 
 Imported only when a ``diffusers`` backend is chosen. Each pipeline is loaded once per
-process per (model, device, dtype) and driven by one worker thread, because diffusers
-pipelines are not thread-safe. The worker batches text-to-image requests that arrive
+process per (model, device, dtype, ``LLMI_IP_ADAPTER``) and driven by one worker thread,
+because diffusers pipelines are not thread-safe. The worker batches text-to-image requests that arrive
 within a short window and share their settings (size, steps, guidance) into one call,
 each with its own seed; edits run one at a time.
 
@@ -394,13 +394,15 @@ def _load(model: str, device: str, dtype: torch.dtype, adapter: str) -> tuple[An
 def _load_ip_adapter(pipe: Any, setting: str) -> str:
     """Load the IP-Adapter ``setting`` names, with the image encoder it needs, into ``pipe``;
     returns it as provenance names it (model:subfolder:file)."""
-    model, subfolder, weight = ip_adapter_files(setting, pipe)
+    files = ip_adapter_files(setting, pipe)
     try:
-        pipe.load_ip_adapter(model, subfolder=subfolder, weight_name=weight)
+        pipe.load_ip_adapter(files.model, subfolder=files.subfolder,
+                             weight_name=files.weight_name,
+                             image_encoder_folder=files.image_encoder_folder)
     except Exception as error:  # noqa: BLE001 - hub, file and shape errors of every kind
         raise ToolError(f"cannot load the IP-Adapter {env_name('ip_adapter')}={setting!r} into "
                         f"the {type(pipe).__name__}: {_reason(error)}", kind="config") from error
-    return f"{model}:{subfolder}:{weight}"
+    return str(files)
 
 
 def _components_built_here(model: str) -> dict[str, Any]:
@@ -424,6 +426,8 @@ class _Job:
     options: dict[str, Any]
     deadline: float
     images: CallImages
+    """What the call takes besides its prompt (an edit's source, references): a batch
+    shares its first job's."""
     alone: bool = False
     """An edit's job, never batched."""
     window_s: float = 0.0
