@@ -216,3 +216,16 @@ def test_an_image_made_without_its_references_is_not_cached(context: Context) ->
     assert not cache.put("a" * 64, image, "b", without_references("no edits route"))
     assert cache.put("b" * 64, image, "b", {"seed": 1})
     assert cache.get("a" * 64) is None and cache.get("b" * 64) is not None
+
+
+def test_ip_adapter_weights_key_a_diffusers_image_made_from_references(context: Context) -> None:
+    ctx = replace(context, seed=1, diffusion_backend="diffusers:tiny")
+    cache = ToolCache(ArtifactStore(ctx.artifact_dir))
+    fox = ArtifactStore(ctx.artifact_dir).put(gradient_png(1))
+    adapted = replace(ctx, ip_adapter="h94/IP-Adapter")
+    assert (cache.key(diffusion, request(1, refs=[0]), ctx, None, [fox])
+            != cache.key(diffusion, request(1, refs=[0]), adapted, None, [fox]))
+    assert cache.key(diffusion, request(1), ctx) == cache.key(diffusion, request(1), adapted)
+    on_api = replace(ctx, diffusion_backend="openai:gpt-image-1")
+    assert (cache.key(diffusion, request(1, refs=[0]), on_api, None, [fox])
+            == cache.key(diffusion, request(1, refs=[0]), replace(on_api, ip_adapter="x"), None, [fox]))

@@ -68,11 +68,14 @@ def size_text(size: Size) -> str:
 def synthesis_settings(request: ImageRequest, context: Context, backend: str,
                        images_server: str | None) -> dict[str, Any] | None:
     """What decides a synthesized image, for the tool cache's key; None when its seed is
-    drawn, so that its image is new each time."""
+    drawn, so that its image is new each time. A diffusers pipeline may take references
+    through IP-Adapter, so its weights decide an image made from references."""
     seed = applied_seed(request, context)
     if seed is None:
         return None
-    return {
+    adapter = ({"ip_adapter": context.ip_adapter}
+               if request.get("refs") and backend.startswith("diffusers") else {})
+    return adapter | {
         "prompt": prompt_of(request),
         "backend": backend,
         "images_server": images_server,
