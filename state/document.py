@@ -11,6 +11,7 @@ from llmi.state.records import (
     ImageRequest,
     ImageResult,
     Repair,
+    Revision,
     Sampling,
     Segment,
     Size,
@@ -49,6 +50,9 @@ class DocumentState(TypedDict, total=False):
     repairs: Annotated[list[Repair], operator.add]
     round: int
     outputs: dict[str, str]
+    revisions: Annotated[list[Revision], operator.add]
+    """Every revision of the finished document, in order (``llmi revise``); the reducer
+    appends, so a revision of a revision keeps the earlier ones."""
 
 
 class DocumentOutput(TypedDict, total=False):
@@ -59,6 +63,7 @@ class DocumentOutput(TypedDict, total=False):
     findings: list[Finding]
     repairs: list[Repair]
     outputs: dict[str, str]
+    revisions: list[Revision]
 
 
 def pending_requests(state: DocumentState) -> list[ImageRequest]:

@@ -113,6 +113,24 @@ class Finding(TypedDict):
     repaired: NotRequired[bool]
 
 
+class Revision(TypedDict):
+    """One revision of a finished document (``llmi revise``): one image made again from a
+    new tag, with the images made from it."""
+
+    version: int | None
+    """The document as it was before, kept under the output folder's ``versions/<version>``;
+    None when the run's previous document was no longer on disk."""
+    slot: int
+    tag: str
+    """The new tag's body, in the protocol's syntax: as given, or as the model wrote it."""
+    instruction: NotRequired[str]
+    """What the model was asked to change, when the tag was written from an instruction."""
+    at: str
+    """When, as ISO 8601 in UTC."""
+    rerun: list[int]
+    """The slots made again: the revised one, then those made from it."""
+
+
 class Repair(TypedDict):
     """One repair the verifier made on a slot; its outcome is the slot's later result."""
 
