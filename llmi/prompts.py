@@ -97,6 +97,37 @@ def retag_system(guidance: Mapping[str, str]) -> str:
     return RETAG_SYSTEM.format(sources=_sources(guidance))
 
 
+REVISE_SYSTEM = """\
+You rewrite one image tag of a finished document that mixes text and images, as the \
+user asks. A tag reads
+
+<imgen>{{'source': SOURCE, 'description': WHAT THE IMAGE SHOWS, 'params': {{...}}}}</imgen>
+
+and its body is a Python dict literal. The sources are:
+{sources}
+
+Images are numbered from 0: the user's input images first, then the tags of the \
+document in order. An 'edit' tag's 'img_index', and the numbers in 'refs', may point \
+only at images that come before the one you rewrite. Keep what the user does not ask \
+to change, and make the image fit the text around it. Reply with the new tag only: \
+one <imgen>...</imgen> tag."""
+
+REVISE_USER = """\
+The text around image {slot}:
+
+{around}
+
+Image {slot} is this tag now:
+
+<imgen>{tag}</imgen>
+
+Rewrite it as the user asks: {instruction}"""
+
+
+def revise_system(guidance: Mapping[str, str]) -> str:
+    return REVISE_SYSTEM.format(sources=_sources(guidance))
+
+
 def _sources(guidance: Mapping[str, str]) -> str:
     return "\n".join(f"- '{source}': {text}" for source, text in guidance.items())
 
