@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
     from langgraph.checkpoint.base import BaseCheckpointSaver
     from langgraph.graph import StateGraph
+    from langgraph.types import StateSnapshot
     from rich.console import Console
 
     from llmi.cli.runs import RunSettings
@@ -122,10 +123,11 @@ def _signals_interrupt() -> Iterator[None]:
 
 def _generate(args: argparse.Namespace, console: Console) -> int:
     ctx = Context(out_dir=args.out, candidates=args.candidates, keep=args.keep,
-                  tool_cache=False if args.no_cache else None)
+                  tool_cache=False if args.no_cache else None, review=args.review or None)
     # Everything is checked before the first model call.
     _require_model(ctx)
     _check_scaling(ctx)
+    _check_review(ctx)
     consistency_of(ctx)
     _check_image_num(args.image_num, ctx)
     for path in args.image:
@@ -232,9 +234,7 @@ def _run(inputs: dict[str, Any], ctx: Context, console: Console, model: str = ""
         console.print(f"[dim]run {thread_id} (if it stops, continue it with "
                       f"`llmi resume {thread_id}`)[/]", highlight=False, soft_wrap=True)
         graph = _graph(settings, saver)
-        outputs = _stream(graph, inputs, settings, ctx, console, saver, thread_id)
-    _print_outputs(outputs)
-    return 0
+        return _stream(graph, inputs, settings, ctx, console, saver, thread_id)
 
 
 def _picture(args: argparse.Namespace, console: Console) -> int:
@@ -247,6 +247,7 @@ def _picture(args: argparse.Namespace, console: Console) -> int:
 def _resume(args: argparse.Namespace, console: Console) -> int:
     """Continue a run from its last checkpoint, with the settings it was started with."""
     from llmi.checkpoints import describe, latest, thread_config
+    from llmi.cli.review import WAITING, read_plan_file
     from llmi.cli.runs import settings_of
 
     out = _check_output_folder(args.out, "--out") if args.out else None
@@ -268,6 +269,9 @@ def _resume(args: argparse.Namespace, console: Console) -> int:
         start_chart_zygote(ctx)  # its imports overlap the graph's
         graph = _graph(settings, saver)
         state = graph.get_state(thread_config(args.thread))
+        if args.plan and not state.interrupts:
+            raise CliError(f"run {args.thread} is not waiting for its plan's review",
+                           "--plan answers a run that `llmi generate --review` stopped at its plan")
         # A step that finished its writes but was stopped before the next checkpoint has
         # nothing next, yet its writes are pending in ``tasks``: resuming applies them.
         if not state.next and not state.tasks:
@@ -281,11 +285,19 @@ def _resume(args: argparse.Namespace, console: Console) -> int:
             _print_outputs(outputs)
             return 0
         at = state.next or tuple(task.name for task in state.tasks)
+        resume: Any = None
+        if state.interrupts:
+            # The review node reads the context: the run goes on as it started, reviewing.
+            ctx = settings.context(review=True)
+            if args.plan:
+                resume = _answered(read_plan_file(args.plan, state.interrupts[0].value))
+            else:
+                resume = _reviewed(state, console, args.thread, ctx)
+                if resume is None:
+                    return WAITING
         console.print(f"[dim]resuming run {args.thread} at {', '.join(at)}[/]",
                       highlight=False, soft_wrap=True)
-        outputs = _stream(graph, None, settings, ctx, console, saver, args.thread)
-    _print_outputs(outputs)
-    return 0
+        return _stream(graph, resume, settings, ctx, console, saver, args.thread)
 
 
 def _graph(settings: RunSettings, saver: BaseCheckpointSaver) -> Any:
@@ -298,10 +310,42 @@ def _graph(settings: RunSettings, saver: BaseCheckpointSaver) -> Any:
     return _builder(settings.graph, model).compile(checkpointer=saver, name="llmi")
 
 
-def _stream(graph: Any, inputs: dict[str, Any] | None, settings: RunSettings, ctx: Context,
-            console: Console, saver: BaseCheckpointSaver, thread_id: str) -> dict[str, str]:
-    """Run (``inputs``) or resume (``None``) the thread on ``graph`` (compiled with
-    ``saver``); returns the document's outputs."""
+def _stream(graph: Any, inputs: Any, settings: RunSettings, ctx: Context, console: Console,
+            saver: BaseCheckpointSaver, thread_id: str) -> int:
+    """Run (``inputs``), resume (``None``) or answer (a ``Command``) the thread on ``graph``
+    (compiled with ``saver``) until it ends, each stop for the plan's review answered
+    (``llmi.cli.review``); prints the document's outputs. The exit status: 0, or WAITING
+    when the run is left waiting for its review."""
+    from llmi.cli.review import WAITING
+
+    while True:
+        state = _streamed(graph, inputs, settings, ctx, console, saver, thread_id)
+        if not state.interrupts:
+            _print_outputs(state.values.get("outputs", {}))
+            return 0
+        inputs = _reviewed(state, console, thread_id, ctx)
+        if inputs is None:
+            return WAITING
+
+
+def _reviewed(state: StateSnapshot, console: Console, thread_id: str, ctx: Context) -> Any:
+    """The command that resumes a run stopped for its plan's review with the user's answer;
+    None when the run is left waiting."""
+    from llmi.cli.review import review
+
+    answer = review(state.interrupts[0].value, console, thread_id=thread_id, out_dir=ctx.out_dir)
+    return None if answer is None else _answered(answer)
+
+
+def _answered(answer: Any) -> Any:
+    from langgraph.types import Command
+
+    return Command(resume=answer)
+
+
+def _streamed(graph: Any, inputs: Any, settings: RunSettings, ctx: Context, console: Console,
+              saver: BaseCheckpointSaver, thread_id: str) -> StateSnapshot:
+    """One stream of the thread on ``graph``, to its end or its next stop; the state then."""
     from llmi.checkpoints import thread_config
     from llmi.cli.failures import STORAGE_ERRORS, explain
     from llmi.cli.progress import SlotProgress
@@ -338,10 +382,10 @@ def _stream(graph: Any, inputs: dict[str, Any] | None, settings: RunSettings, ct
         except STORAGE_ERRORS as exc:
             failure = explain(exc, ctx, run=thread_id if _saved(saver, thread_id) else None)
             raise CliError(failure.reason, failure.hint) from None
-    return graph.get_state(config).values.get("outputs", {})
+    return graph.get_state(config)
 
 
-def stream_run(graph: Any, inputs: dict[str, Any] | None, config: dict[str, Any],
+def stream_run(graph: Any, inputs: Any, config: dict[str, Any],
                ctx: Context) -> Iterator[tuple[tuple[str, ...], str, Any]]:
     """A run of ``graph`` (compiled with a checkpointer) as the command makes it: the
     chunks of its custom events and node updates, subgraphs included, as
@@ -399,6 +443,13 @@ def _check_scaling(ctx: Context) -> None:
                        "candidates it samples",
                        "lower --keep or raise --candidates (LLMI_KEEP and LLMI_CANDIDATES "
                        "set them when the flags are not given)")
+
+
+def _check_review(ctx: Context) -> None:
+    if ctx.review and ctx.candidates > 1:
+        raise CliError(f"a reviewed run writes one plan, but candidates is {ctx.candidates}",
+                       f"drop --review (or {env_name('review')}), or --candidates "
+                       f"(or {env_name('candidates')})")
 
 
 def _check_image_num(image_num: int, ctx: Context) -> None:

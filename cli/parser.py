@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "1 to 98 exactly that many")
     generate.add_argument("--thread", metavar="ID",
                           help="name the run, to resume it with `llmi resume ID` (default: a new uuid)")
+    generate.add_argument("--review", action="store_true",
+                          help="stop after planning, before any tool runs, to accept, edit or "
+                          "drop the plan's images; without a terminal, write DIR/plan.json "
+                          "and exit 3 (default: $LLMI_REVIEW, off)")
     _cache_flag(generate)
 
     resume = commands.add_parser(
@@ -53,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     resume.add_argument("thread", metavar="ID", help="the run's ID, as `llmi generate` printed it")
     resume.add_argument("--out", metavar="DIR", help="output folder (default: the run's own)")
+    resume.add_argument("--plan", metavar="FILE",
+                        help="the reviewed plan (the plan.json a run waiting for review wrote, "
+                        "edited or not) to continue that run with")
     _cache_flag(resume)
 
     demo = commands.add_parser("demo", help="run offline on recorded model replies, no keys needed")

@@ -106,6 +106,9 @@ class Context:
     early_tools: bool | None = _env("LLMI_EARLY_TOOLS", True)
     """Start each cacheable image request as its tag closes in the planner's streamed
     draft, before the draft ends (see ``llmi.tools.early``); 0 waits for the whole draft."""
+    review: bool | None = _env("LLMI_REVIEW", False)
+    """Stop after planning, before any tool runs, for a person to accept, edit or drop the
+    plan's images (``llmi.nodes.review``); no tool starts early."""
     consistency: str | None = _env("LLMI_CONSISTENCY", "auto")
     """How images of one subject are kept alike: ``auto`` links the slots that show the
     same subject with one model call after planning, and makes each later image of a

@@ -138,6 +138,14 @@ def _numbered_slot(ordinal: int, body: str, rules: _Rules) -> ImageRequest | Ima
         return failed_result(slot, source, description, f"bad tag: {exc}", tool=PARSER)
 
 
+def read_tag(slot: int, tag: Mapping[str, Any], required_params: Mapping[str, tuple[str, ...]],
+             *, reference_sources: Collection[str] = REFERENCE_SOURCES) -> ImageRequest:
+    """The request of one tag already read as a dict, for image ``slot``, by the rules
+    ``parse_draft`` reads a draft's tags with (source known, params present, ``img_index``
+    and ``refs`` pointing at earlier images); TagError says why it cannot be one."""
+    return _request(slot, dict(tag), _Rules(required_params, reference_sources, 0, None))
+
+
 def tag_bodies(draft: str) -> list[str]:
     """The raw body of each tag of a draft, in order: what the model wrote for each slot."""
     return [body for _, body in _split(_unwrap_fences(draft)) if body is not None]

@@ -7,7 +7,9 @@ or edit whose seed is drawn, nor a tool the cache does not serve. An edit starts
 image it changes is there: an input image, or the image of a call started here, for which
 it waits. A request with references (``refs``) is left to dispatch, and so, while subjects
 are linked after planning (``LLMI_CONSISTENCY=auto``, ``llmi.nodes.subjects``), is every
-request whose tool takes references: linking may give it some. Each call is ``llmi.tools.making.make_keyed``, cache included, on a thread of
+request whose tool takes references: linking may give it some. A run that reviews its
+plan (``review``) starts nothing here: its plan may change before any tool runs
+(``llmi.nodes.review``). Each call is ``llmi.tools.making.make_keyed``, cache included, on a thread of
 its own, at most ``max_parallel`` at a time; its future waits in ``llmi.tools.inflight``
 under the request's key. It sends no ``slot`` event: dispatch sends each slot's, when
 it joins the call.
@@ -70,7 +72,7 @@ class EarlyStarts:
 
     def start(self, request: ImageRequest) -> None:
         """Start ``request`` if dispatch can join it, now or once the image it edits is made."""
-        if request.get("refs") or self._may_be_linked(request):
+        if self._ctx.review or request.get("refs") or self._may_be_linked(request):
             return
         source = request["depends_on"]
         with self._lock:
