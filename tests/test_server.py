@@ -150,3 +150,36 @@ def test_the_test_time_scaling_graph_runs_on_the_dev_server(server: DevServer, t
     slots = {s["index"]: s for s in manifest["slots"]}
     assert slots[CODE_SLOT]["ok"] and not slots[SEARCH_SLOT]["ok"]
     assert_healthy_and_offline(server)
+
+
+def test_a_plan_under_review_stops_and_resumes_through_the_sdk(
+    server: DevServer, tmp_path: Path,
+) -> None:
+    client = langgraph_sdk.get_sync_client(url=server.url, timeout=120)
+    thread = client.threads.create()["thread_id"]
+    ctx = context(tmp_path, "", "fake-review", review=True, consistency="tags")
+    with chat_server(DRAFT) as (url, _):
+        ctx["base_url"] = url
+        first = list(client.runs.stream(thread, "llmi", input={"prompt": "Kyoto in June"},
+                                        context=ctx, stream_mode="updates"))
+        stopped = client.threads.get_state(thread)
+        (interrupt,) = stopped["interrupts"]
+        plan = interrupt["value"]
+        # The plan is plain JSON: each slot with its text, and no tool has run.
+        assert [(s["index"], s["source"]) for s in plan["slots"]] == [
+            (CODE_SLOT, "code"), (SEARCH_SLOT, "search")]
+        assert plan["slots"][CODE_SLOT]["after"] == "Kinkaku-ji stays lovely in the rain."
+        assert stopped["next"] == ["review"]
+        assert not any(e.event == "custom" and e.data.get("llmi") == "slot" for e in first)
+
+        edited = {**plan, "slots": [{**plan["slots"][CODE_SLOT], "description": "Rain, April to June"}]}
+        events = list(client.runs.stream(thread, "llmi", command={"resume": edited}, context=ctx,
+                                         stream_mode=["updates", "custom"]))
+    errors = [e.data for e in events if e.event == "error"]
+    assert errors == [], server.log_text()[-4000:]
+    values = client.threads.get_state(thread)["values"]
+    manifest = json.loads(Path(values["outputs"]["manifest"]).read_text(encoding="utf-8"))
+    assert [(s["index"], s["description"], s["ok"]) for s in manifest["slots"]] == [
+        (CODE_SLOT, "Rain, April to June", True)]
+    assert manifest["notes"] == ["plan reviewed: image 0 changed; image 1 dropped"]
+    assert_healthy_and_offline(server)
