@@ -57,6 +57,8 @@ def revise_command(args: argparse.Namespace, console: Console) -> int:
     from llmi.cli.commands import _check_output_folder, _checkpointer, _graph, _stream
     from llmi.cli.runs import settings_of
     from llmi.context import Context
+    from llmi.revision import keep_version, revision
+    from llmi.tools.code import start_chart_zygote
     from llmi.tools.registry import default_tools
 
     out = _check_output_folder(args.out, "--out") if args.out else None
@@ -69,21 +71,17 @@ def revise_command(args: argparse.Namespace, console: Console) -> int:
         ctx = settings.context()
         graph = _graph(settings, saver)
         values = _finished(graph, args.thread)
-        before = node_before(graph, DISPATCH, args.thread)
+        before = _node_before_dispatch(graph, args.thread)
         _check_slot(values, args.slot, args.thread)
         tools = default_tools()
         tag, request = _new_request(args, values, tools, ctx)
         update, rerun = revision_update(values, request)
-        target = _check_output_folder(settings.out_dir, "--out")
-        from llmi.revision import keep_version, revision
-
+        target = out or _check_output_folder(settings.out_dir, "--out")
         version = keep_version(Path(values["outputs"]["dir"]), target)
         _tell(console, args.slot, rerun, version, target)
         update["revisions"] = [revision(version=version, slot=args.slot, tag=tag, rerun=rerun,
                                         instruction=args.instruction)]
         graph.update_state(thread_config(args.thread, settings.metadata()), update, as_node=before)
-        from llmi.tools.code import start_chart_zygote
-
         start_chart_zygote(ctx)  # its imports overlap the graph's
         return _stream(graph, None, settings, ctx, console, saver, args.thread)
 
@@ -121,22 +119,27 @@ def _finished(graph: Any, thread: str) -> dict[str, Any]:
     return state.values
 
 
-def node_before(graph: Any, node: str, thread: str = "") -> str:
-    """The node of the compiled ``graph`` that leads into ``node`` on the way there, not
-    back from it: a plain edge before a conditional one."""
+def _node_before_dispatch(graph: Any, thread: str) -> str:
     from llmi.cli.commands import CliError
 
+    before = node_before(graph, DISPATCH)
+    if before is None:
+        raise CliError(f"run {thread} was made by a graph without a {DISPATCH} node of its own "
+                       "(the test-time-scaling graph): it cannot be revised one image at a time",
+                       "revise a run of `llmi generate` without --candidates")
+    return before
+
+
+def node_before(graph: Any, node: str) -> str | None:
+    """The node of the compiled ``graph`` that leads into ``node`` on the way there, not
+    back from it (a plain edge before a conditional one); None when no node does."""
     edges = graph.get_graph().edges
     after = {node}
     while grown := {e.target for e in edges if e.source in after} - after:
         after |= grown
     leading = sorted((e.conditional, e.source) for e in edges
                      if e.target == node and e.source not in after)
-    if not leading:
-        raise CliError(f"run {thread} was made by a graph without a {node} node of its own "
-                       "(the test-time-scaling graph): it cannot be revised one image at a time",
-                       "revise a run of `llmi generate` without --candidates")
-    return leading[0][1]
+    return leading[0][1] if leading else None
 
 
 def _check_slot(values: dict[str, Any], slot: int, thread: str) -> None:

@@ -7,6 +7,7 @@ import argparse
 import hashlib
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -61,9 +62,10 @@ def tools(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> ToolRegistry:
 
 
 def finished_run(out: Path, draft: str = DRAFT, images: list[str] | None = None,
-                 **compiled: object) -> None:
-    """Run ``draft`` as ``llmi generate`` would, as thread RUN, writing into ``out``."""
-    settings = RunSettings.of(Context(out_dir=str(out)))
+                 graph_name: str = "document", **compiled: object) -> None:
+    """Run ``draft`` as ``llmi generate`` would, as thread RUN, writing into ``out``; its
+    settings name ``graph_name`` as the graph that made it."""
+    settings = replace(RunSettings.of(Context(out_dir=str(out))), graph=graph_name)
     with open_checkpointer(os.environ["LLMI_CHECKPOINT_URL"]) as saver:
         graph = build_graph(model=model(draft)).compile(checkpointer=saver, **compiled)
         graph.invoke({"prompt": "A page about the bridge", "images": images or []},
@@ -281,8 +283,18 @@ def test_the_run_goes_on_from_the_node_that_leads_into_dispatch() -> None:
     graph = build_graph(tools=fake_tools()).compile()
     before = node_before(graph, "dispatch")
     assert (before, "dispatch") in graph.builder.edges
-    with pytest.raises(LlmiError, match="test-time-scaling"):
-        node_before(build_tts_graph(tools=fake_tools()).compile(), "dispatch")
+    assert node_before(graph, "intake") == "__start__"
+    assert node_before(build_tts_graph(tools=fake_tools()).compile(), "dispatch") is None
+
+
+def test_a_run_of_the_test_time_scaling_graph_is_a_clear_error(
+    tools: ToolRegistry, tmp_path: Path
+) -> None:
+    finished_run(tmp_path / "out", graph_name="tts")
+    with pytest.raises(LlmiError, match="test-time-scaling graph") as raised:
+        revise("--slot", "1", "--tag", NEW_PAINTING)
+    assert "without --candidates" in raised.value.hint
+    assert not (tmp_path / "out" / "versions").exists()
 
 
 def test_an_edit_made_from_a_revised_image_is_made_from_the_new_one(
