@@ -11,6 +11,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from llmi.nodes.assembler import NOT_CONFIGURED
+
 _STYLE = {"queued": "dim", "started": "yellow", "finished": "green", "failed": "red"}
 _LABEL = {"queued": "queued", "started": "running", "finished": "done", "failed": "failed"}
 _TEXT_LINES = 8
@@ -34,6 +36,8 @@ class SlotProgress:
         """The draft so far of the planner (""), or of each candidate by its id."""
         self.notices: set[str] = set()
         """The notices printed so far: each is printed once a run."""
+        self.unconfigured: set[str] = set()
+        """The sources whose tool had no backend configured, explained so far."""
         self.drawn = 0.0
         self.live = Live(self._view(), console=console, auto_refresh=False) if console.is_terminal else None
 
@@ -60,6 +64,20 @@ class SlotProgress:
         elif node in ("draft", "rank") and update:
             for candidate in update.get("candidates", []):
                 self.note(_candidate_line(node, candidate))
+        if isinstance(update, dict):
+            for result in update.get("results") or []:
+                if result.get("failure") == NOT_CONFIGURED:
+                    self.explain_unconfigured(result)
+
+    def explain_unconfigured(self, result: dict[str, Any]) -> None:
+        """A slot failed because its tool has no backend: say once a run, for each tool,
+        that its images are left out of the document and how to configure it."""
+        source = result["source"]
+        if source not in self.unconfigured:
+            self.unconfigured.add(source)
+            how = " ".join((result.get("error") or "").split())
+            self.console.print(Text(f"{source} images are left out of the document: {how}",
+                                    style="yellow"), soft_wrap=True)
 
     def event(self, event: dict[str, Any]) -> None:
         """A custom stream event of a node (see ``llmi.events``)."""

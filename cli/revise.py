@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from langgraph.checkpoint.base import BaseCheckpointSaver
     from rich.console import Console
 
     from llmi.cli.runs import RunSettings
@@ -53,9 +54,8 @@ def add_revise_parser(commands: Any) -> None:
 
 def revise_command(args: argparse.Namespace, console: Console) -> int:
     """Revise image ``args.slot`` of finished run ``args.thread``; see the module."""
-    from llmi.checkpoints import latest, thread_config
+    from llmi.checkpoints import thread_config
     from llmi.cli.commands import _check_output_folder, _checkpointer, _graph, _stream
-    from llmi.cli.runs import settings_of
     from llmi.context import Context
     from llmi.revision import keep_version, revision
     from llmi.tools.code import start_chart_zygote
@@ -64,10 +64,7 @@ def revise_command(args: argparse.Namespace, console: Console) -> int:
     out = _check_output_folder(args.out, "--out") if args.out else None
     env = Context()
     with _checkpointer(env) as saver:
-        saved = latest(saver, args.thread)
-        if saved is None:
-            raise _unknown_run(args.thread, env)
-        settings = _settings(settings_of(saved, env), out, args.no_cache)
+        settings = saved_settings(saver, args.thread, env, out=out, no_cache=args.no_cache)
         ctx = settings.context()
         graph = _graph(settings, saver)
         values = _finished(graph, args.thread)
@@ -86,21 +83,25 @@ def revise_command(args: argparse.Namespace, console: Console) -> int:
         return _stream(graph, None, settings, ctx, console, saver, args.thread)
 
 
-def _settings(settings: RunSettings, out: Path | None, no_cache: bool) -> RunSettings:
+def saved_settings(saver: BaseCheckpointSaver, thread: str, env: Context, *,
+                   out: Path | None, no_cache: bool) -> RunSettings:
+    """The settings run ``thread`` started with, writing into ``out`` when given and without
+    the tool cache with ``no_cache``; a CliError for a run the checkpoints do not hold."""
+    from llmi.checkpoints import describe, latest
+    from llmi.cli.commands import CliError
+    from llmi.cli.runs import settings_of
+
+    saved = latest(saver, thread)
+    if saved is None:
+        raise CliError(f"no run {thread} in the checkpoints ({describe(env.checkpoint_url)})",
+                       "use the ID `llmi generate` printed when the run started; "
+                       "LLMI_CHECKPOINT_URL names the checkpoint store it used")
+    settings = settings_of(saved, env)
     if out:
         settings = replace(settings, out_dir=str(out))
     if no_cache:
         settings = replace(settings, tool_cache=False)
     return settings
-
-
-def _unknown_run(thread: str, env: Context) -> Exception:
-    from llmi.checkpoints import describe
-    from llmi.cli.commands import CliError
-
-    return CliError(f"no run {thread} in the checkpoints ({describe(env.checkpoint_url)})",
-                    "use the ID `llmi generate` printed when the run started; "
-                    "LLMI_CHECKPOINT_URL names the checkpoint store it used")
 
 
 def _finished(graph: Any, thread: str) -> dict[str, Any]:

@@ -100,6 +100,9 @@ class Figure:
     mime: str = ""
     width: int = 0
     height: int = 0
+    left_out: bool = False
+    """A failed slot that the reader's document leaves out, because no backend is
+    configured for its tool (see ``llmi.nodes.assembler``); the manifest keeps it."""
 
     @property
     def ok(self) -> bool:
@@ -114,22 +117,26 @@ def clean_text(text: str) -> str:
 
 
 def markdown_document(segments: Sequence[Segment], figures: Mapping[int, Figure]) -> str:
-    return _join(segments, lambda slot: _markdown_figure(figures[slot]))
+    """The reader's document in Markdown: its text, images and failure notes, without the
+    slots it leaves out."""
+    return _join(reader_segments(segments, figures), lambda slot: _markdown_figure(figures[slot]))
 
 
 def html_document_parts(
     prompt: str, segments: Sequence[Segment], figures: Mapping[int, Figure]
 ) -> list[str]:
-    """One self-contained HTML page (no external resources, no scripts) in pieces, so a
-    page holding megabytes of images is written without first being joined."""
-    tokens, body = _render_body(segments, figures)
+    """The reader's document as one self-contained HTML page (no external resources, no
+    scripts), without the slots it leaves out, in pieces, so a page holding megabytes of
+    images is written without first being joined."""
+    tokens, body = _render_body(reader_segments(segments, figures), figures)
     title = _first_heading(tokens) or _one_line(prompt)[:_SHOWN_TITLE_CHARS] or "Document"
     head, tail = _page_around(title)
     return [head, *body, tail]
 
 
 def html_body(segments: Sequence[Segment], figures: Mapping[int, Figure]) -> str:
-    """The document as safe HTML without the page around it: sanitized text and figures."""
+    """The document as safe HTML without the page around it: sanitized text and figures,
+    every slot included, as reports show it."""
     return "".join(_render_body(segments, figures)[1])
 
 
@@ -140,6 +147,11 @@ def html_page(title: str, body: str, css: str = "") -> str:
     """
     head, tail = _page_around(title, css)
     return head + body.strip() + tail
+
+
+def reader_segments(segments: Sequence[Segment], figures: Mapping[int, Figure]) -> list[Segment]:
+    """The segments a reader's document shows: all but the slots it leaves out."""
+    return [s for s in segments if s["kind"] != "slot" or not figures[s["slot"]].left_out]
 
 
 def _page_around(title: str, css: str = "") -> tuple[str, str]:

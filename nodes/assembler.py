@@ -5,7 +5,9 @@ The folder holds ``assets/`` (one image file per successful slot),
 written under a temporary name and renamed into place, so a run that fails while writing
 (a full disk) leaves no file cut short and no temporary file.
 A slot whose image cannot be had becomes a visible failure note; it never
-costs the rest of the document.
+costs the rest of the document. A slot whose tool has no backend configured (and an edit
+of such a slot's image) is left out of the reader's document instead: the run said how to
+configure the tool, and the manifest keeps the slot with its error.
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ OUTPUT_MODE = 0o666
 """The document's files are made as a plain ``open`` makes them: this, less the umask."""
 OK_TOKEN = "<image>"
 FAILED_TOKEN = "<fail_to_generate_image>"
+NOT_CONFIGURED = "config"
+"""The failure kind of a slot whose tool has no backend configured (``ToolError.kind``)."""
+SOURCE_FAILED = "source_failed"
+"""The failure kind of an edit whose image to edit failed (``llmi.nodes.dispatch``)."""
 
 
 def assemble(state: DocumentState, runtime: Runtime[Context]) -> dict:
@@ -82,9 +88,30 @@ def collect_figures(
 ) -> dict[int, Figure]:
     """One figure per slot of the document, in document order."""
     slots = dict.fromkeys(s["slot"] for s in segments if s["kind"] == "slot")
+    left_out = unconfigured_slots(results, requests)
     return {
-        slot: _figure(slot, results.get(slot), requests.get(slot), store) for slot in slots
+        slot: replace(_figure(slot, results.get(slot), requests.get(slot), store),
+                      left_out=slot in left_out)
+        for slot in slots
     }
+
+
+def unconfigured_slots(
+    results: Mapping[int, ImageResult], requests: Mapping[int, ImageRequest]
+) -> set[int]:
+    """The failed slots whose tool has no backend configured, and the edits of their
+    images, which failed for want of them."""
+    found = set()
+    # An edit points only at an input or an earlier slot, so one pass in order finds chains.
+    for slot in sorted(results):
+        result = results[slot]
+        if result.get("ok"):
+            continue
+        source = (requests.get(slot) or {}).get("depends_on")
+        failure = result.get("failure")
+        if failure == NOT_CONFIGURED or (failure == SOURCE_FAILED and source in found):
+            found.add(slot)
+    return found
 
 
 def _figure(

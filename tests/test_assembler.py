@@ -459,3 +459,50 @@ def test_text_that_is_no_path_of_the_machine_is_left_alone(text: str) -> None:
 def test_llmis_own_frames_are_named_from_its_package() -> None:
     frame = f'File "{sys.modules["llmi.nodes.assembler"].__file__}", line 5, in assemble'
     assert without_machine_paths(frame) == 'File "llmi/nodes/assembler.py", line 5, in assemble'
+
+
+def test_a_slot_without_a_configured_backend_is_left_out_of_the_document(
+    context: Context, store: ArtifactStore
+) -> None:
+    """So is an edit of its image; an edit of an image that failed otherwise keeps its note."""
+    unconfigured = "no diffusion backend is configured: set LLMI_DIFFUSION=..."
+    outputs = _run(
+        context,
+        prompt="p",
+        segments=[_text("# Foxes"), _slot(0), _text("At night:"), _slot(1), _slot(2), _slot(3),
+                  _slot(4)],
+        requests=[
+            ImageRequest(slot=1, source="edit", description="Night", params={}, depends_on=0,
+                         attempt=0),
+            ImageRequest(slot=4, source="edit", description="Warmer", params={}, depends_on=3,
+                         attempt=0),
+        ],
+        results=[
+            failed_result(0, "diffusion", "Snow fox", unconfigured, failure="config",
+                          infrastructure=True),
+            failed_result(1, "edit", "Night", f"the image it edits (index 0) failed: {unconfigured}",
+                          failure="source_failed", infrastructure=True),
+            _ok(2, "code", "Chart", _image(store)),
+            failed_result(3, "search", "Photo", "no images found", failure="no_result"),
+            failed_result(4, "edit", "Warmer", "the image it edits (index 3) failed: no images "
+                          "found", failure="source_failed"),
+        ],
+    )
+    markdown = outputs["markdown"].read_text(encoding="utf-8")
+    html = outputs["html"].read_text(encoding="utf-8")
+    manifest = json.loads(outputs["manifest"].read_text(encoding="utf-8"))
+
+    for document in (markdown, html):
+        assert "Snow fox" not in document and "Night" not in document
+        assert "LLMI_DIFFUSION" not in document and "At night:" in document
+        assert "Image 0 could not be made" not in document
+        assert "Image 1 could not be made" not in document
+        assert "Image 3 could not be made" in document and "Image 4 could not be made" in document
+    assert markdown.startswith("# Foxes\n\nAt night:\n\n![Chart](assets/image-02.png)\n*Chart*\n\n")
+    assert [attrs.get("class") for tag, attrs in html_tags(html) if tag == "figure"] == [
+        None, "failed", "failed"]
+    snow, night = manifest["slots"][:2]
+    assert (snow["ok"], snow["error"], snow["source"]) == (False, unconfigured, "diffusion")
+    assert (night["ok"], night["source"]) == (False, "edit") and unconfigured in night["error"]
+    assert manifest["stats"]["diffusion"] == {"total": 1, "success": 0}
+    assert manifest["text"].startswith("# Foxes\n\n<fail_to_generate_image>\n\nAt night:")

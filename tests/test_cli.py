@@ -143,12 +143,13 @@ def test_demo_runs_offline(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "recorded" in result.stderr
     manifest = json.loads((out / "manifest.json").read_text())
-    by_source = {s["index"]: s for s in manifest["slots"]}
-    assert manifest["stats"]["code"] == {"total": 2, "success": 2}
-    assert by_source[2]["attempts"] == 2
-    assert not by_source[0]["ok"] and "LLMI_SEARCH" in by_source[0]["error"]
+    photo, repaired, _ = manifest["slots"]
+    assert manifest["stats"] == {"search": {"total": 1, "success": 1},
+                                 "code": {"total": 2, "success": 2}}
+    assert photo["provenance"]["path"] == "grace_hopper.jpg"
+    assert repaired["attempts"] == 2 and repaired["repairs"][-1]["worked"]
     html = (out / "document.html").read_text()
-    assert "could not be made" in html and "<imgen" not in html
+    assert 'class="failed"' not in html and "<imgen" not in html
 
 
 def test_generate_with_candidates(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,

@@ -61,6 +61,15 @@ def tools(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> ToolRegistry:
     return registry
 
 
+@pytest.fixture
+def out(tools: ToolRegistry, tmp_path: Path) -> Path:
+    """The output folder of the finished run of DRAFT; the tool calls it made are forgotten."""
+    folder = tmp_path / "out"
+    finished_run(folder)
+    slots_called(tools)
+    return folder
+
+
 def finished_run(out: Path, draft: str = DRAFT, images: list[str] | None = None,
                  graph_name: str = "document", **compiled: object) -> None:
     """Run ``draft`` as ``llmi generate`` would, as thread RUN, writing into ``out``; its
@@ -101,10 +110,7 @@ def checkpoint_id() -> str:
         return latest(saver, RUN).config["configurable"]["checkpoint_id"]
 
 
-def test_a_new_tag_makes_only_its_image_and_its_edit_again(tools: ToolRegistry, tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    finished_run(out)
-    slots_called(tools)
+def test_a_new_tag_makes_only_its_image_and_its_edit_again(out: Path, tools: ToolRegistry) -> None:
     before = images(out)
     old_files = {name: (out / name).read_bytes()
                  for name in ("document.md", "document.html", "manifest.json")}
@@ -130,11 +136,8 @@ def test_a_new_tag_makes_only_its_image_and_its_edit_again(tools: ToolRegistry, 
 
 
 def test_an_instruction_is_one_model_call_whose_tag_makes_the_image(
-    tools: ToolRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    out: Path, tools: ToolRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    out = tmp_path / "out"
-    finished_run(out)
-    slots_called(tools)
     before = images(out)
     reply = tag("search", "A photograph of the real bridge", query="golden gate bridge photograph")
     with chat_server(f"Here it is:\n\n{reply}") as (url, seen):
@@ -168,11 +171,8 @@ def test_an_instruction_is_one_model_call_whose_tag_makes_the_image(
     (tag("diffusion", prompt="a") + tag("diffusion", prompt="b"), "holds 2 image tags"),
 ])
 def test_a_bad_tag_is_a_clear_error_and_changes_nothing(
-    tools: ToolRegistry, tmp_path: Path, new: str, why: str
+    out: Path, tools: ToolRegistry, new: str, why: str
 ) -> None:
-    out = tmp_path / "out"
-    finished_run(out)
-    slots_called(tools)
     manifest, checkpoint = (out / "manifest.json").read_text(), checkpoint_id()
     with pytest.raises(LlmiError) as raised:
         revise("--slot", "1", "--tag", new)
@@ -184,11 +184,8 @@ def test_a_bad_tag_is_a_clear_error_and_changes_nothing(
 
 
 def test_a_reply_that_is_no_tag_is_a_clear_error_and_changes_nothing(
-    tools: ToolRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    out: Path, tools: ToolRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    out = tmp_path / "out"
-    finished_run(out)
-    slots_called(tools)
     checkpoint = checkpoint_id()
     with chat_server("Sorry, I cannot draw bridges.") as (url, seen):
         monkeypatch.setenv("LLMI_MODEL", "m")
@@ -200,19 +197,15 @@ def test_a_reply_that_is_no_tag_is_a_clear_error_and_changes_nothing(
     assert checkpoint_id() == checkpoint
 
 
-def test_an_instruction_without_a_model_is_a_clear_error(tools: ToolRegistry, tmp_path: Path) -> None:
-    finished_run(tmp_path / "out")
+def test_an_instruction_without_a_model_is_a_clear_error(out: Path) -> None:
     with pytest.raises(LlmiError, match="needs a chat model") as raised:
         revise("--slot", "1", "--instruction", "a photograph")
     assert "--tag" in raised.value.hint
 
 
 def test_a_revision_of_a_revision_keeps_both_versions_and_both_records(
-    tools: ToolRegistry, tmp_path: Path
+    out: Path, tools: ToolRegistry
 ) -> None:
-    out = tmp_path / "out"
-    finished_run(out)
-    slots_called(tools)
     assert revise("--slot", "1", "--tag", NEW_PAINTING) == 0
     first = (out / "manifest.json").read_text()
     slots_called(tools)
@@ -243,9 +236,7 @@ def test_out_writes_the_revision_elsewhere_and_later_revisions_follow_it(
     assert json.loads((elsewhere / "manifest.json").read_text())["slots"][2]["description"] == "Bars"
 
 
-def test_no_cache_makes_the_same_tag_again(tools: ToolRegistry, tmp_path: Path) -> None:
-    finished_run(tmp_path / "out")
-    slots_called(tools)
+def test_no_cache_makes_the_same_tag_again(out: Path, tools: ToolRegistry) -> None:
     same = "{'source': 'code', 'description': 'Cars per hour', 'params': {'code': 'plt.plot([1, 2, 3])'}}"
     assert revise("--slot", "2", "--tag", same) == 0
     assert slots_called(tools) == []  # the tool cache answered
@@ -298,10 +289,8 @@ def test_a_run_of_the_test_time_scaling_graph_is_a_clear_error(
 
 
 def test_an_edit_made_from_a_revised_image_is_made_from_the_new_one(
-    tools: ToolRegistry, tmp_path: Path
+    out: Path, tools: ToolRegistry
 ) -> None:
-    out = tmp_path / "out"
-    finished_run(out)
     revise("--slot", "1", "--tag", NEW_PAINTING)
     call = tools["edit"].calls[-1]
     assert call.request["slot"] == 3
