@@ -446,10 +446,12 @@ def _check_scaling(ctx: Context) -> None:
 
 
 def _check_review(ctx: Context) -> None:
-    if ctx.review and ctx.candidates > 1:
-        raise CliError(f"a reviewed run writes one plan, but candidates is {ctx.candidates}",
-                       f"drop --review (or {env_name('review')}), or --candidates "
-                       f"(or {env_name('candidates')})")
+    """A reviewed run shows one plan: with test-time scaling, the one that screening keeps."""
+    if ctx.review and ctx.keep > 1:
+        raise CliError(f"a reviewed run shows one plan, but keep is {ctx.keep}: each kept "
+                       "candidate's plan would stop the run for its own review",
+                       f"keep one candidate (--keep 1), or drop --review (or "
+                       f"{env_name('review')})")
 
 
 def _check_image_num(image_num: int, ctx: Context) -> None:

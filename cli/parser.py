@@ -44,8 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="name the run, to resume it with `llmi resume ID` (default: a new uuid)")
     generate.add_argument("--review", action="store_true",
                           help="stop after planning, before any tool runs, to accept, edit or "
-                          "drop the plan's images; without a terminal, write DIR/plan.json "
-                          "and exit 3 (default: $LLMI_REVIEW, off)")
+                          "drop the plan's images (with --candidates, the plan screening keeps); "
+                          "without a terminal, write DIR/plan.json and exit 3 "
+                          "(default: $LLMI_REVIEW, off)")
     _cache_flag(generate)
 
     resume = commands.add_parser(

@@ -131,6 +131,9 @@ class TerminalReview:
 def plan_view(plan: ReviewPlan) -> RenderableType:
     """Each image of the plan with the text around it, failed tags, and any problems."""
     parts: list[RenderableType] = []
+    if plan.get("candidate"):
+        parts.append(Text(f"the plan of candidate {plan['candidate']}, which screening kept",
+                          style="bold"))
     if plan.get("errors"):
         parts.append(problems_view(plan["errors"]))
     for slot in plan["slots"]:

@@ -3,7 +3,11 @@
     intake -> draft x N -> screen (prune to K) -> produce x K -> rank -> polish -> assembler
 
 Pruned candidates cost no tool calls: the judge screens plans before any tool runs. Each
-survivor's production links its subjects, then runs its tools and repairs.
+survivor's production links its subjects, stops for a person to review its plan when the
+run asks for review (``llmi.nodes.review``), then runs its tools and repairs: a review
+sees only the plans that survived screening, each before any of its tools runs. With
+more than one survivor, each stops on its own: ``Command(resume={interrupt id: answer})``
+answers them.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from llmi.nodes.intake import take_inputs
 from llmi.judge import Judge
 from llmi.nodes.planner import Planner
 from llmi.nodes.polish import Polisher
+from llmi.nodes.review import Review
 from llmi.nodes.subjects import Subjects
 from llmi.nodes.verifier import Verifier
 from llmi.state import DocumentInput, DocumentOutput, DocumentState
@@ -36,20 +41,22 @@ from llmi.tools.registry import ToolRegistry, default_tools
 
 def build_production_graph(
     *, tools: ToolRegistry, model: BaseChatModel | None = None, subjects: Node | None = None,
-    dispatch: Node | None = None, verifier: Node | None = None,
+    review: Node | None = None, dispatch: Node | None = None, verifier: Node | None = None,
 ) -> StateGraph:
-    """One candidate's tools and repairs: its subjects linked, then dispatch and the
-    verifier, until nothing is pending.
+    """One candidate's tools and repairs: its subjects linked, its plan reviewed (when the
+    run asks for review), then dispatch and the verifier, until nothing is pending.
 
     Its input is the shared inputs with the candidate's plan; its output, the candidate's
     document alone.
     """
     builder = StateGraph(DocumentState, context_schema=Context, output_schema=CandidateDocument)
     builder.add_node("subjects", subjects or Subjects(model=model, tools=tools))
+    builder.add_node("review", review or Review(tools=tools))
     builder.add_node("dispatch", dispatch or Dispatch(tools=tools))
     builder.add_node("verifier", verifier or Verifier(model=model, tools=tools))
     builder.add_edge(START, "subjects")
-    builder.add_edge("subjects", "dispatch")
+    builder.add_edge("subjects", "review")
+    builder.add_edge("review", "dispatch")
     builder.add_edge("dispatch", "verifier")
     builder.add_conditional_edges("verifier", after_verifier, {"dispatch": "dispatch", "assembler": END})
     return builder
@@ -63,6 +70,7 @@ def build_tts_graph(
     intake: Node | None = None,
     planner: Node | None = None,
     subjects: Node | None = None,
+    review: Node | None = None,
     dispatch: Node | None = None,
     verifier: Node | None = None,
     polish: Node | None = None,
@@ -78,7 +86,8 @@ def build_tts_graph(
     """
     tools = tools if tools is not None else default_tools()
     production = build_production_graph(
-        tools=tools, model=model, subjects=subjects, dispatch=dispatch, verifier=verifier
+        tools=tools, model=model, subjects=subjects, review=review, dispatch=dispatch,
+        verifier=verifier,
     ).compile(name="production")
     builder = StateGraph(
         ScalingState, context_schema=Context, input_schema=DocumentInput, output_schema=DocumentOutput

@@ -69,6 +69,8 @@ class ReviewPlan(TypedDict):
     failed: list[FailedTag]
     errors: NotRequired[list[str]]
     """What was wrong with the last edit, when this plan is shown again for it."""
+    candidate: NotRequired[str]
+    """The test-time-scaling candidate whose plan this is (one that screening kept)."""
 
 
 class PlanError(LlmiError, ValueError):

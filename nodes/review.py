@@ -56,13 +56,16 @@ class Review:
             return reviewed(state, edit)
 
     def plan(self, state: DocumentState) -> ReviewPlan:
-        return plan_for_review(
+        plan = plan_for_review(
             state.get("segments", []), state.get("requests", []),
             [r for r in state.get("results", []) if not r["ok"]],
             n_inputs=len(state.get("inputs", [])),
             required_params=self.tools.required_params(),
             reference_sources=self.tools.reference_sources(),
         )
+        if state.get("candidate") is not None:
+            plan["candidate"] = state["candidate"]
+        return plan
 
 
 def reviewed(state: DocumentState, edit: Edit) -> dict[str, Any]:

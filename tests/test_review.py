@@ -23,12 +23,14 @@ from llmi.cli import main
 from llmi.cli.review import TerminalReview
 from llmi.context import Context
 from llmi.graphs.document import build_graph
+from llmi.graphs.tts import build_tts_graph
+from llmi.judge import Judge
 from llmi.nodes.review import DROPPED
 from llmi.plans import PlanError, read_edit
 from llmi.tags import read_tag
 from llmi.tools.early import EarlyStarts
 
-from helpers import fake_tools, model, tag
+from helpers import ScriptedModel, fake_tools, model, tag
 from openai_standin import chat_server
 
 DRAFT = (
@@ -230,6 +232,35 @@ def test_a_bad_edit_through_the_graph_asks_again_with_its_errors(reviewing: Cont
     assert out["outputs"]["markdown"] and {FOX, CHART, SNOW, MAP} <= made(tools)
 
 
+def test_with_candidates_each_kept_plan_is_reviewed_before_its_tools_run(
+    reviewing: Context,
+) -> None:
+    def writer(messages: list, kwargs: dict[str, Any]) -> str:
+        return (f"# Plan {kwargs['seed']}\n\n"
+                + tag("code", "chart", code=f"plt.plot([{kwargs['seed']}])")
+                + "\n\nAnd a photo.\n\n" + tag("search", "a photo", query="fox"))
+
+    context = replace(reviewing, candidates=3, keep=2)
+    tools = fake_tools()
+    scaled = build_tts_graph(model=ScriptedModel(script=writer), judge=Judge(),
+                             tools=tools).compile(checkpointer=InMemorySaver())
+    out = scaled.invoke({"prompt": "A fox"}, CONFIG, context=context)
+    interrupts = out["__interrupt__"]
+    assert sorted(i.value["candidate"] for i in interrupts) == ["c0", "c1"]
+    assert made(tools) == set()
+
+    def only_the_chart(plan: dict[str, Any]) -> dict[str, Any]:
+        return {**plan, "slots": plan["slots"][:1]}
+
+    out = scaled.invoke(Command(resume={i.id: only_the_chart(i.value) for i in interrupts}),
+                        CONFIG, context=context)
+    assert out["outputs"]["markdown"]
+    assert sorted(r["params"]["code"] for r in calls(tools)["code"]) == [
+        "plt.plot([0])", "plt.plot([1])"]
+    assert calls(tools)["search"] == []
+    assert [s["index"] for s in manifest_of(reviewing)["slots"]] == [0]
+
+
 # --- the command line ------------------------------------------------------------------
 
 CLI_DRAFT = (
@@ -327,11 +358,27 @@ def test_a_plan_for_a_run_not_waiting_for_review_is_refused(
     assert "not waiting for its plan's review" in capsys.readouterr().err
 
 
-def test_review_with_candidates_is_refused_before_any_model_call(
+def test_with_candidates_the_plan_screening_keeps_is_reviewed(
     served: list, tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert generate(tmp_path, "--candidates", "2") == 2
-    assert "candidates is 2" in capsys.readouterr().err
+    assert generate(tmp_path, "--candidates", "2") == 3
+    path = tmp_path / "out" / "plan.json"
+    plan = json.loads(path.read_text(encoding="utf-8"))
+    assert plan["candidate"] in {"c0", "c1"} and len(plan["slots"]) == 2
+    assert not (tmp_path / "out" / "document.md").exists()
+    del plan["slots"][0]
+    path.write_text(json.dumps(plan), encoding="utf-8")
+    assert main(["resume", "r1", "--plan", str(path)]) == 0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["winner"] == plan["candidate"]
+    assert [s["index"] for s in manifest["slots"]] == [1]
+
+
+def test_review_of_more_than_one_kept_plan_is_refused_before_any_model_call(
+    served: list, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert generate(tmp_path, "--candidates", "3", "--keep", "2") == 2
+    assert "keep is 2" in capsys.readouterr().err
     assert served == []
 
 
