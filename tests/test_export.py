@@ -151,7 +151,10 @@ def test_word_keeps_headings_lists_tables_code_images_and_captions(context: Cont
 
 
 def test_a_large_image_fits_the_text_width_in_word(context: Context) -> None:
-    folder = write_document(context, make=lambda call: gradient_png(call.request["slot"], (2400, 600)))
+    def wide(call: ToolCall) -> bytes:
+        return gradient_png(call.request["slot"], (2400, 600))
+
+    folder = write_document(context, make=wide)
     word = docx.Document(str(export_document(folder, "docx")["docx"]))
     text_width = Mm(210 - 2 * 20)
     for shape in word.inline_shapes:
@@ -189,8 +192,8 @@ def test_exports_fetch_nothing_remote_nor_any_file_outside_the_folder(
         html = folder / "document.html"
         html.write_text(html.read_text().replace("<body>", "<body>" + remote))
         markdown = folder / "document.md"
-        markdown.write_text(f"![remote]({server.url('/y.png')})\n\n![outside](../{outside.name})\n\n"
-                            + markdown.read_text())
+        markdown.write_text(f"![remote]({server.url('/y.png')})\n\n"
+                            f"![outside](../{outside.name})\n\n{markdown.read_text()}")
         with caplog.at_level(logging.WARNING, logger="llmi.export"):
             paths = export_document(folder, "pdf,docx")
         assert server.seen == []
@@ -241,6 +244,14 @@ def test_an_unreadable_image_leaves_a_note_and_the_rest(context: Context) -> Non
     texts = [paragraph.text for paragraph in word.paragraphs]
     assert "[assets/image-00.png is not a readable image]" in texts
     assert "Come back in autumn." in texts
+
+
+def test_a_document_that_is_not_utf8_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "document.md").write_bytes("Caf\u00e9 au lait".encode("latin-1"))
+    with pytest.raises(ExportError) as caught:
+        export_document(tmp_path, "docx")
+    assert "document.md is not UTF-8 text" in caught.value.reason
+    assert not (tmp_path / "document.docx").exists()
 
 
 def test_exports_replace_earlier_ones_and_leave_no_temporary_file(context: Context) -> None:

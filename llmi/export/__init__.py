@@ -31,10 +31,10 @@ from pathlib import Path
 from llmi.errors import LlmiError, first_line
 
 FORMATS = ("md", "html", "pdf", "docx")
-MARKDOWN = "document.md"
-HTML = "document.html"
+MARKDOWN_FILE = "document.md"
+HTML_FILE = "document.html"
 # The file each format is, or is made from.
-_SOURCES = {"md": MARKDOWN, "html": HTML, "pdf": HTML, "docx": MARKDOWN}
+_SOURCES = {"md": MARKDOWN_FILE, "html": HTML_FILE, "pdf": HTML_FILE, "docx": MARKDOWN_FILE}
 OUTPUT_MODE = 0o666
 """As the assembler makes the document's other files: this, less the umask."""
 
@@ -71,9 +71,9 @@ def parse_formats(formats: str | Iterable[str]) -> tuple[str, ...]:
 def export_document(
     folder: str | Path, formats: str | Iterable[str], *, paper: str = "a4"
 ) -> dict[str, Path]:
-    """Each format's file of the document in ``folder``, in the order asked; ``pdf`` and
-    ``docx`` are written first (replacing earlier exports) on ``paper`` (``a4`` or
-    ``letter``). Everything is checked before anything is written."""
+    """Each format's file of the document in ``folder``, in the order asked. ``pdf`` and
+    ``docx`` are written there (replacing earlier exports) on ``paper``, ``a4`` or
+    ``letter``; the formats and the folder are checked before anything is written."""
     chosen = parse_formats(formats)
     if paper not in PAPERS:
         raise ExportError(f"unknown paper size {paper!r}", f"pick from {', '.join(PAPERS)}")
@@ -94,6 +94,17 @@ def _document_folder(folder: str | Path, needed: set[str]) -> Path:
     if missing:
         raise ExportError(f"no document in {root}: {' and '.join(missing)} missing", hint)
     return root
+
+
+def document_text(root: Path, name: str) -> str:
+    """The text of ``root/name``, one of the document's files."""
+    try:
+        return (root / name).read_text("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ExportError(
+            f"{root / name} is not UTF-8 text ({exc.reason} at byte {exc.start})",
+            "export the files `llmi generate` wrote, or save yours as UTF-8",
+        ) from None
 
 
 def _write_pdf(root: Path, paper: Paper) -> Path:

@@ -18,8 +18,7 @@ from weasyprint import CSS, HTML
 from weasyprint.urls import URLFetcher, URLFetcherResponse
 
 from llmi.artifacts import atomic_file
-from llmi.export import HTML as HTML_FILE
-from llmi.export import MARGIN_MM, OUTPUT_MODE, Paper
+from llmi.export import HTML_FILE, MARGIN_MM, OUTPUT_MODE, Paper, document_text
 from llmi.export.local import local_file, refused
 
 PDF_FILE = "document.pdf"
@@ -64,7 +63,7 @@ def write_pdf(root: Path, paper: Paper) -> Path:
     """Write ``root/document.pdf`` from ``root/document.html`` on ``paper``."""
     target = root / PDF_FILE
     fetcher = FolderFetcher(root)
-    page = HTML(string=(root / HTML_FILE).read_text("utf-8"), base_url=root.as_uri() + "/",
+    page = HTML(string=document_text(root, HTML_FILE), base_url=root.as_uri() + "/",
                 url_fetcher=fetcher)
     # Images keep their proportions, and none is taller than most of a page.
     usable_height = paper.height_mm - 2 * MARGIN_MM

@@ -34,7 +34,7 @@ from markdown_it import MarkdownIt
 from markdown_it.tree import SyntaxTreeNode
 
 from llmi.artifacts import atomic_file
-from llmi.export import MARGIN_MM, MARKDOWN, OUTPUT_MODE, Paper
+from llmi.export import MARGIN_MM, MARKDOWN_FILE, OUTPUT_MODE, Paper, document_text
 from llmi.export.local import local_file, refused
 from llmi.render import clean_text
 
@@ -75,7 +75,7 @@ class _Where:
 def write_docx(root: Path, paper: Paper) -> Path:
     """Write ``root/document.docx`` from ``root/document.md`` on ``paper``."""
     target = root / DOCX_FILE
-    tree = SyntaxTreeNode(_MARKDOWN.parse((root / MARKDOWN).read_text("utf-8")))
+    tree = SyntaxTreeNode(_MARKDOWN.parse(document_text(root, MARKDOWN_FILE)))
     word = _Word(root, paper)
     word.blocks(tree.children, _Where())
     with atomic_file(target, mode=OUTPUT_MODE) as file:
@@ -209,10 +209,8 @@ class _Word:
         """The file an image node shows, when it is one inside the document's folder."""
         source = str(image.attrs.get("src", ""))
         parts = urlsplit(source)
-        path = None if parts.scheme or parts.netloc else local_file(self.root, Path(unquote(parts.path)))
-        if path is None:
-            refused(DOCX_FILE, source, self.root)
-        return path
+        remote = parts.scheme or parts.netloc
+        return None if remote else local_file(self.root, Path(unquote(parts.path)))
 
     def inline(self, paragraph: Paragraph, inline: SyntaxTreeNode,
                form: _Format = _Format()) -> None:
@@ -222,7 +220,8 @@ class _Word:
     def run(self, paragraph: Paragraph, node: SyntaxTreeNode, form: _Format) -> None:
         kind = node.type
         if kind in ("text", "code_inline"):
-            _styled(paragraph.add_run(clean_text(node.content)), replace(form, code=form.code or kind == "code_inline"))
+            code = form.code or kind == "code_inline"
+            _styled(paragraph.add_run(clean_text(node.content)), replace(form, code=code))
         elif kind == "softbreak":
             paragraph.add_run(" ")
         elif kind == "hardbreak":
@@ -233,8 +232,9 @@ class _Word:
                 self.run(paragraph, child, replace(form, **{flag: True}))
         elif kind == "link":
             self.link(paragraph, node, form)
-        elif kind == "image":
-            self.picture_file(node)  # said and left out, as the HTML leaves it out
+        elif kind == "image" and self.picture_file(node) is None:
+            # Left out, as the HTML leaves out images in the text; one from elsewhere is said.
+            refused(DOCX_FILE, str(node.attrs.get("src", "")), self.root)
 
     def link(self, paragraph: Paragraph, node: SyntaxTreeNode, form: _Format) -> None:
         href = str(node.attrs.get("href", ""))
