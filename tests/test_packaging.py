@@ -25,7 +25,7 @@ def test_wheel_installs_into_a_fresh_venv(tmp_path: Path) -> None:
     wheel = next(dist.glob("llmi-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert {name.split("/")[0] for name in names if not name.startswith("llmi-")} == {"llmi"}
-    assert "llmi/cli/recorded/lisbon_plan.md" in names
+    assert "llmi/cli/recorded/hopper_plan.md" in names
     assert {"llmi/graphs/document.py", "llmi/tools/chart_runner.py", "llmi/state/records.py"} <= set(names)
 
     env_dir = tmp_path / "venv"
