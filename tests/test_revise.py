@@ -7,6 +7,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -242,6 +243,27 @@ def test_no_cache_makes_the_same_tag_again(out: Path, tools: ToolRegistry) -> No
     assert slots_called(tools) == []  # the tool cache answered
     assert revise("--slot", "2", "--tag", same, "--no-cache") == 0
     assert slots_called(tools) == [2]
+
+
+def test_a_tag_the_planner_wrote_badly_can_be_given_anew(tools: ToolRegistry, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    finished_run(out, draft="A fox.\n\n<imgen>{'source': 'paint', 'params': {}}</imgen>\n\nThe end.")
+    assert json.loads((out / "manifest.json").read_text())["slots"][0]["ok"] is False
+    slots_called(tools)
+    assert revise("--slot", "0", "--tag", "{'source': 'diffusion', 'description': 'A fox', "
+                  "'params': {'prompt': 'a fox'}}") == 0
+    assert slots_called(tools) == [0]
+    assert json.loads((out / "manifest.json").read_text())["slots"][0]["ok"] is True
+
+
+def test_a_document_no_longer_on_disk_keeps_no_version(out: Path, tools: ToolRegistry) -> None:
+    for name in ("document.md", "document.html", "manifest.json", "assets"):
+        path = out / name
+        path.unlink() if path.is_file() else shutil.rmtree(path)
+    assert revise("--slot", "1", "--tag", NEW_PAINTING) == 0
+    assert (out / "manifest.json").is_file() and not (out / "versions").exists()
+    [revision] = run_state()["revisions"]
+    assert revision["version"] is None and revision["rerun"] == [1, 3]
 
 
 def test_an_unknown_run_is_a_clear_error(tools: ToolRegistry) -> None:
