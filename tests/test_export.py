@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import docx
 import pytest
 from docx.shared import Mm
 from pypdf import PdfReader
+from pypdf.generic import ContentStream
 
 from llmi.cli.export import add_export_parser, export_command
 from llmi.context import Context
@@ -94,6 +96,32 @@ def pdf_image_count(path: Path) -> int:
     return len(seen)
 
 
+def pdf_image_sizes(path: Path) -> list[tuple[float, float]]:
+    """Each drawn image's width and height in points, from the pages' transformation
+    matrices as the PDF reference defines them (q, Q, cm; an image fills the unit square)."""
+    sizes = []
+    for page in PdfReader(path).pages:
+        matrix, saved = [1.0, 0.0, 0.0, 1.0, 0.0, 0.0], []
+        for operands, operator in ContentStream(page.get_contents(), page.pdf).operations:
+            if operator == b"q":
+                saved.append(matrix)
+            elif operator == b"Q":
+                matrix = saved.pop()
+            elif operator == b"cm":
+                matrix = _times([float(x) for x in operands], matrix)
+            elif operator == b"Do":
+                a, b, c, d = matrix[:4]
+                sizes.append((round(math.hypot(a, b), 1), round(math.hypot(c, d), 1)))
+    return sizes
+
+
+def _times(m: list[float], n: list[float]) -> list[float]:
+    """The product m x n of two PDF matrices [a b c d e f]."""
+    return [m[0] * n[0] + m[1] * n[2], m[0] * n[1] + m[1] * n[3],
+            m[2] * n[0] + m[3] * n[2], m[2] * n[1] + m[3] * n[3],
+            m[4] * n[0] + m[5] * n[2] + n[4], m[4] * n[1] + m[5] * n[3] + n[5]]
+
+
 def pdf_text(path: Path) -> str:
     return " ".join(" ".join((page.extract_text() or "").split()) for page in PdfReader(path).pages)
 
@@ -109,6 +137,8 @@ def test_pdf_keeps_the_text_the_images_and_the_failed_slots_note(context: Contex
                   *CAPTIONS, FAILED_NOTE, "no such photo", "Come back in autumn."]:
         assert words in text, words
     assert pdf_image_count(paths["pdf"]) == 2
+    # Never larger than the image itself: 96 CSS pixels are 72 points.
+    assert pdf_image_sizes(paths["pdf"]) == [(72.0, 60.0)] * 2
     page = PdfReader(paths["pdf"]).pages[0]
     assert (round(float(page.mediabox.width)), round(float(page.mediabox.height))) == (595, 842)
 
@@ -160,6 +190,20 @@ def test_a_large_image_fits_the_text_width_in_word(context: Context) -> None:
     for shape in word.inline_shapes:
         assert abs(shape.width - text_width) <= 1
         assert abs(shape.height / shape.width - 600 / 2400) < 1e-3
+
+
+@needs_pango
+def test_large_images_fit_the_text_width_and_the_page_in_the_pdf(context: Context) -> None:
+    def large(call: ToolCall) -> bytes:
+        slot = call.request["slot"]
+        return gradient_png(slot, (2400, 600) if slot else (300, 3000))
+
+    folder = write_document(context, make=large)
+    text_width, text_height = (210 - 2 * 20) / 25.4 * 72, (297 - 2 * 20) / 25.4 * 72
+    [(tall_width, tall_height), (wide_width, wide_height)] = pdf_image_sizes(
+        export_document(folder, "pdf")["pdf"])
+    assert abs(wide_width - text_width) < 0.5 and abs(wide_height * 4 - wide_width) < 0.5
+    assert tall_height < text_height and abs(tall_height - tall_width * 10) < 0.5
 
 
 def test_numbered_lists_each_count_from_their_own_start(tmp_path: Path) -> None:

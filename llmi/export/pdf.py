@@ -23,15 +23,18 @@ from llmi.export.local import local_file, refused
 
 PDF_FILE = "document.pdf"
 
-# After the page's own style sheet: the screen layout's column and scrolling code give way
-# to the page's width and wrapped lines.
+# A user style sheet, so its declarations are !important to win over the page's own: the
+# screen layout's column, padding and scrolling code give way to the page and wrapped lines.
 _PRINT_CSS = """
 @page {{ size: {size}; margin: {margin}mm }}
-body {{ max-width: none; margin: 0; padding: 0; font-size: 11pt }}
-img {{ width: auto; height: auto; max-width: 100%; max-height: {max_height}mm }}
-figure {{ break-inside: avoid }}
+body {{ max-width: none !important; margin: 0 !important; padding: 0 !important;
+        font-size: 11pt !important }}
+img {{ width: auto !important; height: auto !important; max-width: 100% !important;
+       max-height: {max_height}mm !important }}
+figure {{ margin: 1em 0 !important; break-inside: avoid }}
 figcaption {{ margin-top: .4em }}
-pre {{ overflow: visible; white-space: pre-wrap; overflow-wrap: anywhere; font-size: 9pt }}
+pre {{ overflow: visible !important; white-space: pre-wrap !important;
+       overflow-wrap: anywhere !important; font-size: 9pt !important }}
 table {{ max-width: 100% }}
 td, th {{ overflow-wrap: anywhere }}
 h1, h2, h3, h4, h5, h6 {{ break-after: avoid }}
