@@ -23,8 +23,7 @@ from llmi.errors import LlmiError
 from llmi.models import PLANNER
 from llmi.prompts import REVISE_USER, revise_system
 from llmi.reasoning import NoAnswer, answer_of
-from llmi.state import ImageRequest
-from llmi.state.records import Revision
+from llmi.state import ImageRequest, Revision
 from llmi.tags import CLOSE, OPEN, parse_draft, tag_bodies
 
 VERSIONS = "versions"

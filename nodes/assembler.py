@@ -26,6 +26,7 @@ from llmi.context import Context, context_of
 from llmi.events import emitter
 from llmi.machine_paths import without_machine_paths
 from llmi.render import Figure, html_document_parts, markdown_document
+from llmi.revision import revisions_record
 from llmi.state import (
     DocumentState,
     Finding,
@@ -70,7 +71,7 @@ def assemble(state: DocumentState, runtime: Runtime[Context]) -> dict:
         _write_parts(paths["html"], html_document_parts(prompt, segments, figures))
         record = manifest(prompt, segments, figures, results, state.get("repairs") or [],
                           state.get("subjects") or [], state.get("findings") or [])
-        record |= inputs_record(state)
+        record |= inputs_record(state) | revisions_record(state)
         if "candidates" in state:
             record |= candidates_record(state)
         _write(paths["manifest"], _json(record))

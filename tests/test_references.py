@@ -229,3 +229,18 @@ def test_ip_adapter_weights_key_a_diffusers_image_made_from_references(context: 
     on_api = replace(ctx, diffusion_backend="openai:gpt-image-1")
     assert (cache.key(diffusion, request(1, refs=[0]), on_api, None, [fox])
             == cache.key(diffusion, request(1, refs=[0]), replace(on_api, ip_adapter="x"), None, [fox]))
+
+
+def test_an_image_made_again_that_fails_is_not_edited_as_it_was(context: Context) -> None:
+    def fail_again(call: ToolCall) -> None:
+        if call.request["attempt"] == 1:
+            raise ToolError("refused", kind="http")
+
+    tool, tools = references_tools(diffusion=fail_again)
+    edit = request(1, "edit", img_index=0)
+    earlier = Dispatch(tools).run({"prompt": "p", "requests": [request(0), edit]}, context)
+    again = [request(0) | {"attempt": 1}, edit | {"attempt": 1}]
+    failed, edited = Dispatch(tools).run(
+        {"prompt": "p", "requests": again, "results": earlier}, context)
+    assert not failed["ok"]
+    assert (edited["ok"], edited["failure"]) == (False, "source_failed")

@@ -134,6 +134,7 @@ def test_a_new_tag_makes_only_its_image_and_its_edit_again(out: Path, tools: Too
     assert revision["version"] == 1 and revision["slot"] == 1 and revision["rerun"] == [1, 3]
     assert revision["tag"] == NEW_PAINTING and "instruction" not in revision
     assert revision["at"].endswith("+00:00")
+    assert manifest["revisions"] == [revision]
 
 
 def test_an_instruction_is_one_model_call_whose_tag_makes_the_image(

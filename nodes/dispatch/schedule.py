@@ -160,6 +160,8 @@ class Scheduler:
         self._results[slot] = result
         if result["ok"] and result["image"] is not None:
             self._images[slot] = result["image"]
+        else:  # made again and failed: what it made before is no longer the document's image
+            self._images.pop(slot, None)
         self._notify({"slot": slot, "source": result["source"],
                       "status": "finished" if result["ok"] else "failed",
                       "description": result["description"], "error": result["error"],
