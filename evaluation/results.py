@@ -21,11 +21,10 @@ from typing import Any
 
 from PIL import Image
 
-from llmi.artifacts import ArtifactStore, write_atomic
+from llmi.artifacts import OUTPUT_MODE, ArtifactStore, write_atomic
 from llmi.evaluation.protocols import LLMI
 from llmi.evaluation.records import Document, OutputStep, ResultLine
 from llmi.evaluation.report import safe_name
-from llmi.nodes.assembler import OUTPUT_MODE
 from llmi.state import ImageRef
 
 PREDICTIONS = "predictions.jsonl"

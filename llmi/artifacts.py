@@ -131,6 +131,11 @@ def read_regular(path: Path) -> bytes:
         os.close(fd)
 
 
+OUTPUT_MODE = 0o666
+"""A document's files (what the assembler and the exports write) are made as a plain
+``open`` makes them: this, less the umask; the store's own files are the user's alone."""
+
+
 def write_atomic(path: Path, data: bytes, *, mode: int = 0o600) -> None:
     """Write ``data`` to ``path`` whole, or not at all (see ``atomic_file``)."""
     with atomic_file(path, mode=mode) as file:

@@ -21,7 +21,7 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from llmi.artifacts import ArtifactStore, atomic_file, extension, write_atomic
+from llmi.artifacts import OUTPUT_MODE, ArtifactStore, atomic_file, extension, write_atomic
 from llmi.context import Context, context_of
 from llmi.events import emitter
 from llmi.machine_paths import without_machine_paths
@@ -38,8 +38,6 @@ from llmi.state import (
 )
 from llmi.tools.base import REFERENCES_IGNORED
 
-OUTPUT_MODE = 0o666
-"""The document's files are made as a plain ``open`` makes them: this, less the umask."""
 OK_TOKEN = "<image>"
 FAILED_TOKEN = "<fail_to_generate_image>"
 NOT_CONFIGURED = "config"

@@ -35,8 +35,6 @@ MARKDOWN_FILE = "document.md"
 HTML_FILE = "document.html"
 # The file each format is, or is made from.
 _SOURCES = {"md": MARKDOWN_FILE, "html": HTML_FILE, "pdf": HTML_FILE, "docx": MARKDOWN_FILE}
-OUTPUT_MODE = 0o666
-"""As the assembler makes the document's other files: this, less the umask."""
 
 
 @dataclass(frozen=True)

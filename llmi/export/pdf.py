@@ -17,8 +17,8 @@ from urllib.request import url2pathname
 from weasyprint import CSS, HTML
 from weasyprint.urls import URLFetcher, URLFetcherResponse
 
-from llmi.artifacts import atomic_file
-from llmi.export import HTML_FILE, MARGIN_MM, OUTPUT_MODE, Paper, document_text
+from llmi.artifacts import OUTPUT_MODE, atomic_file
+from llmi.export import HTML_FILE, MARGIN_MM, Paper, document_text
 from llmi.export.local import local_file, refused
 
 PDF_FILE = "document.pdf"

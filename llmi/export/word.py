@@ -33,8 +33,8 @@ from docx.text.paragraph import Paragraph
 from markdown_it import MarkdownIt
 from markdown_it.tree import SyntaxTreeNode
 
-from llmi.artifacts import atomic_file
-from llmi.export import MARGIN_MM, MARKDOWN_FILE, OUTPUT_MODE, Paper, document_text
+from llmi.artifacts import OUTPUT_MODE, atomic_file
+from llmi.export import MARGIN_MM, MARKDOWN_FILE, Paper, document_text
 from llmi.export.local import local_file, refused
 from llmi.render import clean_text
 
