@@ -12,9 +12,11 @@ LangGraph Studio, the SDK and a text editor show it as it is::
      "errors": ["slot 3: ..."]}
 
 ``index`` is the image index, as ``img_index`` and ``refs`` count images: the input
-images first. An edited plan may change a slot's ``source``, ``description`` and
-``params`` (``refs`` included), or drop a slot by deleting its entry; ``before`` and
-``after`` are shown, not read. A failed tag cannot be mended here (the verifier retags
+images first. ``sources`` says what each source's tags need; ``errors``, what was wrong
+with the last edit; ``candidate`` (test-time scaling), whose plan it is. An edited plan may
+change a slot's ``source``, ``description`` and ``params`` (``refs`` included), or drop a
+slot by deleting its entry; the rest is shown, not read: an edit is checked against the
+plan as it was shown. A failed tag cannot be mended here (the verifier retags
 it): it stays as it failed, or is dropped when its entry leaves ``failed``. Each edited
 slot is read again by the tag parser's rules (``llmi.tags.read_tag``), and a slot must not
 edit an image the plan drops; the refs that name a dropped image are left out. Every
@@ -157,7 +159,6 @@ def read_edit(answer: Any, shown: ReviewPlan) -> Edit:
     requests: dict[int, ImageRequest] = {}
     for index, entry in requested.items():
         tag = {key: entry.get(key) for key in EDITABLE}
-        tag["params"] = _without_refs_to(tag["params"], dropped)
         try:
             request = read_tag(index, tag, rules, reference_sources=reference_sources)
         except TagError as exc:
@@ -167,7 +168,7 @@ def read_edit(answer: Any, shown: ReviewPlan) -> Edit:
             problems.append(f"slot {index}: img_index {request['depends_on']} is an image the "
                             "plan drops (drop this slot too, or point it at another image)")
             continue
-        requests[index] = request
+        requests[index] = _without_refs_to(request, dropped)
     if problems:
         raise PlanError(problems)
     return Edit(requests=requests, dropped=dropped)
@@ -195,7 +196,8 @@ def _kept_failed(edited: Mapping[str, Any], shown: ReviewPlan, problems: list[st
     if not isinstance(failed, list):
         problems.append("'failed' is not a list")
         return shown_failed
-    return {f.get("index") for f in failed if isinstance(f, Mapping)} & shown_failed
+    return {f.get("index") for f in failed
+            if isinstance(f, Mapping) and isinstance(f.get("index"), int)} & shown_failed
 
 
 def _numbered(entries: list[Any], shown: ReviewPlan, problems: list[str]) -> list[dict[str, Any]]:
@@ -223,10 +225,12 @@ def _numbered(entries: list[Any], shown: ReviewPlan, problems: list[str]) -> lis
     return numbered
 
 
-def _without_refs_to(params: Any, dropped: Collection[int]) -> Any:
-    """A tag's params without the refs that name a dropped image (no ``refs`` when none is left)."""
-    if not isinstance(params, Mapping) or not isinstance(params.get("refs"), list):
-        return params
-    refs = [ref for ref in params["refs"] if ref not in dropped]
-    kept = {key: value for key, value in params.items() if key != "refs"}
-    return kept | {"refs": refs} if refs else kept
+def _without_refs_to(request: ImageRequest, dropped: Collection[int]) -> ImageRequest:
+    """``request`` without the refs that name a dropped image, in its params too."""
+    refs = [ref for ref in request.get("refs", []) if ref not in dropped]
+    if refs == request.get("refs", []):
+        return request
+    kept = {"refs": refs} if refs else {}
+    params = {key: value for key, value in request["params"].items() if key != "refs"} | kept
+    fields = {key: value for key, value in request.items() if key != "refs"}
+    return ImageRequest(**(fields | {"params": params} | kept))

@@ -30,7 +30,7 @@ from llmi.plans import PlanError, read_edit
 from llmi.tags import read_tag
 from llmi.tools.early import EarlyStarts
 
-from helpers import ScriptedModel, fake_tools, model, tag
+from helpers import FakeTool, ScriptedModel, fake_tools, model, tag
 from openai_standin import chat_server
 
 DRAFT = (
@@ -207,10 +207,26 @@ def test_dropping_an_image_that_a_slot_edits_is_an_error(reviewing: Context) -> 
         read_edit(edited, plan)
 
 
+def test_refs_to_a_dropped_image_are_left_out(reviewing: Context) -> None:
+    tools = fake_tools(diffusion=FakeTool("diffusion", ("prompt",), takes_references=True))
+    draft = (tag("diffusion", "a fox", prompt="a fox") + "\n\nLater.\n\n"
+             + tag("diffusion", "the fox asleep", prompt="the fox asleep", refs=[0]))
+    reviewed = graph(tools, draft)
+    (interrupt,) = reviewed.invoke({"prompt": "A fox"}, CONFIG, context=reviewing)["__interrupt__"]
+    plan = interrupt.value
+    assert plan["slots"][1]["params"]["refs"] == [0] and plan["sources"]["diffusion"]["refs"]
+    out = reviewed.invoke(Command(resume={**plan, "slots": plan["slots"][1:]}), CONFIG,
+                          context=reviewing)
+    (asleep,) = calls(tools)["diffusion"]
+    assert asleep["slot"] == 1 and "refs" not in asleep and "refs" not in asleep["params"]
+    assert [r["ok"] for r in out["results"]] == [False, True]
+
+
 @pytest.mark.parametrize(("answer", "problem"), [
     ("no", "the plan is not JSON"),
     ({"slots": "all"}, "not an object with a list 'slots'"),
     ({"slots": [{"index": 9, "source": "code"}]}, "slot 9: not a slot of the plan"),
+    ({"slots": [{"index": [1], "source": "code"}]}, "entry 0 of 'slots' has no whole-number"),
     ({"slots": [{"index": 4, "source": "code", "params": {"code": "x"}}]},
      "slot 4: its tag failed"),
 ])
