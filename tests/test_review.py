@@ -23,7 +23,7 @@ from llmi.cli import main
 from llmi.cli.review import TerminalReview
 from llmi.context import Context
 from llmi.graphs.document import build_graph
-from llmi.graphs.tts import build_tts_graph
+from llmi.graphs.tts import build_production_graph, build_tts_graph
 from llmi.judge import Judge
 from llmi.nodes.review import DROPPED
 from llmi.plans import PlanError, read_edit
@@ -78,6 +78,15 @@ def stopped(tools, context: Context) -> tuple[Any, dict[str, Any]]:
     out = reviewed.invoke({"prompt": "A fox"}, CONFIG, context=context)
     (interrupt,) = out["__interrupt__"]
     return reviewed, interrupt.value
+
+
+def test_review_stands_after_subjects_and_before_dispatch() -> None:
+    drawn = build_graph(model=model(""), tools=fake_tools()).compile().get_graph()
+    edges = {(edge.source, edge.target) for edge in drawn.edges}
+    assert {("planner", "subjects"), ("subjects", "review"), ("review", "dispatch")} <= edges
+    production = build_production_graph(tools=fake_tools()).compile().get_graph()
+    assert {("subjects", "review"), ("review", "dispatch")} <= {
+        (edge.source, edge.target) for edge in production.edges}
 
 
 def test_without_review_the_run_goes_straight_through(context: Context) -> None:
