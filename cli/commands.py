@@ -17,11 +17,12 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmi.cli.export import export_command
 from llmi.cli.parser import build_parser
+from llmi.cli.revise import revise_command
 from llmi.context import Context, consistency_of, env_name
 from llmi.errors import LlmiError
 from llmi.graphs import GraphName, graph_for
@@ -137,7 +138,7 @@ def _generate(args: argparse.Namespace, console: Console) -> int:
     console.print(f"[dim]model {ctx.model} at {ctx.base_url or 'api.openai.com'}[/]", highlight=False)
     images = [str(Path(p).resolve()) for p in args.image]
     return _run({"prompt": args.prompt, "images": images, "image_num": args.image_num}, ctx,
-                console, thread_id=args.thread)
+                console, thread_id=args.thread, formats=args.format)
 
 
 def _evaluate(args: argparse.Namespace, console: Console) -> int:
@@ -204,21 +205,20 @@ def _require_model(ctx: Context) -> None:
 
 
 def _demo(args: argparse.Namespace, console: Console) -> int:
-    from llmi.cli.demo import LABEL, PROMPT
+    from llmi.cli.demo import LABEL, PROMPT, demo_context
 
     _check_output_folder(args.out, "--out")
     console.print(f"[bold yellow]{LABEL}[/]")
-    # The recorded chart code is llmi's own: jailed where a jail can be had, else run with
-    # process limits, so that the first run shows its charts on any machine.
-    ctx = Context(out_dir=args.out, code_sandbox="process")
+    ctx = demo_context(args.out)
     _check_artifact_folder(ctx)
     return _run({"prompt": PROMPT}, ctx, console, model="recorded")
 
 
 def _run(inputs: dict[str, Any], ctx: Context, console: Console, model: str = "",
-         thread_id: str | None = None) -> int:
+         thread_id: str | None = None, formats: tuple[str, ...] = ("md", "html")) -> int:
     """Start a new run, checkpointed as thread ``thread_id`` (default: a new uuid), with
-    the model the environment names, or ``recorded``: the demo's recorded replies."""
+    the model the environment names, or ``recorded``: the demo's recorded replies; it
+    prints the document's files of ``formats`` when it ends."""
     from llmi.tools.code import start_chart_zygote
 
     start_chart_zygote(ctx)  # first: its imports overlap all of llmi's and the model's reply
@@ -226,7 +226,7 @@ def _run(inputs: dict[str, Any], ctx: Context, console: Console, model: str = ""
     from llmi.cli.runs import RunSettings
 
     thread_id = thread_id or str(uuid.uuid4())
-    settings = RunSettings.of(ctx, model=model)
+    settings = RunSettings.of(ctx, model=model, formats=formats)
     with _checkpointer(ctx) as saver:
         if latest(saver, thread_id) is not None:
             raise CliError(f"run {thread_id} already exists",
@@ -246,23 +246,14 @@ def _picture(args: argparse.Namespace, console: Console) -> int:
 
 def _resume(args: argparse.Namespace, console: Console) -> int:
     """Continue a run from its last checkpoint, with the settings it was started with."""
-    from llmi.checkpoints import describe, latest, thread_config
+    from llmi.checkpoints import thread_config
     from llmi.cli.review import WAITING, read_plan_file
-    from llmi.cli.runs import settings_of
+    from llmi.cli.runs import saved_settings
 
     out = _check_output_folder(args.out, "--out") if args.out else None
     env = Context()
     with _checkpointer(env) as saver:
-        saved = latest(saver, args.thread)
-        if saved is None:
-            raise CliError(f"no run {args.thread} in the checkpoints ({describe(env.checkpoint_url)})",
-                           "use the ID `llmi generate` printed when the run started; "
-                           "LLMI_CHECKPOINT_URL names the checkpoint store it used")
-        settings = settings_of(saved, env)
-        if out:
-            settings = replace(settings, out_dir=str(out))
-        if args.no_cache:
-            settings = replace(settings, tool_cache=False)
+        settings = saved_settings(saver, args.thread, env, out=out, no_cache=args.no_cache)
         ctx = settings.context()
         from llmi.tools.code import start_chart_zygote
 
@@ -321,7 +312,7 @@ def _stream(graph: Any, inputs: Any, settings: RunSettings, ctx: Context, consol
     while True:
         state = _streamed(graph, inputs, settings, ctx, console, saver, thread_id)
         if not state.interrupts:
-            _print_outputs(state.values.get("outputs", {}))
+            _print_outputs(state.values.get("outputs", {}), settings.formats)
             return 0
         inputs = _reviewed(state, console, thread_id, ctx)
         if inputs is None:
@@ -407,9 +398,14 @@ def _saved(saver: BaseCheckpointSaver, thread_id: str) -> bool:
         return False
 
 
-def _print_outputs(outputs: dict[str, str]) -> None:
-    for key in ("markdown", "html", "manifest"):
-        print(outputs[key])
+def _print_outputs(outputs: dict[str, str], formats: Sequence[str] = ("md", "html")) -> None:
+    """The paths of the document's files of ``formats`` (``pdf`` and ``docx`` made here,
+    by ``llmi.export``), then of its manifest."""
+    from llmi.export import export_document
+
+    for path in export_document(outputs["dir"], formats).values():
+        print(path)
+    print(outputs["manifest"])
 
 
 def _check_image(path: str) -> None:
@@ -493,8 +489,8 @@ def _check_writable(folder: str, what: str, setting: str) -> Path:
 
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace, Console], int]] = {
-    "generate": _generate, "resume": _resume, "demo": _demo, "eval": _evaluate,
-    "graph": _picture,
+    "generate": _generate, "resume": _resume, "revise": revise_command, "export": export_command,
+    "demo": _demo, "eval": _evaluate, "graph": _picture,
 }
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 
 from llmi import __version__
+from llmi.cli.export import add_export_parser, formats_argument
+from llmi.cli.revise import add_revise_parser
 from llmi.evaluation.records import ISG, OPENING, UEVAL
 from llmi.evaluation.protocols import LLMI, PROTOCOLS
 from llmi.evaluation.scorers import NAMES
@@ -40,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--images", type=_image_num, metavar="N", dest="image_num", default=0,
                           help="images asked for: -1 none, 0 any (default), 99 at least one, "
                           "1 to 98 exactly that many")
+    generate.add_argument("--format", type=formats_argument, default=("md", "html"),
+                          metavar="FORMATS", help="the document's files to write and print, "
+                          "comma-separated from md, html, pdf, docx (default: md,html; "
+                          "Markdown and HTML are always written)")
     generate.add_argument("--thread", metavar="ID",
                           help="name the run, to resume it with `llmi resume ID` (default: a new uuid)")
     generate.add_argument("--review", action="store_true",
@@ -62,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the reviewed plan (the plan.json a run waiting for review wrote, "
                         "edited or not) to continue that run with")
     _cache_flag(resume)
+
+    add_revise_parser(commands)
+    add_export_parser(commands)
 
     demo = commands.add_parser("demo", help="run offline on recorded model replies, no keys needed")
     demo.add_argument("--out", metavar="DIR", default="llmi-demo", help="output folder (default: llmi-demo)")

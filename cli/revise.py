@@ -12,15 +12,12 @@ under ``DIR/versions/<n>/`` first.
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from langgraph.checkpoint.base import BaseCheckpointSaver
     from rich.console import Console
 
-    from llmi.cli.runs import RunSettings
     from llmi.context import Context
     from llmi.state import ImageRequest
     from llmi.tools.registry import ToolRegistry
@@ -56,6 +53,7 @@ def revise_command(args: argparse.Namespace, console: Console) -> int:
     """Revise image ``args.slot`` of finished run ``args.thread``; see the module."""
     from llmi.checkpoints import thread_config
     from llmi.cli.commands import _check_output_folder, _checkpointer, _graph, _stream
+    from llmi.cli.runs import saved_settings
     from llmi.context import Context
     from llmi.revision import keep_version, revision
     from llmi.tools.code import start_chart_zygote
@@ -81,27 +79,6 @@ def revise_command(args: argparse.Namespace, console: Console) -> int:
         graph.update_state(thread_config(args.thread, settings.metadata()), update, as_node=before)
         start_chart_zygote(ctx)  # its imports overlap the graph's
         return _stream(graph, None, settings, ctx, console, saver, args.thread)
-
-
-def saved_settings(saver: BaseCheckpointSaver, thread: str, env: Context, *,
-                   out: Path | None, no_cache: bool) -> RunSettings:
-    """The settings run ``thread`` started with, writing into ``out`` when given and without
-    the tool cache with ``no_cache``; a CliError for a run the checkpoints do not hold."""
-    from llmi.checkpoints import describe, latest
-    from llmi.cli.commands import CliError
-    from llmi.cli.runs import settings_of
-
-    saved = latest(saver, thread)
-    if saved is None:
-        raise CliError(f"no run {thread} in the checkpoints ({describe(env.checkpoint_url)})",
-                       "use the ID `llmi generate` printed when the run started; "
-                       "LLMI_CHECKPOINT_URL names the checkpoint store it used")
-    settings = settings_of(saved, env)
-    if out:
-        settings = replace(settings, out_dir=str(out))
-    if no_cache:
-        settings = replace(settings, tool_cache=False)
-    return settings
 
 
 def _finished(graph: Any, thread: str) -> dict[str, Any]:

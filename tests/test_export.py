@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from http_standins import png, serve, standin_server
 
 def _weasyprint_loads() -> bool:
     try:
-        import weasyprint  # noqa: F401
+        import llmi.export.pdf  # noqa: F401 - WeasyPrint, as llmi imports it
     except OSError:
         return False
     return True
@@ -346,3 +347,13 @@ def test_export_command_defaults_and_argument_errors(capsys: pytest.CaptureFixtu
         _export_args("somewhere", "--format", "pdf,epub")
     assert exited.value.code == 2
     assert "argument --format: unknown format 'epub'" in capsys.readouterr().err
+
+
+def test_exporting_a_pdf_leaves_pillow_refusing_truncated_images() -> None:
+    pytest.importorskip("weasyprint")
+    # A fresh interpreter: importing WeasyPrint elsewhere in the tests changes the setting.
+    code = ("import llmi.export.pdf; from PIL import ImageFile; "
+            "print(ImageFile.LOAD_TRUNCATED_IMAGES)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True)
+    assert done.stdout.strip() == "False"

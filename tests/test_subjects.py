@@ -204,11 +204,11 @@ def test_an_unknown_consistency_names_its_setting_and_values(context: Context) -
 def test_subjects_runs_between_the_planner_and_dispatch() -> None:
     drawn = build_graph(model=replying(""), tools=fake_tools()).compile().get_graph()
     edges = {(edge.source, edge.target) for edge in drawn.edges}
-    assert {("planner", "subjects"), ("subjects", "dispatch")} <= edges
+    assert {("planner", "subjects"), ("subjects", "review"), ("review", "dispatch")} <= edges
     assert ("planner", "dispatch") not in edges
     assert "\tsubjects(subjects)" in drawn.draw_mermaid()
     production = build_production_graph(tools=fake_tools()).compile().get_graph()
-    assert {("__start__", "subjects"), ("subjects", "dispatch")} <= {
+    assert {("__start__", "subjects"), ("subjects", "review"), ("review", "dispatch")} <= {
         (edge.source, edge.target) for edge in production.edges}
 
 

@@ -14,8 +14,15 @@ from pathlib import Path
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
-from weasyprint import CSS, HTML
-from weasyprint.urls import URLFetcher, URLFetcherResponse
+from PIL import ImageFile
+
+# WeasyPrint's import lets Pillow load truncated images, for every image of the process;
+# llmi's checks refuse them (``llmi.artifacts.inspect_image``), so the setting is put back.
+_TRUNCATED = ImageFile.LOAD_TRUNCATED_IMAGES
+from weasyprint import CSS, HTML  # noqa: E402
+from weasyprint.urls import URLFetcher, URLFetcherResponse  # noqa: E402
+
+ImageFile.LOAD_TRUNCATED_IMAGES = _TRUNCATED
 
 from llmi.artifacts import OUTPUT_MODE, atomic_file
 from llmi.export import HTML_FILE, MARGIN_MM, Paper, document_text
