@@ -137,6 +137,21 @@ def test_generate_against_a_loopback_openai_server(
     assert not slots[2]["ok"] and "LLMI_EDIT" in slots[2]["error"]
 
 
+def test_generate_writes_and_prints_the_formats_asked_for(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("llmi.export.pdf", exc_type=OSError)  # WeasyPrint needs Pango
+    draft = "# Report\n\nSales grew.\n\n" + tag("code", "Sales", code="plt.bar(['a'], [1])")
+    with chat_server(draft) as (url, _):
+        monkeypatch.setenv("LLMI_MODEL", "llmi-test-model")
+        monkeypatch.setenv("OPENAI_BASE_URL", url)
+        code = main(["generate", "A report", "--format", "docx,pdf", "--out", str(tmp_path / "out")])
+    assert code == 0
+    assert capsys.readouterr().out.split() == [
+        str(tmp_path / "out" / name) for name in ("document.docx", "document.pdf", "manifest.json")]
+    assert (tmp_path / "out" / "document.pdf").read_bytes().startswith(b"%PDF")
+
+
 def test_demo_runs_offline(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     result = llmi("demo", "--out", str(out))
