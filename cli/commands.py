@@ -147,8 +147,9 @@ def _evaluate(args: argparse.Namespace, console: Console) -> int:
     from llmi.evaluation.runner import Evaluation
     from llmi.evaluation.scorers import build_scorers
 
+    # An evaluation runs unattended: no run stops for its plan's review.
     ctx = Context(candidates=args.candidates, keep=args.keep,
-                  tool_cache=False if args.no_cache else None)
+                  tool_cache=False if args.no_cache else None, review=False)
     _require_model(ctx)
     _check_scaling(ctx)
     consistency_of(ctx)
