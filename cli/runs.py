@@ -76,7 +76,10 @@ class RunSettings:
         try:
             raw = json.loads((metadata or {})[METADATA_KEY])
             known = {f.name for f in fields(cls)}
-            settings = cls(**{k: v for k, v in raw.items() if k in known})
+            values = {k: v for k, v in raw.items() if k in known}
+            if "formats" in values:  # JSON has lists only
+                values["formats"] = tuple(values["formats"])
+            settings = cls(**values)
         except (KeyError, TypeError, ValueError):
             return None
         return settings if settings.graph in get_args(GraphName) else None

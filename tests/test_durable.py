@@ -238,7 +238,7 @@ def test_a_run_that_failed_resumes_where_it_stopped(
 
 def test_the_demo_remembers_its_recorded_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    settings = RunSettings.of(Context(out_dir="demo"), model="recorded")
+    settings = RunSettings.of(Context(out_dir="demo"), model="recorded", formats=("md", "pdf"))
     again = RunSettings.from_metadata(settings.metadata())
     assert again == settings and again.out_dir == str(tmp_path / "demo")
     assert again.context().out_dir == str(tmp_path / "demo")
