@@ -141,7 +141,7 @@ def _slots_hint(slots: list[int]) -> str:
 def _new_request(args: argparse.Namespace, values: dict[str, Any], tools: ToolRegistry,
                  ctx: Context) -> tuple[str, ImageRequest]:
     """The slot's new tag (its body) and request, as the slot's next attempt."""
-    from llmi.revision import read_tag
+    from llmi.revision import revised_request
 
     slot = args.slot
     old = [r["attempt"] for key in ("requests", "results")
@@ -150,9 +150,9 @@ def _new_request(args: argparse.Namespace, values: dict[str, Any], tools: ToolRe
         text, origin = args.tag, "--tag"
     else:
         text, origin = _rewritten(args.instruction, slot, values, tools, ctx), "the model's tag"
-    return read_tag(text, slot, required_params=tools.required_params(),
-                    reference_sources=tools.reference_sources(),
-                    attempt=max(old, default=-1) + 1, origin=origin)
+    return revised_request(text, slot, required_params=tools.required_params(),
+                           reference_sources=tools.reference_sources(),
+                           attempt=max(old, default=-1) + 1, origin=origin)
 
 
 def _rewritten(instruction: str, slot: int, values: dict[str, Any], tools: ToolRegistry,

@@ -24,7 +24,7 @@ from llmi.models import PLANNER
 from llmi.prompts import REVISE_USER, revise_system
 from llmi.reasoning import NoAnswer, answer_of
 from llmi.state import ImageRequest, Revision
-from llmi.tags import CLOSE, OPEN, parse_draft, tag_bodies
+from llmi.tags import CLOSE, OPEN, TagError, read_body, read_tag, tag_bodies
 
 VERSIONS = "versions"
 """The folder, in the output folder, that keeps the versions a revision replaced."""
@@ -46,7 +46,7 @@ def current_tag(request: ImageRequest) -> str:
                  "params": params})
 
 
-def read_tag(
+def revised_request(
     text: str,
     slot: int,
     *,
@@ -58,23 +58,22 @@ def read_tag(
     """The body of the one tag in ``text`` (a whole ``<imgen>`` tag, or only its body) and
     its request, as slot ``slot``'s ``attempt``.
 
-    The tag is read as the planner's are: by the tag parser, with the slot numbered where
-    it stands, so that an edit or ``refs`` may point only at earlier images. ``origin``
-    names where the text came from in the error of one that cannot be read.
+    The tag is read as the planner's are, by the tag parser's rules for slot ``slot``, so
+    that an edit or ``refs`` may point only at earlier images. ``origin`` names where the
+    text came from in the error of one that cannot be read.
     """
-    draft = text if OPEN in text else f"{OPEN}{text.strip()}{CLOSE}"
-    bodies = tag_bodies(draft)
+    bodies = tag_bodies(text if OPEN in text else f"{OPEN}{text.strip()}{CLOSE}")
     if len(bodies) != 1:
         raise RevisionError(f"{origin} holds {len(bodies)} image tags, not one",
                             "give one tag: {'source': ..., 'description': ..., 'params': {...}}")
-    # Counting the slot's index as inputs numbers the tag as the slot.
-    plan = parse_draft(draft, required_params, n_inputs=slot, reference_sources=reference_sources)
-    if plan.failures:
-        error = (plan.failures[0]["error"] or "").removeprefix("bad tag: ")
-        raise RevisionError(f"{origin} is not a tag llmi can run: {error}",
+    try:
+        request = read_tag(slot, read_body(bodies[0]), required_params,
+                           reference_sources=reference_sources)
+    except TagError as exc:
+        raise RevisionError(f"{origin} is not a tag llmi can run: {exc}",
                             "write it as the planner does: {'source': 'search', 'description': "
-                            "'...', 'params': {'query': '...'}}")
-    return bodies[0].strip(), {**plan.requests[0], "attempt": attempt}
+                            "'...', 'params': {'query': '...'}}") from None
+    return bodies[0].strip(), {**request, "attempt": attempt}
 
 
 def rewrite_tag(

@@ -129,13 +129,19 @@ def _numbered_slot(ordinal: int, body: str, rules: _Rules) -> ImageRequest | Ima
     slot = rules.n_inputs + ordinal
     tag: dict[str, Any] = {}
     try:
-        tag = _code_tag(body) or _literal(body)
+        tag = read_body(body)
         if rules.max_images is not None and ordinal >= rules.max_images:
             raise TagError(f"more than {rules.max_images} images in one document")
         return _request(slot, tag, rules)
     except TagError as exc:
         source, description = _label(tag, body)
         return failed_result(slot, source, description, f"bad tag: {exc}", tool=PARSER)
+
+
+def read_body(body: str) -> dict[str, Any]:
+    """A tag's body read as the dict it writes, repaired where that is safe; TagError says
+    why it cannot be read."""
+    return _code_tag(body) or _literal(body)
 
 
 def read_tag(slot: int, tag: Mapping[str, Any], required_params: Mapping[str, tuple[str, ...]],
