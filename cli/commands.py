@@ -249,17 +249,8 @@ def _resume(args: argparse.Namespace, console: Console) -> int:
     """Continue a run from its last checkpoint, with the settings it was started with."""
     from llmi.checkpoints import thread_config
     from llmi.cli.review import WAITING, read_plan_file
-    from llmi.cli.runs import saved_settings
 
-    out = _check_output_folder(args.out, "--out") if args.out else None
-    env = Context()
-    with _checkpointer(env) as saver:
-        settings = saved_settings(saver, args.thread, env, out=out, no_cache=args.no_cache)
-        ctx = settings.context()
-        from llmi.tools.code import start_chart_zygote
-
-        start_chart_zygote(ctx)  # its imports overlap the graph's
-        graph = _graph(settings, saver)
+    with saved_run(args) as (saver, settings, ctx, graph):
         state = graph.get_state(thread_config(args.thread))
         if args.plan and not state.interrupts:
             raise CliError(f"run {args.thread} is not waiting for its plan's review",
@@ -290,6 +281,24 @@ def _resume(args: argparse.Namespace, console: Console) -> int:
         console.print(f"[dim]resuming run {args.thread} at {', '.join(at)}[/]",
                       highlight=False, soft_wrap=True)
         return _stream(graph, resume, settings, ctx, console, saver, args.thread)
+
+
+@contextmanager
+def saved_run(args: argparse.Namespace) -> Iterator[tuple[BaseCheckpointSaver, RunSettings,
+                                                           Context, Any]]:
+    """The run ``args.thread`` names, for the block: the checkpointer that holds it, the
+    settings it started with (``args.out`` and ``args.no_cache`` applied), its context and
+    its compiled graph. The chart zygote starts first, its imports overlapping the graph's."""
+    from llmi.cli.runs import saved_settings
+    from llmi.tools.code import start_chart_zygote
+
+    out = _check_output_folder(args.out, "--out") if args.out else None
+    env = Context()
+    with _checkpointer(env) as saver:
+        settings = saved_settings(saver, args.thread, env, out=out, no_cache=args.no_cache)
+        ctx = settings.context()
+        start_chart_zygote(ctx)
+        yield saver, settings, ctx, _graph(settings, saver)
 
 
 def _graph(settings: RunSettings, saver: BaseCheckpointSaver) -> Any:

@@ -52,32 +52,23 @@ def add_revise_parser(commands: Any) -> None:
 def revise_command(args: argparse.Namespace, console: Console) -> int:
     """Revise image ``args.slot`` of finished run ``args.thread``; see the module."""
     from llmi.checkpoints import thread_config
-    from llmi.cli.commands import _check_output_folder, _checkpointer, _graph, _stream
-    from llmi.cli.runs import saved_settings
-    from llmi.context import Context
+    from llmi.cli.commands import _check_output_folder, _stream, saved_run
     from llmi.revision import keep_version, revision
-    from llmi.tools.code import start_chart_zygote
     from llmi.tools.registry import default_tools
 
-    out = _check_output_folder(args.out, "--out") if args.out else None
-    env = Context()
-    with _checkpointer(env) as saver:
-        settings = saved_settings(saver, args.thread, env, out=out, no_cache=args.no_cache)
-        ctx = settings.context()
-        graph = _graph(settings, saver)
+    with saved_run(args) as (saver, settings, ctx, graph):
         values = _finished(graph, args.thread)
         before = _node_before_dispatch(graph, args.thread)
         _check_slot(values, args.slot, args.thread)
         tools = default_tools()
         tag, request = _new_request(args, values, tools, ctx)
         update, rerun = revision_update(values, request)
-        target = out or _check_output_folder(settings.out_dir, "--out")
+        target = _check_output_folder(settings.out_dir, "--out")
         version = keep_version(Path(values["outputs"]["dir"]), target)
         _tell(console, args.slot, rerun, version, target)
         update["revisions"] = [revision(version=version, slot=args.slot, tag=tag, rerun=rerun,
                                         instruction=args.instruction)]
         graph.update_state(thread_config(args.thread, settings.metadata()), update, as_node=before)
-        start_chart_zygote(ctx)  # its imports overlap the graph's
         return _stream(graph, None, settings, ctx, console, saver, args.thread)
 
 
