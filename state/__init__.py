@@ -1,6 +1,12 @@
 """Typed records and state schemas of the llmi graphs."""
 
-from llmi.state.document import DocumentInput, DocumentOutput, DocumentState, pending_requests
+from llmi.state.document import (
+    DocumentInput,
+    DocumentOutput,
+    DocumentState,
+    images_by_index,
+    pending_requests,
+)
 from llmi.state.records import (
     Consistency,
     Finding,
@@ -37,6 +43,7 @@ __all__ = [
     "TextSegment",
     "failed_check",
     "failed_result",
+    "images_by_index",
     "merge_by_slot",
     "pending_requests",
 ]

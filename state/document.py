@@ -74,3 +74,10 @@ def pending_requests(state: DocumentState) -> list[ImageRequest]:
         for request in state.get("requests", [])
         if done.get(request["slot"], -1) < request["attempt"]
     ]
+
+
+def images_by_index(state: DocumentState) -> dict[int, ImageRef]:
+    """Every image the state holds, by image index (as ``img_index`` and ``refs`` count
+    them): the input images, then each slot's image that was made."""
+    made = {r["slot"]: r["image"] for r in state.get("results", []) if r["ok"] and r["image"]}
+    return dict(enumerate(state.get("inputs", []))) | made

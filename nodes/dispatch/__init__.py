@@ -33,6 +33,7 @@ from llmi.state import (
     ImageRef,
     ImageRequest,
     ImageResult,
+    images_by_index,
     pending_requests,
 )
 from llmi.tools.base import REFERENCES_IGNORED, ToolError
@@ -60,9 +61,7 @@ class Dispatch:
     ) -> list[ImageResult]:
         """The results of the state's pending requests; ``notify`` hears slot events."""
         store = ArtifactStore(ctx.artifact_dir)
-        known: dict[int, ImageRef] = dict(enumerate(state.get("inputs", [])))
         results = state.get("results", [])
-        known.update((r["slot"], r["image"]) for r in results if r["ok"] and r["image"])
         with ImageChecks() as checks:
 
             def run_and_check(request: ImageRequest, source: ImageRef | None,
@@ -72,7 +71,7 @@ class Dispatch:
 
             scheduler = Scheduler(
                 run_and_check,
-                known=known,
+                known=images_by_index(state),
                 failed={r["slot"]: r for r in results if not r["ok"]},
                 workers=ctx.max_parallel,
                 timeout_s=ctx.slot_timeout,

@@ -17,7 +17,7 @@ from llmi.context import Context, context_of
 from llmi.events import emitter
 from llmi.models import chat_model, judge_model
 from llmi.judge import Judge
-from llmi.nodes.verifier.consistency import check_consistency, mismatch, reference_images
+from llmi.nodes.verifier.consistency import check_consistency, mismatch
 from llmi.nodes.verifier.repairs import Failure, Situation, repair
 from llmi.state import (
     DocumentState,
@@ -28,6 +28,7 @@ from llmi.state import (
     Segment,
     Subject,
     failed_check,
+    images_by_index,
 )
 from llmi.tools.registry import ToolRegistry, default_tools
 
@@ -113,7 +114,7 @@ class Verifier:
             store=ArtifactStore(ctx.artifact_dir),
             judge=judge,
             segments=state.get("segments", []),
-            images=reference_images(state.get("inputs", []), state.get("results", [])),
+            images=images_by_index(state),
             subjects=state.get("subjects", []),
         )
         with ThreadPoolExecutor(max_workers=max(1, min(ctx.max_parallel, len(made)))) as pool:
@@ -129,7 +130,7 @@ class _View:
     judge: Judge
     segments: Sequence[Segment]
     images: Mapping[int, ImageRef]
-    """The images that ``refs`` count, by index (``reference_images``)."""
+    """The images that ``refs`` count, by index (``images_by_index``)."""
     subjects: Sequence[Subject]
 
     def judge_one(self, result: ImageResult) -> ImageResult | None:

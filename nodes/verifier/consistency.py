@@ -8,19 +8,11 @@ keeps its place in the document.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from llmi.artifacts import ArtifactStore
 from llmi.judge import Judge
 from llmi.state import Consistency, ImageRef, ImageResult, Subject
-
-
-def reference_images(
-    inputs: Sequence[ImageRef], results: Iterable[ImageResult]
-) -> dict[int, ImageRef]:
-    """The images that ``refs`` count, by index: the input images, then the slots' images."""
-    made = {r["slot"]: r["image"] for r in results if r["ok"] and r["image"]}
-    return dict(enumerate(inputs)) | made
 
 
 def check_consistency(
