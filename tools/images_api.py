@@ -73,7 +73,14 @@ from llmi.context import Context
 from llmi.models import QUOTA_CODES
 from llmi.tools.base import Backend, ToolCall, ToolError, ToolOutput, without_references
 from llmi.tools.retry import retry_transient
-from llmi.tools.synthesis import Size, applied_seed, prompt_of, setting_size, size_text
+from llmi.tools.synthesis import (
+    Size,
+    applied_seed,
+    open_image,
+    prompt_of,
+    setting_size,
+    size_text,
+)
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 BACKEND = "openai-images"
@@ -206,7 +213,7 @@ def openai_generate(argument: str) -> Backend:
             editing=False)
         item = _first_item(response)
         data = _item_bytes(item)
-        image = _open_image(data, "the generated image")
+        image = open_image(data, "the generated image")
         return ToolOutput(
             data=_encoded(image, data),
             backend=BACKEND,
@@ -235,7 +242,7 @@ def openai_edit(argument: str) -> Backend:
         server = _server(ctx, edit=True)
         prompt = prompt_of(call.request)
         seed = _seed(family, call)
-        source = ImageOps.exif_transpose(_open_image(call.source_image, "the image to edit"))
+        source = open_image(call.source_image, "the image to edit", upright=True)
         target = setting_size(ctx, "edit_size") or source.size
         size = _edit_request_size(family, target, explicit=bool(ctx.edit_size))
         upload = ("image.png", _edit_upload(family, model, source, size), "image/png")
@@ -256,7 +263,7 @@ def openai_edit(argument: str) -> Backend:
             editing=True)
         item = _first_item(response)
         data = _item_bytes(item)
-        answer = _open_image(data, "the edited image")
+        answer = open_image(data, "the edited image")
         seed_used = _seed_used(response, item, answer)
         if family.edits == "transparent-square":
             answer = answer.crop(_placement(answer.width, source.size))
@@ -312,7 +319,7 @@ def _references(family: Family, model: str, references: Sequence[bytes], *,
 
 
 def _reference_upload(data: bytes, number: int) -> Upload:
-    image = ImageOps.exif_transpose(_open_image(data, f"reference image {number}"))
+    image = open_image(data, f"reference image {number}", upright=True)
     return f"reference-{number}.png", _upload_png(image), "image/png"
 
 
@@ -529,16 +536,6 @@ def _b64decode(text: str) -> bytes:
         return base64.b64decode("".join(text.split()), validate=True)
     except (binascii.Error, ValueError) as error:
         raise ToolError(f"the images API answered with invalid base64: {error}") from error
-
-
-def _open_image(data: bytes, what: str) -> Image.Image:
-    try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    # Pillow raises many types for broken data (OSError, SyntaxError, EOFError, bombs...).
-    except Exception as error:  # noqa: BLE001
-        raise ToolError(f"{what} is not a readable image: {error}") from error
-    return image
 
 
 def _encoded(image: Image.Image, data: bytes) -> bytes:

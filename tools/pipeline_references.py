@@ -22,17 +22,16 @@ one in ``models/image_encoder``.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from diffusers import FluxKontextPipeline, QwenImageEditPipeline, QwenImageEditPlusPipeline
 from diffusers.loaders import IPAdapterMixin
-from PIL import Image, ImageOps
+from PIL import Image
 
 from llmi.context import env_name
-from llmi.tools.base import ToolError, without_references
-from llmi.tools.synthesis import Size, size_text
+from llmi.tools.base import without_references
+from llmi.tools.synthesis import Size, open_image, size_text
 
 IP_ADAPTER_SCALE = 0.5
 """How strongly references steer an IP-Adapter; diffusers' IP-Adapter guide: "0.5
@@ -181,11 +180,7 @@ def _references_rgb(references: tuple[bytes, ...]) -> list[Image.Image]:
 def readable_rgb(data: bytes, what: str) -> Image.Image:
     """``data`` as an RGB image, upright as its EXIF orientation says, transparent parts on
     white (charts often have alpha)."""
-    try:
-        image = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
-    # Pillow raises many types for broken data (OSError, SyntaxError, EOFError, bombs...).
-    except Exception as error:  # noqa: BLE001
-        raise ToolError(f"{what} is not a readable image: {error}") from error
+    image = open_image(data, what, upright=True)
     if image.mode not in _ALPHA_MODES and "transparency" not in image.info:
         return image.convert("RGB")
     rgba = image.convert("RGBA")

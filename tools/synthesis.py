@@ -7,8 +7,11 @@ its backend would make again.
 
 from __future__ import annotations
 
+import io
 import re
 from typing import Any
+
+from PIL import Image, ImageOps
 
 from llmi.context import Context, env_name
 from llmi.state import ImageRequest
@@ -84,3 +87,15 @@ def synthesis_settings(request: ImageRequest, context: Context, backend: str,
         "guidance": context.diffusion_guidance,
         "seed": seed,
     }
+
+
+def open_image(data: bytes, what: str, *, upright: bool = False) -> Image.Image:
+    """``data`` decoded whole, turned by its EXIF orientation when ``upright``; a ToolError
+    naming ``what`` ("the source image") when it is not a readable image."""
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+        return ImageOps.exif_transpose(image) if upright else image
+    # Pillow raises many types for broken data (OSError, SyntaxError, EOFError, bombs...).
+    except Exception as error:  # noqa: BLE001
+        raise ToolError(f"{what} is not a readable image: {error}") from error
