@@ -11,7 +11,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from llmi.nodes.assembler import NOT_CONFIGURED
+from llmi.tools.base import NOT_CONFIGURED
 
 _STYLE = {"queued": "dim", "started": "yellow", "finished": "green", "failed": "red"}
 _LABEL = {"queued": "queued", "started": "running", "finished": "done", "failed": "failed"}

@@ -25,6 +25,7 @@ from llmi.artifacts import OUTPUT_MODE, ArtifactStore, atomic_file, extension, w
 from llmi.context import Context, context_of
 from llmi.events import emitter
 from llmi.machine_paths import without_machine_paths
+from llmi.nodes.dispatch.schedule import SOURCE_FAILED
 from llmi.render import Figure, html_document_parts, markdown_document
 from llmi.revision import revisions_record
 from llmi.state import (
@@ -36,14 +37,10 @@ from llmi.state import (
     Segment,
     Subject,
 )
-from llmi.tools.base import REFERENCES_IGNORED
+from llmi.tools.base import NOT_CONFIGURED, REFERENCES_IGNORED
 
 OK_TOKEN = "<image>"
 FAILED_TOKEN = "<fail_to_generate_image>"
-NOT_CONFIGURED = "config"
-"""The failure kind of a slot whose tool has no backend configured (``ToolError.kind``)."""
-SOURCE_FAILED = "source_failed"
-"""The failure kind of an edit whose image to edit failed (``llmi.nodes.dispatch``)."""
 
 
 def assemble(state: DocumentState, runtime: Runtime[Context]) -> dict:

@@ -10,7 +10,9 @@ from llmi.context import Context, env_name
 from llmi.state import ImageRequest
 
 
-INFRASTRUCTURE_KINDS = frozenset({"config", "quota", "timeout"})
+NOT_CONFIGURED = "config"
+"""The ``kind`` of a ToolError whose tool has no backend configured (``NotConfigured``)."""
+INFRASTRUCTURE_KINDS = frozenset({NOT_CONFIGURED, "quota", "timeout"})
 
 
 class ToolError(Exception):
@@ -37,7 +39,7 @@ class NotConfigured(ToolError):
     """The tool has no backend; the message says how to configure one."""
 
     def __init__(self, reason: str) -> None:
-        super().__init__(reason, kind="config")
+        super().__init__(reason, kind=NOT_CONFIGURED)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,8 @@ from typing import Any
 from llmi import stopping
 from llmi.state import ImageRef, ImageRequest, ImageResult, failed_result
 
+SOURCE_FAILED = "source_failed"
+"""The failure kind of an edit whose image to edit failed."""
 RunOne = Callable[[ImageRequest, ImageRef | None, dict[int, ImageRef]], ImageResult]
 """Makes a request's image from the image it edits (if any) and its references' images,
 by slot."""
@@ -88,7 +90,7 @@ class Scheduler:
             error = failed.get("error") or "it has no image"
             self._settle(failed_request(
                 request, f"the image it edits (index {source}) failed: {error}",
-                failure="source_failed", infrastructure=failed.get("infrastructure", False),
+                failure=SOURCE_FAILED, infrastructure=failed.get("infrastructure", False),
             ))
             return
         needed = [source] if source is not None else []
