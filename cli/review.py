@@ -26,6 +26,7 @@ from rich.prompt import Prompt
 from rich.syntax import Syntax
 from rich.text import Text
 
+from llmi.artifacts import OUTPUT_MODE, write_atomic
 from llmi.errors import LlmiError
 from llmi.plans import ACCEPT, PlanError, ReviewPlan, read_edit
 
@@ -69,8 +70,7 @@ def review(plan: ReviewPlan, console: Console, *, thread_id: str, out_dir: str) 
 
 def write_plan(plan: ReviewPlan, out_dir: str) -> Path:
     path = Path(out_dir).expanduser().resolve() / PLAN_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(plan_text(plan), encoding="utf-8")
+    write_atomic(path, plan_text(plan).encode("utf-8"), mode=OUTPUT_MODE)
     return path
 
 
