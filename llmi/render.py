@@ -32,7 +32,9 @@ _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")
 # C0 and C1 control characters and DEL, but tab and newline.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
-_MARKDOWN = MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"])
+MARKDOWN = MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"])
+"""How llmi reads a document's Markdown: CommonMark with tables and strikethrough, raw
+HTML left as text. The HTML page and the Word export both parse with it."""
 
 _TAGS = {
     "h1", "h2", "h3", "h4", "h5", "h6", "p", "br", "hr", "em", "strong", "s", "del",
@@ -164,8 +166,8 @@ def _render_body(
 ) -> tuple[list[Token], list[str]]:
     # The nonce keeps model text from forging a placeholder.
     placeholder = f"llmislot{secrets.token_hex(8)}n"
-    tokens = _MARKDOWN.parse(_join(segments, lambda slot: f"{placeholder}{slot}"))
-    body = _CLEANER.clean(_MARKDOWN.renderer.render(tokens, _MARKDOWN.options, {})).strip()
+    tokens = MARKDOWN.parse(_join(segments, lambda slot: f"{placeholder}{slot}"))
+    body = _CLEANER.clean(MARKDOWN.renderer.render(tokens, MARKDOWN.options, {})).strip()
     # Text and slot numbers alternate; each slot becomes its figure's pieces.
     pieces = re.split(rf"(?:<p>)?{placeholder}(\d+)(?:</p>)?", body)
     parts: list[str] = []

@@ -30,17 +30,15 @@ from docx.oxml import OxmlElement
 from docx.oxml.ns import qn
 from docx.shared import Emu, Mm, Pt, RGBColor
 from docx.text.paragraph import Paragraph
-from markdown_it import MarkdownIt
 from markdown_it.tree import SyntaxTreeNode
 
 from llmi.artifacts import OUTPUT_MODE, atomic_file
 from llmi.export import MARGIN_MM, MARKDOWN_FILE, Paper, document_text
 from llmi.export.local import local_file, refused
-from llmi.render import clean_text
+from llmi.render import MARKDOWN, clean_text
 
 DOCX_FILE = "document.docx"
 CODE_STYLE = "Code"
-_MARKDOWN = MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"])
 _LINK_SCHEMES = ("http", "https", "mailto")
 _EMU_PER_CSS_PIXEL = 914400 // 96
 _MONOSPACE = "Courier New"
@@ -75,7 +73,7 @@ class _Where:
 def write_docx(root: Path, paper: Paper) -> Path:
     """Write ``root/document.docx`` from ``root/document.md`` on ``paper``."""
     target = root / DOCX_FILE
-    tree = SyntaxTreeNode(_MARKDOWN.parse(document_text(root, MARKDOWN_FILE)))
+    tree = SyntaxTreeNode(MARKDOWN.parse(document_text(root, MARKDOWN_FILE)))
     word = _Word(root, paper)
     word.blocks(tree.children, _Where())
     with atomic_file(target, mode=OUTPUT_MODE) as file:
