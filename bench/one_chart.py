@@ -13,7 +13,12 @@ For scale, the same command on a document without a chart (llmi's start and exit
 with the zygote it starts unused, and with the warm pool off, ``LLMI_CODE_POOL=0``, so
 that none starts), and on the one-chart document with the warm pool off (its chart in a
 fresh interpreter); and a fresh interpreter that only imports the libraries llmi cannot
-start without (``LIBRARIES``), the floor for any process built on them. Charts run as llmi runs them by default: jailed where a jail can be
+start without (``LIBRARIES``), the floor for any process built on them.
+
+With ``LLMI_SERVER=on`` (``llmi.cli.server``), the same commands, each still a fresh
+``llmi`` process, run in a child of a resident server that imported those libraries once:
+the server starts before the rounds, and must serve every command (one that found it
+stale would have stopped it). Charts run as llmi runs them by default: jailed where a jail can be
 had, else with process limits alone. The user's matplotlib font cache and llmi's are used
 as they are, so that no run builds one.
 """
@@ -22,14 +27,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from bench.report import Report, medians, ratio, seconds
+from llmi.cli import resident
 from llmi.tools import chart_jail
 from tests.openai_standin import routed_chat_server
 
@@ -97,6 +105,37 @@ def libraries_alone() -> float:
     return time.perf_counter() - started
 
 
+@contextmanager
+def resident_server(runtime: Path) -> Iterator[dict[str, str]]:
+    """A resident server for the block, its sockets in ``runtime``; yields the environment
+    that sends a command to it. Raises RuntimeError when it does not answer in a minute or
+    has stopped by the end of the block."""
+    env = {"LLMI_SERVER": "on", "XDG_RUNTIME_DIR": str(runtime)}
+    (runtime / "llmi").mkdir(mode=0o700, parents=True)
+    process = subprocess.Popen([sys.executable, "-P", "-m", "llmi.cli.server",
+                                str(_socket(runtime))], env=os.environ | env,
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, cwd="/")
+    try:
+        deadline = time.monotonic() + 60
+        while not _socket(runtime).exists():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the resident server did not start")
+            time.sleep(0.05)
+        yield env
+        if process.poll() is not None:
+            raise RuntimeError("the resident server stopped before the end: "
+                               f"{_socket(runtime).with_suffix('.log').read_text()}")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+
+
+def _socket(runtime: Path) -> Path:
+    """The socket a command of this interpreter looks for."""
+    return runtime / "llmi" / f"server-{resident.key()}.sock"
+
+
 def sandbox() -> str:
     return "process" if chart_jail.jail_problem() else "strict"
 
@@ -106,7 +145,8 @@ def run(quick: bool) -> Report:
     mode = sandbox()
     answer = (lambda body: CHART_DOCUMENT if CHART_PROMPT in json.dumps(body["messages"][-1])
               else TEXT_DOCUMENT)
-    with routed_chat_server(answer) as (url, _), tempfile.TemporaryDirectory() as tmp:
+    with (routed_chat_server(answer) as (url, _), tempfile.TemporaryDirectory() as tmp,
+          resident_server(Path(tmp, "run")) as served):
         def generate(prompt: str, kind: str, **env: str) -> Callable[[int], float]:
             return lambda index: llmi_generate(url, prompt, Path(tmp, str(index), kind),
                                                {"LLMI_CODE_SANDBOX": mode} | env)
@@ -119,8 +159,10 @@ def run(quick: bool) -> Report:
             "text, no pool": generate(TEXT_PROMPT, "text-no-pool", LLMI_CODE_POOL="0"),
             "cold": generate(CHART_PROMPT, "cold", LLMI_CODE_POOL="0"),
             "libraries": lambda index: libraries_alone(),
+            "served": generate(CHART_PROMPT, "served", **served),
+            "served text": generate(TEXT_PROMPT, "served-text", **served),
         }, rounds, warm_ups)
-    document, llm_i, text, text_alone, cold, libraries = figures.values()
+    document, llm_i, text, text_alone, cold, libraries, served, served_text = figures.values()
     report = Report(
         NAME, "One chart, start to end",
         f"`llmi generate` of a one-chart document against a chat stand-in that answers at "
@@ -138,6 +180,10 @@ def run(quick: bool) -> Report:
                ratio(cold / llm_i))
     report.row("its libraries' imports alone, no llmi code", seconds(libraries), seconds(llm_i),
                ratio(libraries / llm_i))
+    report.row("one-chart document, resident server (`LLMI_SERVER=on`)", seconds(served),
+               seconds(llm_i), ratio(served / llm_i))
+    report.row("document without a chart, resident server", seconds(served_text),
+               seconds(llm_i), ratio(served_text / llm_i))
     report.notes += [
         f"The chart's share of the one-chart document, beyond llmi's start and exit: "
         f"{seconds(document - text)}; with the pool off, {seconds(cold - text_alone)}.",
@@ -146,7 +192,12 @@ def run(quick: bool) -> Report:
         "its imports share the machine's cores with llmi's.",
         f"Libraries alone: a fresh interpreter that imports {', '.join(LIBRARIES)} and "
         "nothing of llmi; what is left of the document is llmi's own work.",
+        "Resident server: each command is a fresh `llmi` process that hands its work to a "
+        "child of a server started before the rounds (`llmi.cli.server`), which imported "
+        "the libraries once; the chart's zygote still starts with each command.",
     ]
-    report.target(f"the one-chart document within {TARGET_RATIO}x of LLM-I's fresh interpreter",
-                  document <= TARGET_RATIO * llm_i)
+    report.target(f"the one-chart document, a fresh process, within {TARGET_RATIO}x of LLM-I's "
+                  "fresh interpreter", document <= TARGET_RATIO * llm_i)
+    report.target(f"the one-chart document through the resident server within {TARGET_RATIO}x "
+                  "of LLM-I's fresh interpreter", served <= TARGET_RATIO * llm_i)
     return report

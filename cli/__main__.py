@@ -1,5 +1,5 @@
 """``python -m llmi.cli``: the ``llmi`` command."""
 
-from llmi.cli.commands import entry
+from llmi.cli.launch import entry
 
 entry()

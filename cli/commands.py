@@ -8,10 +8,7 @@ runs (LangGraph, the model clients, the evaluation) when it starts, so that ``ll
 from __future__ import annotations
 
 import argparse
-import atexit
-import os
 import signal
-import sys
 import tempfile
 import threading
 import uuid
@@ -69,22 +66,6 @@ def _say(console: Console, reason: str, hint: str) -> None:
     console.print(f"[bold red]llmi:[/] {reason}", highlight=False, soft_wrap=True)
     if hint:
         console.print(f"[dim]hint: {hint}[/]", highlight=False, soft_wrap=True)
-
-
-def entry() -> None:
-    """The ``llmi`` command: ``main``, then an exit that waits on nothing: when ``main``
-    returns, everything a run made is on disk.
-
-    The interpreter's own exit would join every thread of a ThreadPoolExecutor, daemon or
-    not, among them work an interrupt left behind (a model call cannot be cut short; its
-    step runs again on resume), and then tear down the thousands of modules a run imports,
-    a second on a small machine.
-    """
-    status = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    atexit._run_exitfuncs()  # llmi's own clean-up: chart processes, temporary folders
-    os._exit(status)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -502,7 +483,3 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, Console], int]] = {
     "generate": _generate, "resume": _resume, "revise": revise_command, "export": export_command,
     "demo": _demo, "eval": _evaluate, "graph": _picture,
 }
-
-
-if __name__ == "__main__":
-    entry()

@@ -1,0 +1,328 @@
+"""The resident server: llmi's libraries imported once, a forked child for each command.
+
+``python -m llmi.cli.server SOCKET`` imports what ``llmi generate`` needs (LangGraph and its
+SQLite checkpointer, the chat model client, Pillow, rich, every graph, node and tool), then
+listens on ``SOCKET``. For each command (``llmi.cli.launch``) it forks a child that takes the
+command's standard streams, working folder, umask and environment, and runs it as a fresh
+``llmi`` process would; the command is told the child's process id (to pass on Ctrl-C and
+other signals) and, when the child ends, its exit status. A command whose connection
+closes before its child ends (the terminal closed, the command killed) has its child
+stopped with SIGTERM, as a run stopped at the terminal: it can be resumed.
+
+The server forks only while it is a single thread. It exits after ``LLMI_SERVER_IDLE``
+seconds (900 unless set) with nothing to run, on SIGTERM or SIGINT, and when a file it imported from llmi or a folder on
+its import path changed since it started (llmi upgraded, or edited in place): that
+command is answered ``stale`` and runs in a process of its own, which starts a new server.
+A lock file keeps one server per socket. Errors go to ``server-<hash>.log`` beside the
+socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib
+import logging
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import llmi
+from llmi.cli import resident
+
+PRELOAD = (
+    "langgraph.graph", "langgraph.checkpoint.sqlite", "langchain_openai", "PIL.Image",
+    "rich.console", "rich.live", "rich.progress", "llmi.cli.commands", "llmi.cli.progress",
+    "llmi.cli.runs", "llmi.cli.failures", "llmi.graphs.document", "llmi.graphs.tts",
+    "llmi.checkpoints", "llmi.render", "llmi.tools.code",
+)
+"""What a command imports before its first model call."""
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+log = logging.getLogger("llmi.server")
+
+
+@dataclass
+class Command:
+    """A command's child and the connection of the ``llmi`` process waiting on it."""
+
+    pid: int
+    conn: socket.socket
+    pidfd: int
+
+
+class Stop(Exception):
+    """The server should exit."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    path = Path((argv or sys.argv[1:])[0])
+    os.umask(0o077)
+    handler = logging.FileHandler(path.with_suffix(".log"))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    with open(path.with_suffix(".lock"), "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return 0  # another server has it
+        try:
+            return Server(path).serve()
+        except Exception:
+            log.exception("the server failed")
+            return 1
+
+
+class Server:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.commands: dict[int, Command] = {}
+        self.selector = selectors.DefaultSelector()
+        self.listener: socket.socket | None = None
+        self.known: dict[str, int] = {}
+        self.read: dict[str, str | None] = {}
+
+    def serve(self) -> int:
+        with _reading_environment() as self.read:
+            for name in PRELOAD:
+                importlib.import_module(name)
+        if (threads := len(os.listdir("/proc/self/task"))) != 1:
+            log.error("not serving: importing llmi's libraries started %d threads", threads)
+            return 1
+        self.known = _watched()
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, _stop)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        self.listener.bind(str(self.path))
+        os.chmod(self.path, 0o600)
+        self.listener.listen(16)
+        self.selector.register(self.listener, selectors.EVENT_READ, ("accept", 0))
+        log.info("serving on %s", self.path)
+        try:
+            self._loop(resident.idle_seconds())
+        finally:
+            self._stop_listening()
+            self.selector.close()
+        return 0
+
+    def _loop(self, idle_s: float) -> None:
+        """Serve until stopped or idle for ``idle_s``, then until the commands running have
+        ended."""
+        idle_since = time.monotonic()
+        while self.listener is not None or self.commands:
+            timeout = (None if self.commands
+                       else max(0.0, idle_s - (time.monotonic() - idle_since)))
+            try:
+                events = self.selector.select(timeout)
+                if not events and not self.commands:
+                    raise Stop("idle")
+                for selected, _ in events:
+                    what, pid = selected.data
+                    if what == "accept":
+                        self._accept()
+                    elif what == "ended":
+                        self._ended(pid)
+                    else:
+                        self._gone(pid)
+            except Stop as stop:
+                log.info("stopping: %s", stop)
+                self._stop_listening()
+            idle_since = time.monotonic()
+
+    def _accept(self) -> None:
+        assert self.listener is not None
+        conn, _ = self.listener.accept()
+        fds: list[int] = []
+        try:
+            conn.settimeout(5)
+            uid = _peer_uid(conn)
+            if uid != os.getuid():
+                log.warning("refused a connection of uid %s", uid)
+                conn.close()
+                return
+            request, fds = resident.receive(conn, max_fds=3)
+            if request is None or len(fds) != 3:
+                conn.close()
+                return
+            if changed := _changed(self.known) or _differs(self.read, request["env"]):
+                resident.send(conn, {"stale": changed})
+                conn.close()
+                raise Stop(f"{changed} changed")
+            pid = os.fork()
+            if pid == 0:
+                self._child(conn, request, fds)  # never returns
+            pidfd = os.pidfd_open(pid)
+            command = Command(pid, conn, pidfd)
+            self.commands[pid] = command
+            self.selector.register(pidfd, selectors.EVENT_READ, ("ended", pid))
+            self.selector.register(conn, selectors.EVENT_READ, ("gone", pid))
+            resident.send(conn, {"pid": pid})
+        except (OSError, ValueError) as exc:
+            log.warning("a command could not start: %s", exc)
+            conn.close()
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def _ended(self, pid: int) -> None:
+        command = self.commands.pop(pid)
+        _, status = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        self.selector.unregister(command.pidfd)
+        with contextlib.suppress(KeyError):  # unless it has gone already
+            self.selector.unregister(command.conn)
+        os.close(command.pidfd)
+        with contextlib.suppress(OSError):
+            resident.send(command.conn, {"status": 128 - code if code < 0 else code})
+        command.conn.close()
+
+    def _gone(self, pid: int) -> None:
+        """The command's connection has something to read: only its end is expected."""
+        command = self.commands[pid]
+        with contextlib.suppress(OSError):
+            if command.conn.recv(1):
+                return
+        self.selector.unregister(command.conn)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+
+    def _child(self, conn: socket.socket, request: dict[str, Any], fds: list[int]) -> None:
+        """Run the command in this forked child, then exit."""
+        status = 1
+        try:
+            for signum in STOP_SIGNALS:
+                signal.signal(signum, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            self._release(conn)
+            for target, fd in enumerate(fds):
+                os.dup2(fd, target)
+                os.close(fd)
+            fds.clear()
+            _reopen_streams()
+            os.umask(int(request["umask"]))
+            os.environ.clear()
+            os.environ.update(request["env"])
+            os.chdir(request["cwd"])
+            sys.argv = ["llmi", *request["argv"]]
+            from llmi.cli.launch import run_here
+
+            status = run_here(request["argv"])
+        except BaseException:  # noqa: BLE001 - the child must never return to the server's loop
+            traceback.print_exc()
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stdout.flush()
+                sys.stderr.flush()
+            os._exit(status)
+
+    def _release(self, conn: socket.socket) -> None:
+        """Close, in the child, everything of the server's: its socket, its commands."""
+        for command in self.commands.values():
+            command.conn.close()
+            os.close(command.pidfd)
+        self.selector.close()
+        assert self.listener is not None
+        self.listener.close()
+        conn.close()
+        for handler in log.handlers[:]:
+            log.removeHandler(handler)
+            handler.close()
+
+    def _stop_listening(self) -> None:
+        if self.listener is None:
+            return
+        self.selector.unregister(self.listener)
+        self.listener.close()
+        self.listener = None
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise Stop(signal.Signals(signum).name)
+
+
+def _peer_uid(conn: socket.socket) -> int:
+    credentials = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", credentials)[1]
+
+
+@contextlib.contextmanager
+def _reading_environment() -> Iterator[dict[str, str | None]]:
+    """The environment variables the block reads, with the values they had when first read.
+
+    Libraries read some at import (LangGraph its recursion limit, openai its log level,
+    LangSmith whether to trace), and keep what they read: a command whose environment
+    differs in one of these must not run in a child of these imports.
+    """
+    read: dict[str, str | None] = {}
+
+    class Recording(dict):
+        def __getitem__(self, key: bytes) -> bytes:
+            read.setdefault(os.fsdecode(key), os.fsdecode(value) if (value := self.get(key)) is not None else None)
+            return super().__getitem__(key)
+
+    # os.environ looks every name up in its _data, a dict of bytes in CPython.
+    plain = os.environ._data  # type: ignore[attr-defined]
+    os.environ._data = Recording(plain)  # type: ignore[attr-defined]
+    try:
+        yield read
+    finally:
+        os.environ._data = dict(os.environ._data)  # type: ignore[attr-defined]
+
+
+def _differs(read: dict[str, str | None], env: dict[str, str]) -> str:
+    """The first variable of ``read`` that ``env`` gives another value, or ``""``."""
+    return next((f"${name}" for name, value in read.items() if env.get(name) != value), "")
+
+
+def _watched() -> dict[str, int]:
+    """Modification times of what the server's code came from: each file it imported from
+    llmi, and each folder on its import path (installing or removing a package changes
+    its folder)."""
+    root = str(Path(llmi.__file__).parent.parent)
+    files = {module.__file__ for module in list(sys.modules.values())
+             if (getattr(module, "__name__", "").startswith("llmi")
+                 and isinstance(getattr(module, "__file__", None), str)
+                 and module.__file__.startswith(root))}
+    paths = files | {entry for entry in sys.path if entry and os.path.isdir(entry)}
+    return {path: os.stat(path).st_mtime_ns for path in paths}
+
+
+def _changed(known: dict[str, int]) -> str:
+    """The first of ``known`` whose modification time moved, or ``""``."""
+    for path, mtime in known.items():
+        try:
+            if os.stat(path).st_mtime_ns != mtime:
+                return path
+        except OSError:
+            return path
+    return ""
+
+
+def _reopen_streams() -> None:
+    """New ``sys`` streams over descriptors 0-2, as an interpreter makes them at start:
+    the same encoding, stdout line-buffered only on a terminal, stderr always."""
+    for fd, name in enumerate(("stdin", "stdout", "stderr")):
+        old = getattr(sys, name)
+        lines = fd == 2 or (fd == 1 and os.isatty(1))
+        stream = open(fd, "r" if fd == 0 else "w", buffering=1 if lines else -1,
+                      encoding=old.encoding, errors=old.errors, closefd=False)
+        setattr(sys, name, stream)
+        setattr(sys, f"__{name}__", stream)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
