@@ -75,12 +75,12 @@ def run_here(argv: Sequence[str]) -> int:
 def forwarded(argv: Sequence[str]) -> int | None:
     """The command's exit status, run by the resident server; None where none answered, or
     the one that answered is stale (it exits; the command should run here)."""
-    base = resident.folder()
-    if not resident.private(base):
+    path = resident.socket_path()
+    if path is None:
         return None
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         try:
-            sock.connect(str(resident.socket_path(base)))
+            sock.connect(str(path))
             request = {"argv": list(argv), "env": dict(os.environ), "cwd": os.getcwd(),
                        "umask": _umask()}
         except OSError:  # no server, a stale socket, or a working folder that is gone
@@ -172,11 +172,10 @@ def start_server() -> None:
     command; one that finds another holding its lock exits at once."""
     import subprocess
 
-    base = resident.folder()
-    if not resident.private(base):
+    path = resident.socket_path()
+    if path is None:
         return
     with contextlib.suppress(OSError):
-        subprocess.Popen([sys.executable, "-P", "-m", "llmi.cli.server",
-                          str(resident.socket_path(base))],
+        subprocess.Popen([sys.executable, "-P", "-m", "llmi.cli.server", str(path)],
                          cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, start_new_session=True)

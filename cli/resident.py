@@ -35,6 +35,8 @@ SUPPORTED = sys.platform == "linux"
 """It forks, passes descriptors over Unix sockets and reads ``/proc``: Linux only."""
 IDLE_SETTING, IDLE_S = "LLMI_SERVER_IDLE", 900.0
 """A server with no command to run for this many seconds exits."""
+MAX_SOCKET_PATH = 107
+"""Bytes in a Unix socket's path, Linux's ``sun_path`` less its final NUL."""
 _HEADER = struct.Struct(">I")
 MAX_MESSAGE = 1 << 22
 STARTUP_ENV = ("LANG", "LANGUAGE")
@@ -90,8 +92,14 @@ def key() -> str:
     return hashlib.sha256(json.dumps(facts).encode()).hexdigest()[:16]
 
 
-def socket_path(base: Path) -> Path:
-    return base / f"server-{key()}.sock"
+def socket_path() -> Path | None:
+    """The socket of this interpreter's server; None where its folder is not private or
+    the path is too long for a Unix socket."""
+    base = folder()
+    path = base / f"server-{key()}.sock"
+    if not private(base) or len(os.fsencode(path)) > MAX_SOCKET_PATH:
+        return None
+    return path
 
 
 def send(sock: socket.socket, message: dict[str, Any], fds: list[int] | None = None) -> None:

@@ -13,8 +13,8 @@ The server forks only while it is a single thread. It exits after ``LLMI_SERVER_
 seconds (900 unless set) with nothing to run, on SIGTERM or SIGINT, and when a file it imported from llmi or a folder on
 its import path changed since it started (llmi upgraded, or edited in place): that
 command is answered ``stale`` and runs in a process of its own, which starts a new server.
-A lock file keeps one server per socket. Errors go to ``server-<hash>.log`` beside the
-socket.
+A lock file beside the socket keeps one server per socket and holds its process id;
+what the server did goes to a ``.log`` file there.
 """
 
 from __future__ import annotations
@@ -71,16 +71,20 @@ def main(argv: list[str] | None = None) -> int:
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False
-    with open(path.with_suffix(".lock"), "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return 0  # another server has it
-        try:
-            return Server(path).serve()
-        except Exception:
-            log.exception("the server failed")
-            return 1
+    lock = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return 0  # another server has it
+    os.ftruncate(lock, 0)
+    os.write(lock, f"{os.getpid()}\n".encode())
+    try:
+        return Server(path).serve()
+    except Exception:
+        log.exception("the server failed")
+        return 1
+    finally:
+        os.close(lock)
 
 
 class Server:

@@ -21,8 +21,10 @@ CACHED_FOLDERS = {
     for f in fields(Context)
     if isinstance(f.metadata["default"], str) and Path(f.metadata["default"]).is_relative_to(CACHE)
 }
-# Where the developer's settings would say which fonts, configuration and data to use.
-USER_FOLDER_NAMES = ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "MPLCONFIGDIR")
+# Where the developer's settings would say which fonts, configuration and data to use,
+# and whether commands run in a resident server.
+DEVELOPER_SETTINGS = ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "MPLCONFIGDIR", "XDG_RUNTIME_DIR",
+                     "LLMI_SERVER", "LLMI_SERVER_IDLE")
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +37,7 @@ def _session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                   tmp_path_factory: pytest.TempPathFactory, _session_cache: Path) -> None:
-    for name in (*ENV_NAMES, *USER_FOLDER_NAMES):
+    for name in (*ENV_NAMES, *DEVELOPER_SETTINGS):
         monkeypatch.delenv(name, raising=False)
     # Beside tmp_path, not in it: tests that look at tmp_path find only what they made.
     monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))

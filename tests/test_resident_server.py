@@ -1,0 +1,269 @@
+"""The resident server (``llmi.cli.server``) and the ``llmi`` command's way to it
+(``llmi.cli.launch``), each test with a server of its own in a folder of its own.
+
+A command sent to the server is a real ``python -m llmi.cli`` process; that it was served
+shows in what it imported (``-X importtime``): the command module and LangGraph only in a
+process that ran the command itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from llmi.cli import resident, server
+
+from openai_standin import routed_chat_server
+
+WAIT_S = 60
+DRAFT = "# A note\n\nOne paragraph, no image.\n"
+
+
+@dataclass
+class Served:
+    """A running server: the environment that sends a command to it, its process."""
+
+    env: dict[str, str]
+    process: subprocess.Popen[bytes]
+    socket: Path
+
+    def llmi(self, *args: str, env: dict[str, str] | None = None, **popen) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-X", "importtime", "-m", "llmi.cli", *args],
+                                env=env or self.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                                **popen)
+
+    def run(self, *args: str, env: dict[str, str] | None = None, **popen) -> tuple[int, str, str]:
+        process = self.llmi(*args, env=env, **popen)
+        out, err = process.communicate(timeout=300)
+        return process.returncode, out, err
+
+
+def ran_here(importtime: str) -> bool:
+    """Whether the process that wrote this ``-X importtime`` report ran its command."""
+    return "llmi.cli.commands" in importtime
+
+
+def lines(stderr: str) -> str:
+    """Standard error without the ``-X importtime`` report."""
+    return "\n".join(line for line in stderr.splitlines() if not line.startswith("import time:"))
+
+
+def wait_for(check, what: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not check():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def runtime() -> Iterator[Path]:
+    """A private runtime folder with a short path: a Unix socket's path is short."""
+    folder = Path(tempfile.mkdtemp(prefix="llmi-rt-"))
+    try:
+        yield folder
+    finally:
+        for lock in folder.glob("llmi/*.lock"):  # servers the commands started
+            if pid := lock.read_text().strip():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGTERM)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def start(runtime: Path, **env: str) -> Served:
+    """A server started as ``llmi`` starts one, with ``env`` added to this test's
+    environment; returns once it listens."""
+    command_env = dict(os.environ, LLMI_SERVER="on", XDG_RUNTIME_DIR=str(runtime))
+    folder = runtime / "llmi"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    socket = folder / f"server-{resident.key()}.sock"
+    process = subprocess.Popen([sys.executable, "-P", "-m", "llmi.cli.server", str(socket)],
+                               env=command_env | env, cwd="/", stdin=subprocess.DEVNULL,
+                               start_new_session=True)
+    wait_for(lambda: socket.exists() or process.poll() is not None, "the server")
+    assert process.poll() is None, socket.with_suffix(".log").read_text()
+    return Served(command_env, process, socket)
+
+
+@pytest.fixture
+def served(runtime: Path) -> Iterator[Served]:
+    serving = start(runtime, LLMI_MODEL="the-servers-model")
+    try:
+        yield serving
+    finally:
+        serving.process.terminate()
+        serving.process.wait(timeout=WAIT_S)
+
+
+def test_a_command_runs_in_a_child_of_the_server(served: Served) -> None:
+    status, out, err = served.run("--version")
+    assert (status, out) == (0, "llmi 0.1.0\n")
+    assert "llmi.cli.launch" in err and not ran_here(err) and "langgraph" not in err
+
+
+def test_the_command_keeps_its_own_status_streams_and_environment(served: Served) -> None:
+    status, out, err = served.run("bogus")
+    assert status == 2 and out == ""
+    assert "invalid choice: 'bogus'" in lines(err) and not ran_here(err)
+    # The server started with LLMI_MODEL set; the command's environment has none.
+    status, out, err = served.run("generate", "a guide")
+    assert status == 2 and "llmi: no chat model is configured" in lines(err)
+    assert not ran_here(err)
+
+
+def test_a_document_is_written_where_the_command_runs(served: Served, tmp_path: Path) -> None:
+    status, out, err = served.run("demo", "--out", "guide", cwd=tmp_path,
+                                  preexec_fn=lambda: os.umask(0o027))
+    assert status == 0, lines(err)
+    assert not ran_here(err)
+    document = tmp_path / "guide" / "document.md"
+    assert out.splitlines()[0] == str(document)
+    assert "Grace Hopper" in document.read_text()
+    assert document.stat().st_mode & 0o777 == 0o640
+
+
+@dataclass
+class Gate:
+    """A planner that answers once its gate opens."""
+
+    opened: threading.Event
+
+    def __call__(self, body: dict) -> str:
+        self.opened.wait(WAIT_S)
+        return DRAFT
+
+
+@pytest.fixture
+def waiting_model() -> Iterator[tuple[str, list[dict], threading.Event]]:
+    gate = threading.Event()
+    with routed_chat_server(Gate(gate)) as (url, seen):
+        yield url, seen, gate
+        gate.set()
+
+
+def test_ctrl_c_stops_the_served_run_and_it_resumes(
+        served: Served, waiting_model: tuple[str, list[dict], threading.Event],
+        tmp_path: Path) -> None:
+    url, seen, gate = waiting_model
+    env = served.env | {"LLMI_MODEL": "test-model", "OPENAI_BASE_URL": url,
+                        "LLMI_CHECKPOINT_URL": str(tmp_path / "checkpoints.sqlite")}
+    thread = f"test-{uuid.uuid4()}"
+    command = served.llmi("generate", "A note", "--out", str(tmp_path / "out"), "--thread",
+                          thread, env=env)
+    wait_for(lambda: seen, "the planner's call")
+    command.send_signal(signal.SIGINT)
+    out, err = command.communicate(timeout=WAIT_S)
+    assert command.returncode == 130, lines(err)
+    assert "llmi: interrupted" in lines(err) and f"llmi resume {thread}" in lines(err)
+    assert not ran_here(err)
+    gate.set()
+    status, out, err = served.run("resume", thread, env=env)
+    assert status == 0, lines(err)
+    assert (tmp_path / "out" / "document.md").read_text().startswith("# A note")
+
+
+def test_a_command_that_dies_stops_its_run(
+        served: Served, waiting_model: tuple[str, list[dict], threading.Event],
+        tmp_path: Path) -> None:
+    url, seen, _ = waiting_model
+    env = served.env | {"LLMI_MODEL": "test-model", "OPENAI_BASE_URL": url,
+                        "LLMI_CHECKPOINT_URL": str(tmp_path / "checkpoints.sqlite")}
+    command = served.llmi("generate", "A note", "--out", str(tmp_path / "out"), env=env)
+    wait_for(lambda: seen, "the planner's call")
+    command.kill()
+    # The child writes to the same stream, and holds it open until it ends.
+    err = command.stderr.read()
+    command.wait(timeout=WAIT_S)
+    assert "llmi: stopped by SIGTERM" in lines(err) and "llmi resume" in lines(err)
+    assert not (tmp_path / "out" / "document.md").exists()
+
+
+def test_a_server_whose_imports_read_another_environment_steps_aside(
+        served: Served, runtime: Path) -> None:
+    # LangGraph reads its default recursion limit once, on import.
+    status, out, err = served.run("--version", env=served.env | {
+        "LANGGRAPH_DEFAULT_RECURSION_LIMIT": "77"})
+    assert (status, out) == (0, "llmi 0.1.0\n")
+    assert ran_here(err)
+    served.process.wait(timeout=WAIT_S)
+    assert "LANGGRAPH_DEFAULT_RECURSION_LIMIT changed" in served.socket.with_suffix(".log").read_text()
+    # The command started a server for the next one.
+    wait_for(served.socket.exists, "a new server")
+    assert served.socket.with_suffix(".lock").read_text().strip() != str(served.process.pid)
+
+
+def test_without_a_server_the_command_runs_here_and_starts_one(runtime: Path) -> None:
+    env = dict(os.environ, LLMI_SERVER="on", XDG_RUNTIME_DIR=str(runtime))
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "llmi.cli", "--version"],
+                          env=env, capture_output=True, text=True, timeout=WAIT_S)
+    assert (done.returncode, done.stdout) == (0, "llmi 0.1.0\n") and ran_here(done.stderr)
+    socket = runtime / "llmi" / f"server-{resident.key()}.sock"
+    wait_for(socket.exists, "the server it started")
+    served = Served(env, None, socket)  # type: ignore[arg-type]
+    status, out, err = served.run("--version")
+    assert (status, out) == (0, "llmi 0.1.0\n") and not ran_here(err)
+
+
+def test_a_folder_others_may_enter_is_not_used(runtime: Path) -> None:
+    (runtime / "llmi").mkdir(mode=0o755)
+    os.chmod(runtime / "llmi", 0o755)
+    env = dict(os.environ, LLMI_SERVER="on", XDG_RUNTIME_DIR=str(runtime))
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "llmi.cli", "--version"],
+                          env=env, capture_output=True, text=True, timeout=WAIT_S)
+    assert done.returncode == 0 and ran_here(done.stderr)
+    time.sleep(1)
+    assert [path.name for path in (runtime / "llmi").iterdir()] == []
+
+
+def test_an_idle_server_exits(runtime: Path) -> None:
+    serving = start(runtime, LLMI_SERVER_IDLE="0.5")
+    assert serving.process.wait(timeout=WAIT_S) == 0
+    assert not serving.socket.exists()
+    assert "stopping: idle" in serving.socket.with_suffix(".log").read_text()
+
+
+@pytest.mark.parametrize(("name", "value", "said"), [
+    ("LLMI_SERVER", "maybe", "LLMI_SERVER must be on or off, not 'maybe'"),
+    ("LLMI_SERVER_IDLE", "soon", "LLMI_SERVER_IDLE must be a number of seconds, not 'soon'"),
+    ("LLMI_SERVER_IDLE", "0", "LLMI_SERVER_IDLE must be more than 0 seconds, not '0'"),
+])
+def test_a_bad_setting_is_refused(runtime: Path, name: str, value: str, said: str) -> None:
+    env = dict(os.environ, LLMI_SERVER="on", XDG_RUNTIME_DIR=str(runtime)) | {name: value}
+    done = subprocess.run([sys.executable, "-m", "llmi.cli", "--version"], env=env,
+                          capture_output=True, text=True, timeout=WAIT_S)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith(f"llmi: {said}\nhint: ")
+
+
+def test_changed_code_makes_a_server_stale(tmp_path: Path) -> None:
+    module = tmp_path / "module.py"
+    module.write_text("x = 1\n")
+    known = {str(module): module.stat().st_mtime_ns}
+    assert server._changed(known) == ""
+    os.utime(module, ns=(0, module.stat().st_mtime_ns + 1_000_000))
+    assert server._changed(known) == str(module)
+    module.unlink()
+    assert server._changed(known) == str(module)
+
+
+def test_the_socket_folder_must_be_private_and_its_path_short(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / ("long" * 30)))
+    assert resident.socket_path() is None
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    assert resident.socket_path() == tmp_path / "llmi" / f"server-{resident.key()}.sock"
+    os.chmod(tmp_path / "llmi", 0o750)
+    assert resident.socket_path() is None
