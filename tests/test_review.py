@@ -9,7 +9,6 @@ import io
 import json
 import re
 import sys
-import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 from rich.console import Console
 
+from llmi.artifacts import ArtifactStore
 from llmi.cli import main
 from llmi.cli.review import TerminalReview
 from llmi.context import Context
@@ -28,7 +28,10 @@ from llmi.judge import Judge
 from llmi.nodes.review import DROPPED
 from llmi.plans import PlanError, read_edit
 from llmi.tags import read_tag
+from llmi.tools import inflight
+from llmi.tools.cache import ToolCache
 from llmi.tools.early import EarlyStarts
+from llmi.tools.making import in_flight_key
 
 from helpers import FakeTool, ScriptedModel, fake_tools, model, tag
 from openai_standin import chat_server
@@ -124,9 +127,10 @@ def test_early_starts_start_no_tool_when_the_run_reviews_its_plan(
     request = read_tag(0, {"source": "code", "description": "chart",
                            "params": {"code": "plt.plot([1])"}}, tools.required_params())
     starts.start(request)
-    for thread in threading.enumerate():
-        if thread.name.startswith("llmi-early-"):
-            thread.join(10)
+    store = ArtifactStore(reviewing.artifact_dir)
+    key = ToolCache(store).key(tools["code"], request, reviewing)
+    if started := inflight.CALLS.claim(in_flight_key(store, key)):
+        started.result(10)
     starts.close([])
     assert len(tools["code"].calls) == (0 if review else 1)
 

@@ -10,7 +10,8 @@ are linked after planning (``LLMI_CONSISTENCY=auto``, ``llmi.nodes.subjects``), 
 request whose tool takes references: linking may give it some. A run that reviews its
 plan (``review``) starts nothing here: its plan may change before any tool runs
 (``llmi.nodes.review``). Each call is ``llmi.tools.making.make_keyed``, cache included, on a thread of
-its own, at most ``max_parallel`` at a time; its future waits in ``llmi.tools.inflight``
+its own (``llmi.workers``: one kept from an earlier call when one waits), at most
+``max_parallel`` at a time; its future waits in ``llmi.tools.inflight``
 under the request's key. It sends no ``slot`` event: dispatch sends each slot's, when
 it joins the call.
 
@@ -42,6 +43,10 @@ from llmi.tools.base import ImageTool
 from llmi.tools.cache import ToolCache
 from llmi.tools.making import Made, in_flight_key, make_keyed
 from llmi.tools.registry import ToolRegistry
+from llmi.workers import Workers
+
+EARLY_WORKERS = Workers("llmi-early")
+"""The threads early calls run on, kept from one run to the next."""
 
 
 @dataclass(frozen=True)
@@ -118,11 +123,8 @@ class EarlyStarts:
             return  # the same call is already in flight: the first to claim it takes it
         self._started[request["slot"]] = started
         started.future.add_done_callback(lambda future: self._made(request["slot"], future))
-        threading.Thread(
-            target=contextvars.copy_context().run,
-            args=(self._call, tool, request, source, key, started.future),
-            name=f"llmi-early-{request['slot']}", daemon=True,
-        ).start()
+        EARLY_WORKERS.submit(contextvars.copy_context().run, self._call, tool, request, source,
+                             key, started.future)
 
     def _call(self, tool: ImageTool, request: ImageRequest, source: ImageRef | None, key: str,
               future: Future[Made]) -> None:
