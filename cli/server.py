@@ -41,11 +41,16 @@ from llmi.cli import resident
 
 PRELOAD = (
     "langgraph.graph", "langgraph.checkpoint.sqlite", "langchain_openai", "PIL.Image",
-    "rich.console", "rich.live", "rich.progress", "llmi.cli.commands", "llmi.cli.progress",
-    "llmi.cli.runs", "llmi.cli.failures", "llmi.graphs.document", "llmi.graphs.tts",
-    "llmi.checkpoints", "llmi.render", "llmi.tools.code",
+    "rich.console", "rich.live", "rich.progress", "rich.prompt", "llmi.cli.commands",
+    "llmi.cli.progress", "llmi.cli.review", "llmi.cli.runs", "llmi.cli.failures",
+    "llmi.graphs.document", "llmi.graphs.tts", "llmi.checkpoints", "llmi.render",
+    "llmi.tools.code", "openai.resources.chat", "openai.lib.streaming.chat",
+    "langchain_core.tracers.context", "langchain_core.tracers.stdout",
+    "langchain_core.tracers.run_collector",
 )
-"""What a command imports before its first model call."""
+"""What ``llmi generate`` imports, up to its first model call's reply."""
+PRELOAD_WHERE_INSTALLED = ("httpcore2", "httpcore", "h11", "jiter", "truststore")
+"""What the chat client's first request imports, in the versions that have them."""
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 log = logging.getLogger("llmi.server")
 
@@ -100,6 +105,9 @@ class Server:
         with _reading_environment() as self.read:
             for name in PRELOAD:
                 importlib.import_module(name)
+            for name in PRELOAD_WHERE_INSTALLED:
+                with contextlib.suppress(ImportError):
+                    importlib.import_module(name)
         if (threads := len(os.listdir("/proc/self/task"))) != 1:
             log.error("not serving: importing llmi's libraries started %d threads", threads)
             return 1
