@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 
 from llmi.cli import resident, server
@@ -173,6 +174,26 @@ def test_ctrl_c_stops_the_served_run_and_it_resumes(
     status, out, err = served.run("resume", thread, env=env)
     assert status == 0, lines(err)
     assert (tmp_path / "out" / "document.md").read_text().startswith("# A note")
+
+
+def test_ctrl_z_stops_the_served_run_and_a_continued_command_continues_it(
+        served: Served, waiting_model: tuple[str, list[dict], threading.Event],
+        tmp_path: Path) -> None:
+    url, seen, gate = waiting_model
+    env = served.env | {"LLMI_MODEL": "test-model", "OPENAI_BASE_URL": url,
+                        "LLMI_CHECKPOINT_URL": str(tmp_path / "checkpoints.sqlite")}
+    command = served.llmi("generate", "A note", "--out", str(tmp_path / "out"), env=env)
+    wait_for(lambda: seen, "the planner's call")
+    [child] = psutil.Process(served.process.pid).children()
+    command.send_signal(signal.SIGTSTP)
+    wait_for(lambda: psutil.Process(command.pid).status() == psutil.STATUS_STOPPED
+             and child.status() == psutil.STATUS_STOPPED, "the command and its run to stop")
+    command.send_signal(signal.SIGCONT)
+    wait_for(lambda: child.status() != psutil.STATUS_STOPPED, "the run to go on")
+    gate.set()
+    out, err = command.communicate(timeout=WAIT_S)
+    assert command.returncode == 0, lines(err)
+    assert (tmp_path / "out" / "document.md").exists()
 
 
 def test_a_command_that_dies_stops_its_run(
