@@ -10,9 +10,12 @@ closes before its child ends (the terminal closed, the command killed) has its c
 stopped with SIGTERM, as a run stopped at the terminal: it can be resumed.
 
 The server forks only while it is a single thread. It exits after ``LLMI_SERVER_IDLE``
-seconds (900 unless set) with nothing to run, on SIGTERM or SIGINT, and when a file it imported from llmi or a folder on
-its import path changed since it started (llmi upgraded, or edited in place): that
-command is answered ``stale`` and runs in a process of its own, which starts a new server.
+seconds (900 unless set) with nothing to run, on SIGTERM, SIGINT or SIGHUP, and when a
+command finds it stale: a file it imported from llmi or a folder on its import path
+changed since it started (llmi upgraded, or edited in place), or the command's
+environment differs in a variable the server's imports read. That command is answered
+``stale`` and runs in a process of its own, which starts a new server. A server that is
+told to exit takes no more commands and exits once those it runs have ended.
 A lock file beside the socket keeps one server per socket and holds its process id;
 what the server did goes to a ``.log`` file there.
 """
@@ -52,6 +55,7 @@ PRELOAD = (
 PRELOAD_WHERE_INSTALLED = ("httpcore2", "httpcore", "h11", "jiter", "truststore")
 """What the chat client's first request imports, in the versions that have them."""
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+LOCK_WAIT_S = 10.0
 log = logging.getLogger("llmi.server")
 
 
@@ -64,10 +68,6 @@ class Command:
     pidfd: int
 
 
-class Stop(Exception):
-    """The server should exit."""
-
-
 def main(argv: list[str] | None = None) -> int:
     path = Path((argv or sys.argv[1:])[0])
     os.umask(0o077)
@@ -77,9 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     log.setLevel(logging.INFO)
     log.propagate = False
     lock = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if not _locked(lock):
         return 0  # another server has it
     os.ftruncate(lock, 0)
     os.write(lock, f"{os.getpid()}\n".encode())
@@ -92,6 +90,20 @@ def main(argv: list[str] | None = None) -> int:
         os.close(lock)
 
 
+def _locked(lock: int) -> bool:
+    """Whether this process took the lock within ``LOCK_WAIT_S``: a stale server lets go of
+    it in moments, once the command that found it stale has started this one."""
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+
+
 class Server:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -100,6 +112,7 @@ class Server:
         self.listener: socket.socket | None = None
         self.known: dict[str, int] = {}
         self.read: dict[str, str | None] = {}
+        self.signals = (-1, -1)
 
     def serve(self) -> int:
         with _reading_environment() as self.read:
@@ -112,8 +125,8 @@ class Server:
             log.error("not serving: importing llmi's libraries started %d threads", threads)
             return 1
         self.known = _watched()
-        for signum in STOP_SIGNALS:
-            signal.signal(signum, _stop)
+        self.signals = _signal_pipe()
+        self.selector.register(self.signals[0], selectors.EVENT_READ, ("signalled", 0))
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
@@ -125,7 +138,7 @@ class Server:
         try:
             self._loop(resident.idle_seconds())
         finally:
-            self._stop_listening()
+            self._stop_listening("exiting")
             self.selector.close()
         return 0
 
@@ -136,25 +149,25 @@ class Server:
         while self.listener is not None or self.commands:
             timeout = (None if self.commands
                        else max(0.0, idle_s - (time.monotonic() - idle_since)))
-            try:
-                events = self.selector.select(timeout)
-                if not events and not self.commands:
-                    raise Stop("idle")
-                for selected, _ in events:
-                    what, pid = selected.data
-                    if what == "accept":
-                        self._accept()
-                    elif what == "ended":
-                        self._ended(pid)
-                    else:
-                        self._gone(pid)
-            except Stop as stop:
-                log.info("stopping: %s", stop)
-                self._stop_listening()
+            events = self.selector.select(timeout)
+            if not events and not self.commands:
+                self._stop_listening("idle")
+            for selected, _ in events:
+                what, pid = selected.data
+                if what == "accept":
+                    self._accept()
+                elif what == "ended":
+                    self._ended(pid)
+                elif what == "gone":
+                    self._gone(pid)
+                else:
+                    names = [signal.Signals(signum).name for signum in os.read(self.signals[0], 64)]
+                    self._stop_listening(", ".join(names))
             idle_since = time.monotonic()
 
     def _accept(self) -> None:
-        assert self.listener is not None
+        if self.listener is None:  # stopped by an event before this one
+            return
         conn, _ = self.listener.accept()
         fds: list[int] = []
         try:
@@ -171,7 +184,8 @@ class Server:
             if changed := _changed(self.known) or _differs(self.read, request["env"]):
                 resident.send(conn, {"stale": changed})
                 conn.close()
-                raise Stop(f"{changed} changed")
+                self._stop_listening(f"{changed} changed")
+                return
             pid = os.fork()
             if pid == 0:
                 self._child(conn, request, fds)  # never returns
@@ -214,6 +228,7 @@ class Server:
         """Run the command in this forked child, then exit."""
         status = 1
         try:
+            signal.set_wakeup_fd(-1)
             for signum in STOP_SIGNALS:
                 signal.signal(signum, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -245,6 +260,8 @@ class Server:
             command.conn.close()
             os.close(command.pidfd)
         self.selector.close()
+        for fd in self.signals:
+            os.close(fd)
         assert self.listener is not None
         self.listener.close()
         conn.close()
@@ -252,9 +269,11 @@ class Server:
             log.removeHandler(handler)
             handler.close()
 
-    def _stop_listening(self) -> None:
+    def _stop_listening(self, reason: str) -> None:
+        """Take no more commands; the server exits once those it runs have ended."""
         if self.listener is None:
             return
+        log.info("stopping: %s", reason)
         self.selector.unregister(self.listener)
         self.listener.close()
         self.listener = None
@@ -262,8 +281,15 @@ class Server:
             self.path.unlink()
 
 
-def _stop(signum: int, frame: object) -> None:
-    raise Stop(signal.Signals(signum).name)
+def _signal_pipe() -> tuple[int, int]:
+    """A pipe whose reading end ``STOP_SIGNALS`` make readable (each signal's number a
+    byte), so that the server's loop handles them between its events, never in the middle
+    of one."""
+    readable, writable = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(writable)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, lambda signum, frame: None)
+    return readable, writable
 
 
 def _peer_uid(conn: socket.socket) -> int:

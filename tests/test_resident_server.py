@@ -212,6 +212,25 @@ def test_a_command_that_dies_stops_its_run(
     assert not (tmp_path / "out" / "document.md").exists()
 
 
+def test_a_server_told_to_stop_finishes_the_commands_it_runs(
+        served: Served, waiting_model: tuple[str, list[dict], threading.Event],
+        tmp_path: Path) -> None:
+    url, seen, gate = waiting_model
+    env = served.env | {"LLMI_MODEL": "test-model", "OPENAI_BASE_URL": url,
+                        "LLMI_CHECKPOINT_URL": str(tmp_path / "checkpoints.sqlite")}
+    command = served.llmi("generate", "A note", "--out", str(tmp_path / "out"), env=env)
+    wait_for(lambda: seen, "the planner's call")
+    served.process.terminate()
+    wait_for(lambda: not served.socket.exists(), "the server to stop listening")
+    assert served.process.poll() is None
+    gate.set()
+    out, err = command.communicate(timeout=WAIT_S)
+    assert command.returncode == 0, lines(err)
+    assert (tmp_path / "out" / "document.md").exists()
+    assert served.process.wait(timeout=WAIT_S) == 0
+    assert "stopping: SIGTERM" in served.socket.with_suffix(".log").read_text()
+
+
 def test_a_server_whose_imports_read_another_environment_steps_aside(
         served: Served, runtime: Path) -> None:
     # LangGraph reads its default recursion limit once, on import.
