@@ -77,3 +77,8 @@ def _run(future: Future[Any], fn: Callable[..., Any], args: tuple) -> None:
         future.set_exception(exc)
     else:
         future.set_result(result)
+
+
+WORKERS = Workers("llmi-worker")
+"""The threads llmi runs its own tasks on beside the graph: early tool calls, dispatch's
+slots and image checks, the assembler's image files."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from llmi.state import (
     Subject,
 )
 from llmi.tools.base import NOT_CONFIGURED, REFERENCES_IGNORED
+from llmi.workers import WORKERS
 
 OK_TOKEN = "<image>"
 FAILED_TOKEN = "<fail_to_generate_image>"
@@ -60,8 +61,8 @@ def assemble(state: DocumentState, runtime: Runtime[Context]) -> dict:
     }
     out.mkdir(parents=True, exist_ok=True)
     # The image files are written beside the rest: writing lets go of the GIL.
-    with ThreadPoolExecutor(1, thread_name_prefix="llmi-assets") as writer:
-        assets = writer.submit(write_assets, out, figures.values())
+    assets = WORKERS.submit(write_assets, out, figures.values())
+    try:
         _write(paths["markdown"], markdown_document(segments, figures))
         _write_parts(paths["html"], html_document_parts(prompt, segments, figures))
         record = manifest(prompt, segments, figures, results, state.get("repairs") or [],
@@ -70,7 +71,9 @@ def assemble(state: DocumentState, runtime: Runtime[Context]) -> dict:
         if "candidates" in state:
             record |= candidates_record(state)
         _write(paths["manifest"], _json(record))
-        assets.result()
+    finally:
+        wait([assets])
+    assets.result()
     outputs = {"dir": str(out), **{name: str(path) for name, path in paths.items()}}
     emitter(runtime)("document", outputs=outputs)
     return {"outputs": outputs}

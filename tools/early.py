@@ -43,10 +43,7 @@ from llmi.tools.base import ImageTool
 from llmi.tools.cache import ToolCache
 from llmi.tools.making import Made, in_flight_key, make_keyed
 from llmi.tools.registry import ToolRegistry
-from llmi.workers import Workers
-
-EARLY_WORKERS = Workers("llmi-early")
-"""The threads early calls run on, kept from one run to the next."""
+from llmi.workers import WORKERS
 
 
 @dataclass(frozen=True)
@@ -123,8 +120,8 @@ class EarlyStarts:
             return  # the same call is already in flight: the first to claim it takes it
         self._started[request["slot"]] = started
         started.future.add_done_callback(lambda future: self._made(request["slot"], future))
-        EARLY_WORKERS.submit(contextvars.copy_context().run, self._call, tool, request, source,
-                             key, started.future)
+        WORKERS.submit(contextvars.copy_context().run, self._call, tool, request, source, key,
+                       started.future)
 
     def _call(self, tool: ImageTool, request: ImageRequest, source: ImageRef | None, key: str,
               future: Future[Made]) -> None:

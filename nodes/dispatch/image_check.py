@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import io
 import os
-from concurrent.futures import Future, ThreadPoolExecutor
+import threading
+from concurrent.futures import Future, wait
 
 from PIL import Image, UnidentifiedImageError
 
 from llmi.state import ImageResult, failed_check
+from llmi.workers import WORKERS
 
 MIN_SIDE = 64
 # Largest per-channel spread still counted as one flat colour (JPEG noise on a blank frame).
@@ -48,23 +50,33 @@ def _spreads_little(img: Image.Image) -> bool:
 
 
 class ImageChecks:
-    """One round's checks: each starts as its image is made and is read when the round ends."""
+    """One round's checks: each starts as its image is made and is read when the round ends.
+
+    At most as many run at once as there are processors; the round ends when they have.
+    """
 
     def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="llmi-check")
+        self._decoding = threading.BoundedSemaphore(os.cpu_count() or 1)
         self._found: dict[int, Future[str | None]] = {}
+        self._over = False
 
     def __enter__(self) -> ImageChecks:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._pool.shutdown()
+        self._over = True
+        wait(list(self._found.values()))
 
     def start(self, slot: int, data: bytes) -> None:
         """Check the image just made for ``slot``."""
-        # After the round (a slot that overran its deadline) this submit fails, and the
+        # After the round (a slot that overran its deadline) nothing is checked: the
         # abandoned slot's result is read by no one.
-        self._found[slot] = self._pool.submit(image_problem, data)
+        if not self._over:
+            self._found[slot] = WORKERS.submit(self._check, data)
+
+    def _check(self, data: bytes) -> str | None:
+        with self._decoding:
+            return image_problem(data)
 
     def outcome(self, result: ImageResult) -> ImageResult:
         """``result`` as its image's check left it: failed when the image did not pass."""

@@ -4,8 +4,9 @@ request with references (``refs``) as soon as they are.
 One node schedules a whole round itself rather than one LangGraph ``Send`` per
 request: a superstep is a barrier, so with ``Send`` an edit would wait for the
 slowest unrelated request of the step before it. Here an edit starts the moment
-the image it edits is done, and the pool is sized for the round instead of the
-event loop's small default executor.
+the image it edits is done, and as many requests run at once as the round allows
+(``workers``) instead of the event loop's small default executor, on the process's
+kept threads (``llmi.workers``).
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any
 
 from llmi import stopping
 from llmi.state import ImageRef, ImageRequest, ImageResult, failed_result
+from llmi.workers import WORKERS
 
 SOURCE_FAILED = "source_failed"
 """The failure kind of an edit whose image to edit failed."""
@@ -66,9 +68,8 @@ class Scheduler:
         self._waiting: dict[int, list[ImageRequest]] = defaultdict(list)
         self._running: dict[Future[ImageResult], ImageRequest] = {}
         self._results: dict[int, ImageResult] = {}
-        self._pool = ThreadPoolExecutor(
-            max_workers=min(self._workers, len(requests)), thread_name_prefix="llmi-slot"
-        )
+        self._places = threading.BoundedSemaphore(min(self._workers, len(requests)))
+        self._over = False
         try:
             for request in requests:
                 self._release(request)
@@ -79,7 +80,8 @@ class Scheduler:
             self._settle_finished()
         finally:
             # Overrunning tools are abandoned, not awaited: their slots are already failed.
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            # Requests still waiting for a place never start.
+            self._over = True
         return [self._results[slot] for slot in sorted(self._results)]
 
     def _release(self, request: ImageRequest) -> None:
@@ -112,9 +114,16 @@ class Scheduler:
         self._notify({"slot": request["slot"], "source": request["source"], "status": "queued",
                       "description": request["description"], "attempt": request["attempt"]})
         # Each task runs in a copy of this node's context, where LangGraph's stream writer lives.
-        future = self._pool.submit(contextvars.copy_context().run, self._timed, request, source,
-                                   refs)
+        future = WORKERS.submit(contextvars.copy_context().run, self._placed, request, source,
+                                refs)
         self._running[future] = request
+
+    def _placed(self, request: ImageRequest, source: ImageRef | None,
+                refs: dict[int, ImageRef]) -> ImageResult | None:
+        """``_timed`` once one of the round's places is free; None when the round ended
+        first."""
+        with self._places:
+            return None if self._over else self._timed(request, source, refs)
 
     def _timed(self, request: ImageRequest, source: ImageRef | None,
                refs: dict[int, ImageRef]) -> ImageResult:
