@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from llmi.cli.export import export_command
 from llmi.cli.parser import build_parser
 from llmi.cli.revise import revise_command
+from llmi.cli.server_command import server_command
 from llmi.context import Context, consistency_of, env_name
 from llmi.errors import LlmiError
 from llmi.graphs import GraphName, graph_for
@@ -481,5 +482,5 @@ def _check_writable(folder: str, what: str, setting: str) -> Path:
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace, Console], int]] = {
     "generate": _generate, "resume": _resume, "revise": revise_command, "export": export_command,
-    "demo": _demo, "eval": _evaluate, "graph": _picture,
+    "demo": _demo, "eval": _evaluate, "graph": _picture, "server": server_command,
 }

@@ -12,6 +12,7 @@ import argparse
 from llmi import __version__
 from llmi.cli.export import add_export_parser, formats_argument
 from llmi.cli.revise import add_revise_parser
+from llmi.cli.server_command import add_server_parser
 from llmi.evaluation.records import ISG, OPENING, UEVAL
 from llmi.evaluation.protocols import LLMI, PROTOCOLS
 from llmi.evaluation.scorers import NAMES
@@ -111,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     picture = commands.add_parser("graph", help="print the Mermaid source of the graph")
     picture.add_argument("--tts", action="store_true", help="the test-time-scaling graph")
+    add_server_parser(commands)
     return parser
 
 

@@ -17,6 +17,7 @@ Messages are length-prefixed JSON: four bytes of big-endian length, then the obj
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -100,6 +101,23 @@ def socket_path() -> Path | None:
     if not private(base) or len(os.fsencode(path)) > MAX_SOCKET_PATH:
         return None
     return path
+
+
+def running(path: Path) -> int | None:
+    """The process id of the server that holds the lock of the socket ``path``; None where
+    no server holds it."""
+    try:
+        lock = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        text = os.pread(lock, 32, 0).decode().strip()
+        return int(text) if text.isdigit() else None
+    finally:
+        os.close(lock)  # and with it a lock this took
+    return None
 
 
 def send(sock: socket.socket, message: dict[str, Any], fds: list[int] | None = None) -> None:

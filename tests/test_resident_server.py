@@ -307,3 +307,21 @@ def test_the_socket_folder_must_be_private_and_its_path_short(
     assert resident.socket_path() == tmp_path / "llmi" / f"server-{resident.key()}.sock"
     os.chmod(tmp_path / "llmi", 0o750)
     assert resident.socket_path() is None
+
+
+def test_server_status_and_stop(served: Served) -> None:
+    pid = served.process.pid
+    status, out, err = served.run("server", "status")
+    assert (status, out) == (0, f"server {pid} serves {served.socket}\n") and not ran_here(err)
+    status, out, err = served.run("server", "stop", env=served.env | {"LLMI_SERVER": "off"})
+    assert (status, out) == (0, f"server {pid} stopped\n"), lines(err)
+    assert served.process.wait(timeout=WAIT_S) == 0
+    status, out, err = served.run("server", "status", env=served.env | {"LLMI_SERVER": "off"})
+    assert (status, out) == (1, f"no server runs for {served.socket}\n")
+
+
+def test_a_served_stop_stops_its_own_server(served: Served) -> None:
+    status, out, err = served.run("server", "stop")
+    assert (status, out) == (0, f"server {served.process.pid} is stopping\n"), lines(err)
+    assert not ran_here(err)
+    assert served.process.wait(timeout=WAIT_S) == 0
