@@ -155,8 +155,7 @@ def atomic_file(path: Path, *, mode: int = 0o600) -> Iterator[BinaryIO]:
     """
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        fd = _create(temporary, mode)
     except OSError as exc:
         _raise_naming(exc, path, temporary)
     try:
@@ -169,6 +168,18 @@ def atomic_file(path: Path, *, mode: int = 0o600) -> Iterator[BinaryIO]:
         if isinstance(exc, OSError):
             _raise_naming(exc, path, temporary)
         raise
+
+
+def _create(path: Path, mode: int) -> int:
+    """A new file at ``path``, open for writing; its folder is made when missing."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    try:
+        return os.open(path, flags, mode)
+    except (FileNotFoundError, NotADirectoryError):
+        # Made only now, as a mkdir of a folder that is there still locks its parent; it
+        # raises as it did before the open for a file where the folder should be.
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, flags, mode)
 
 
 def _raise_naming(exc: OSError, path: Path, temporary: Path) -> NoReturn:

@@ -240,3 +240,24 @@ def test_a_png_without_orientation_chunks_is_stored_without_decoding_it(
     # One that may carry an orientation is read as Pillow reads it, pixels and all.
     assert normalise_image(_chunk_before_end(chart, b"eXIf", _exif(1).tobytes()[6:]))
     assert decoded == [(WIDTH, HEIGHT)]
+
+
+def test_an_atomic_write_makes_its_missing_folders(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "file.bin"
+    llmi.artifacts.write_atomic(path, b"data")
+    llmi.artifacts.write_atomic(path, b"again")
+    assert path.read_bytes() == b"again"
+    assert [p.name for p in path.parent.iterdir()] == ["file.bin"]
+
+
+def test_an_atomic_write_under_a_file_names_the_file_where_its_folder_should_be(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "out").write_bytes(b"not a folder")
+    with pytest.raises(FileExistsError) as raised:
+        llmi.artifacts.write_atomic(tmp_path / "out" / "document.md", b"text")
+    assert raised.value.filename == str(tmp_path / "out")
+    with pytest.raises(NotADirectoryError) as raised:
+        llmi.artifacts.write_atomic(tmp_path / "out" / "assets" / "image.png", b"data")
+    assert raised.value.filename == str(tmp_path / "out" / "assets")
+    assert list(tmp_path.iterdir()) == [tmp_path / "out"]
