@@ -17,7 +17,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,96 +136,87 @@ def test_a_document_is_written_where_the_command_runs(served: Served, tmp_path: 
 
 
 @dataclass
-class Gate:
-    """A planner that answers once its gate opens."""
+class Planning:
+    """A served ``llmi generate`` whose planner's call is under way: the model answers
+    once ``gate`` is set."""
 
-    opened: threading.Event
-
-    def __call__(self, body: dict) -> str:
-        self.opened.wait(WAIT_S)
-        return DRAFT
+    command: subprocess.Popen[str]
+    env: dict[str, str]
+    gate: threading.Event
+    out: Path
 
 
 @pytest.fixture
-def waiting_model() -> Iterator[tuple[str, list[dict], threading.Event]]:
+def planning(served: Served, tmp_path: Path) -> Iterator[Planning]:
     gate = threading.Event()
-    with routed_chat_server(Gate(gate)) as (url, seen):
-        yield url, seen, gate
-        gate.set()
+
+    def answer(body: dict) -> str:
+        gate.wait(WAIT_S)
+        return DRAFT
+
+    with routed_chat_server(answer) as (url, seen):
+        env = served.env | {"LLMI_MODEL": "test-model", "OPENAI_BASE_URL": url,
+                            "LLMI_CHECKPOINT_URL": str(tmp_path / "checkpoints.sqlite")}
+        command = served.llmi("generate", "A note", "--out", str(tmp_path / "out"),
+                              "--thread", "a-note", env=env)
+        wait_for(lambda: seen, "the planner's call")
+        try:
+            yield Planning(command, env, gate, tmp_path / "out")
+        finally:
+            gate.set()
+            if command.poll() is None:
+                command.kill()
+                command.wait(timeout=WAIT_S)
 
 
-def test_ctrl_c_stops_the_served_run_and_it_resumes(
-        served: Served, waiting_model: tuple[str, list[dict], threading.Event],
-        tmp_path: Path) -> None:
-    url, seen, gate = waiting_model
-    env = served.env | {"LLMI_MODEL": "test-model", "OPENAI_BASE_URL": url,
-                        "LLMI_CHECKPOINT_URL": str(tmp_path / "checkpoints.sqlite")}
-    thread = f"test-{uuid.uuid4()}"
-    command = served.llmi("generate", "A note", "--out", str(tmp_path / "out"), "--thread",
-                          thread, env=env)
-    wait_for(lambda: seen, "the planner's call")
+def test_ctrl_c_stops_the_served_run_and_it_resumes(served: Served, planning: Planning) -> None:
+    command = planning.command
     command.send_signal(signal.SIGINT)
     out, err = command.communicate(timeout=WAIT_S)
     assert command.returncode == 130, lines(err)
-    assert "llmi: interrupted" in lines(err) and f"llmi resume {thread}" in lines(err)
+    assert "llmi: interrupted" in lines(err) and "llmi resume a-note" in lines(err)
     assert not ran_here(err)
-    gate.set()
-    status, out, err = served.run("resume", thread, env=env)
+    planning.gate.set()
+    status, out, err = served.run("resume", "a-note", env=planning.env)
     assert status == 0, lines(err)
-    assert (tmp_path / "out" / "document.md").read_text().startswith("# A note")
+    assert (planning.out / "document.md").read_text().startswith("# A note")
 
 
 def test_ctrl_z_stops_the_served_run_and_a_continued_command_continues_it(
-        served: Served, waiting_model: tuple[str, list[dict], threading.Event],
-        tmp_path: Path) -> None:
-    url, seen, gate = waiting_model
-    env = served.env | {"LLMI_MODEL": "test-model", "OPENAI_BASE_URL": url,
-                        "LLMI_CHECKPOINT_URL": str(tmp_path / "checkpoints.sqlite")}
-    command = served.llmi("generate", "A note", "--out", str(tmp_path / "out"), env=env)
-    wait_for(lambda: seen, "the planner's call")
+        served: Served, planning: Planning) -> None:
+    command = planning.command
     [child] = psutil.Process(served.process.pid).children()
     command.send_signal(signal.SIGTSTP)
     wait_for(lambda: psutil.Process(command.pid).status() == psutil.STATUS_STOPPED
              and child.status() == psutil.STATUS_STOPPED, "the command and its run to stop")
     command.send_signal(signal.SIGCONT)
     wait_for(lambda: child.status() != psutil.STATUS_STOPPED, "the run to go on")
-    gate.set()
+    planning.gate.set()
     out, err = command.communicate(timeout=WAIT_S)
     assert command.returncode == 0, lines(err)
-    assert (tmp_path / "out" / "document.md").exists()
+    assert (planning.out / "document.md").exists()
 
 
-def test_a_command_that_dies_stops_its_run(
-        served: Served, waiting_model: tuple[str, list[dict], threading.Event],
-        tmp_path: Path) -> None:
-    url, seen, _ = waiting_model
-    env = served.env | {"LLMI_MODEL": "test-model", "OPENAI_BASE_URL": url,
-                        "LLMI_CHECKPOINT_URL": str(tmp_path / "checkpoints.sqlite")}
-    command = served.llmi("generate", "A note", "--out", str(tmp_path / "out"), env=env)
-    wait_for(lambda: seen, "the planner's call")
+def test_a_command_that_dies_stops_its_run(planning: Planning) -> None:
+    command = planning.command
     command.kill()
     # The child writes to the same stream, and holds it open until it ends.
     err = command.stderr.read()
     command.wait(timeout=WAIT_S)
-    assert "llmi: stopped by SIGTERM" in lines(err) and "llmi resume" in lines(err)
-    assert not (tmp_path / "out" / "document.md").exists()
+    assert "llmi: stopped by SIGTERM" in lines(err) and "llmi resume a-note" in lines(err)
+    assert not (planning.out / "document.md").exists()
 
 
 def test_a_server_told_to_stop_finishes_the_commands_it_runs(
-        served: Served, waiting_model: tuple[str, list[dict], threading.Event],
-        tmp_path: Path) -> None:
-    url, seen, gate = waiting_model
-    env = served.env | {"LLMI_MODEL": "test-model", "OPENAI_BASE_URL": url,
-                        "LLMI_CHECKPOINT_URL": str(tmp_path / "checkpoints.sqlite")}
-    command = served.llmi("generate", "A note", "--out", str(tmp_path / "out"), env=env)
-    wait_for(lambda: seen, "the planner's call")
+        served: Served, planning: Planning) -> None:
+    command = planning.command
     served.process.terminate()
     wait_for(lambda: not served.socket.exists(), "the server to stop listening")
     assert served.process.poll() is None
-    gate.set()
+    planning.gate.set()
     out, err = command.communicate(timeout=WAIT_S)
     assert command.returncode == 0, lines(err)
-    assert (tmp_path / "out" / "document.md").exists()
+    assert (planning.out / "document.md").exists()
     assert served.process.wait(timeout=WAIT_S) == 0
     assert "stopping: SIGTERM" in served.socket.with_suffix(".log").read_text()
 
