@@ -28,6 +28,7 @@ import secrets
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, NoReturn
 
@@ -234,6 +235,17 @@ def _check_pixels(width: int, height: int) -> None:
         raise NotAnImage(f"image too large: {width}x{height} pixels")
 
 
+@dataclass(frozen=True)
+class Normalised:
+    """An image as the store keeps it, with its type and size as ``inspect_image`` reads
+    them."""
+
+    data: bytes
+    mime: str
+    width: int
+    height: int
+
+
 def normalise_image(data: bytes, *, max_pixels: int = 0) -> bytes:
     """The image as the store keeps it: a still, upright, 8-bit PNG or JPEG.
 
@@ -245,17 +257,24 @@ def normalise_image(data: bytes, *, max_pixels: int = 0) -> bytes:
     With ``max_pixels``, an image of more pixels is also scaled down to at most that many,
     its aspect ratio kept. The pixel cap is checked from the header first. Raises NotAnImage.
     """
+    return normalised(data, max_pixels=max_pixels).data
+
+
+def normalised(data: bytes, *, max_pixels: int = 0) -> Normalised:
+    """``normalise_image``, with the type and size of the image it gives: those of ``data``
+    when that comes back unchanged, read from its header once."""
     try:
         with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as img:
             _check_pixels(*img.size)
             oversized = 0 < max_pixels < img.width * img.height
             if not oversized and _is_stored_form(img, data):
-                return data
-            return _reencoded(img, lossy=_is_lossy(img, data), max_pixels=max_pixels)
+                return Normalised(data, _MIME[img.format or ""], img.width, img.height)
+            encoded = _reencoded(img, lossy=_is_lossy(img, data), max_pixels=max_pixels)
     except NotAnImage:
         raise
     except Exception as exc:  # Pillow raises many exception types on malformed input
         raise _unreadable(exc) from None
+    return Normalised(encoded, *inspect_image(encoded))
 
 
 def _is_stored_form(img: Image.Image, data: bytes) -> bool:
@@ -396,16 +415,16 @@ class ArtifactStore:
 
     def put_normalised(self, data: bytes, *, max_pixels: int = 0) -> tuple[ImageRef, bytes]:
         """Store the image normalised; its ref and the bytes as stored."""
-        data = normalise_image(data, max_pixels=max_pixels)
-        return self._keep(data), data
+        image = normalised(data, max_pixels=max_pixels)
+        return self._keep(image), image.data
 
-    def _keep(self, data: bytes) -> ImageRef:
-        mime, width, height = inspect_image(data)
-        digest = hashlib.sha256(data).hexdigest()
-        path = self._path(digest, mime)
-        if not self._holds(path, data):
-            write_atomic(path, data)
-        return ImageRef(sha256=digest, uri=path.as_uri(), mime=mime, width=width, height=height)
+    def _keep(self, image: Normalised) -> ImageRef:
+        digest = hashlib.sha256(image.data).hexdigest()
+        path = self._path(digest, image.mime)
+        if not self._holds(path, image.data):
+            write_atomic(path, image.data)
+        return ImageRef(sha256=digest, uri=path.as_uri(), mime=image.mime, width=image.width,
+                        height=image.height)
 
     def _holds(self, path: Path, data: bytes) -> bool:
         """Whether ``path`` holds ``data`` already; a file there that does not is reported,
