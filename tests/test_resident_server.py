@@ -9,7 +9,9 @@ process that ran the command itself.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import pty
 import shutil
 import signal
 import subprocess
@@ -26,6 +28,7 @@ import pytest
 
 from llmi.cli import resident, server
 
+from helpers import tag
 from openai_standin import routed_chat_server
 
 WAIT_S = 60
@@ -205,6 +208,61 @@ def test_a_command_that_dies_stops_its_run(planning: Planning) -> None:
     command.wait(timeout=WAIT_S)
     assert "llmi: stopped by SIGTERM" in lines(err) and "llmi resume a-note" in lines(err)
     assert not (planning.out / "document.md").exists()
+
+
+def test_a_served_command_reviews_its_plan_on_the_commands_terminal(
+        served: Served, tmp_path: Path) -> None:
+    draft = DRAFT + "\n" + tag("code", "Tracks by month", code="plt.bar(['Jan', 'Feb'], [3, 5])")
+    with routed_chat_server(lambda body: draft) as (url, _):
+        env = served.env | {"LLMI_MODEL": "test-model", "OPENAI_BASE_URL": url,
+                            "LLMI_CHECKPOINT_URL": str(tmp_path / "checkpoints.sqlite"),
+                            "TERM": "xterm", "COLUMNS": "100", "LINES": "40"}
+        main, terminal = pty.openpty()
+        command = subprocess.Popen([sys.executable, "-m", "llmi.cli", "generate", "A note",
+                                    "--review", "--out", str(tmp_path / "out")], env=env,
+                                   stdin=terminal, stdout=terminal, stderr=terminal)
+        os.close(terminal)
+        shown = Screen(main)
+        try:
+            wait_for(lambda: "accept the plan, edit it, or quit?" in shown.text, "the prompt")
+            assert psutil.Process(served.process.pid).children(), "the command ran itself"
+            os.write(main, b"accept\n")
+            assert command.wait(timeout=WAIT_S) == 0, shown.text
+        finally:
+            if command.poll() is None:
+                command.kill()
+            shown.close()
+    assert "image 0: code" in shown.text and "Tracks by month" in shown.text
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert [slot["ok"] for slot in manifest["slots"]] == [True]
+
+
+class Screen:
+    """What a terminal shows: everything written to its side ``main`` of a pseudo-terminal,
+    read as it comes."""
+
+    def __init__(self, main: int) -> None:
+        self.main, self.chunks = main, []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    @property
+    def text(self) -> str:
+        return b"".join(self.chunks).decode(errors="replace")
+
+    def _read(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.main, 4096)
+            except OSError:  # the other side closed
+                return
+            if not chunk:
+                return
+            self.chunks.append(chunk)
+
+    def close(self) -> None:
+        self.reader.join(timeout=WAIT_S)
+        os.close(self.main)
 
 
 def test_a_server_told_to_stop_finishes_the_commands_it_runs(
