@@ -9,11 +9,15 @@ call, a tool that overran its deadline) never holds up the end of the process.
 Starting a thread costs far more than handing a task to one that waits: the starter
 waits until the new thread runs, which, with the interpreter's lock busy, is a switch
 of its own.
+
+A process forked from this one has none of these threads: it starts its own as it needs
+them.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -31,12 +35,19 @@ class Workers:
 
     def __init__(self, name: str) -> None:
         self._name = name
+        self._numbers = itertools.count()
+        self._start_over()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._start_over)
+
+    def _start_over(self) -> None:
+        """No thread and no task: as made, or in a forked child, which has none of the
+        threads (or locks held by them) of the process it was forked from."""
         self._tasks: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple]] = (
             queue.SimpleQueue())
         self._idle = 0
         """Threads waiting for a task that no submitted task has been promised to."""
         self._lock = threading.Lock()
-        self._numbers = itertools.count()
 
     def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
         """Run ``fn(*args)`` now on one of the threads; its future holds what it returns

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -49,3 +50,18 @@ def _wait_idle(pool: Workers) -> None:
     deadline = time.monotonic() + 10
     while pool._idle == 0 and time.monotonic() < deadline:
         time.sleep(0.001)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_starts_threads_of_its_own() -> None:
+    pool = Workers("test-fork")
+    pool.submit(lambda: None).result(10)
+    _wait_idle(pool)  # the parent's thread waits: the child has no such thread
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only when its task ran
+        try:
+            os._exit(0 if pool.submit(lambda: 7).result(10) == 7 else 1)
+        except BaseException:  # noqa: BLE001 - a child must never return into pytest
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
