@@ -31,6 +31,8 @@ _URL_SCHEMES = ("http:", "https:", "mailto:")
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")
 # C0 and C1 control characters and DEL, but tab and newline.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Where a slot goes in the rendered body: a nonce, then its number; see _render_body.
+_SLOT_MARK = re.compile(r"(?:<p>)?llmislot([0-9a-f]{16})n(\d+)(?:</p>)?")
 
 MARKDOWN = MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"])
 """How llmi reads a document's Markdown: CommonMark with tables and strikethrough, raw
@@ -165,15 +167,28 @@ def _render_body(
     segments: Sequence[Segment], figures: Mapping[int, Figure]
 ) -> tuple[list[Token], list[str]]:
     # The nonce keeps model text from forging a placeholder.
-    placeholder = f"llmislot{secrets.token_hex(8)}n"
-    tokens = MARKDOWN.parse(_join(segments, lambda slot: f"{placeholder}{slot}"))
+    nonce = secrets.token_hex(8)
+    tokens = MARKDOWN.parse(_join(segments, lambda slot: f"llmislot{nonce}n{slot}"))
     body = _CLEANER.clean(MARKDOWN.renderer.render(tokens, MARKDOWN.options, {})).strip()
     # Text and slot numbers alternate; each slot becomes its figure's pieces.
-    pieces = re.split(rf"(?:<p>)?{placeholder}(\d+)(?:</p>)?", body)
+    pieces = _split_at_slots(body, nonce)
     parts: list[str] = []
     for index, piece in enumerate(pieces):
         parts += _html_figure(figures[int(piece)]) if index % 2 else [piece]
     return tokens, parts
+
+
+def _split_at_slots(body: str, nonce: str) -> list[str]:
+    """``body`` cut at the marks of ``nonce``, as ``re.split`` cuts it: text, then slot
+    number and text in turn. Marks of another nonce, which model text may hold, stay text;
+    one pattern for every nonce spares compiling one for each document."""
+    pieces: list[str] = []
+    start = 0
+    for mark in _SLOT_MARK.finditer(body):
+        if mark[1] == nonce:
+            pieces += [body[start : mark.start()], mark[2]]
+            start = mark.end()
+    return [*pieces, body[start:]]
 
 
 def _join(segments: Sequence[Segment], block: Callable[[int], str]) -> str:

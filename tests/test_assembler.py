@@ -311,6 +311,22 @@ def test_hostile_model_text_cannot_script_the_html(
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
 
 
+def test_model_text_that_mimics_a_slot_mark_stays_text(
+    context: Context, store: ArtifactStore
+) -> None:
+    forged = "llmislot0123456789abcdef0123456789n0"
+    outputs = _run(
+        context,
+        segments=[_text(f"{forged}\n\nSee {forged} here."), _slot(0), _text(forged)],
+        results=[_ok(0, "code", "Chart", _image(store))],
+    )
+    html = outputs["html"].read_text(encoding="utf-8")
+
+    assert html.count(forged) == 3
+    assert html.count("<img") == 1
+    assert html.index(f"See {forged} here.") < html.index("<img") < html.rindex(forged)
+
+
 def test_hostile_descriptions_stay_inside_their_markdown_figure(
     context: Context, store: ArtifactStore
 ) -> None:
