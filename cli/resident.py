@@ -125,7 +125,8 @@ def send(sock: socket.socket, message: dict[str, Any], fds: list[int] | None = N
     body = json.dumps(message).encode()
     data = _HEADER.pack(len(body)) + body
     sent = socket.send_fds(sock, [data], fds) if fds else sock.send(data)
-    sock.sendall(data[sent:])
+    if sent < len(data):  # an empty send to a peer that has read all and closed fails
+        sock.sendall(data[sent:])
 
 
 def receive(sock: socket.socket, max_fds: int = 0) -> tuple[dict[str, Any] | None, list[int]]:

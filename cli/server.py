@@ -2,12 +2,17 @@
 
 ``python -m llmi.cli.server SOCKET`` imports what ``llmi generate`` needs (LangGraph and its
 SQLite checkpointer, the chat model client, Pillow, rich, every graph, node and tool), then
-listens on ``SOCKET``. For each command (``llmi.cli.launch``) it forks a child that takes the
-command's standard streams, working folder, umask and environment, and runs it as a fresh
-``llmi`` process would; the command is told the child's process id (to pass on Ctrl-C and
-other signals) and, when the child ends, its exit status. A command whose connection
-closes before its child ends (the terminal closed, the command killed) has its child
-stopped with SIGTERM, as a run stopped at the terminal: it can be resumed.
+listens on ``SOCKET``. Each command (``llmi.cli.launch``) runs in a forked child that takes
+the command's standard streams, working folder, umask and environment, and runs it as a
+fresh ``llmi`` process would; the command is told the child's process id (to pass on
+Ctrl-C and other signals) and, when the child ends, its exit status. A command whose
+connection closes before its child ends (the terminal closed, the command killed) has its
+child stopped with SIGTERM, as a run stopped at the terminal: it can be resumed.
+
+While no command runs, the server forks the next command's child ahead (the spare), which
+starts the chart zygote that a command of the server's environment uses, so that a chart
+does not wait for its imports. A command that comes while the spare is taken gets a child
+forked then.
 
 The server forks only while it is a single thread. It exits after ``LLMI_SERVER_IDLE``
 seconds (900 unless set) with nothing to run, on SIGTERM, SIGINT or SIGHUP, and when a
@@ -22,6 +27,7 @@ what the server did goes to a ``.log`` file there.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import importlib
@@ -65,6 +71,16 @@ class Command:
 
     pid: int
     conn: socket.socket
+    pidfd: int
+
+
+@dataclass
+class Spare:
+    """A child forked ahead of the next command, which waits for it on ``sock`` with a chart
+    zygote already started."""
+
+    pid: int
+    sock: socket.socket
     pidfd: int
 
 
@@ -113,6 +129,7 @@ class Server:
         self.known: dict[str, int] = {}
         self.read: dict[str, str | None] = {}
         self.signals = (-1, -1)
+        self.spare: Spare | None = None
 
     def serve(self) -> int:
         with _reading_environment() as self.read:
@@ -135,6 +152,7 @@ class Server:
         self.listener.listen(16)
         self.selector.register(self.listener, selectors.EVENT_READ, ("accept", 0))
         log.info("serving on %s", self.path)
+        self._fork_spare()
         try:
             self._loop(resident.idle_seconds())
         finally:
@@ -160,6 +178,8 @@ class Server:
                     self._ended(pid)
                 elif what == "gone":
                     self._gone(pid)
+                elif what == "spare ended":
+                    self._spare_ended()
                 else:
                     names = [signal.Signals(signum).name for signum in os.read(self.signals[0], 64)]
                     self._stop_listening(", ".join(names))
@@ -186,10 +206,7 @@ class Server:
                 conn.close()
                 self._stop_listening(f"{changed} changed")
                 return
-            pid = os.fork()
-            if pid == 0:
-                self._child(conn, request, fds)  # never returns
-            pidfd = os.pidfd_open(pid)
+            pid, pidfd = self._start(conn, request, fds)
             command = Command(pid, conn, pidfd)
             self.commands[pid] = command
             self.selector.register(pidfd, selectors.EVENT_READ, ("ended", pid))
@@ -202,6 +219,52 @@ class Server:
             for fd in fds:
                 os.close(fd)
 
+    def _start(self, conn: socket.socket, request: dict[str, Any],
+               fds: list[int]) -> tuple[int, int]:
+        """The process id and pidfd of the child that runs the command: the spare, or one
+        forked now."""
+        if (spare := self.spare) is not None:
+            self.spare = None
+            self.selector.unregister(spare.pidfd)
+            try:
+                resident.send(spare.sock, request, fds)
+                return spare.pid, spare.pidfd
+            except OSError:  # it ended before it read the command
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(spare.pid, signal.SIGKILL)
+                os.waitpid(spare.pid, 0)
+                os.close(spare.pidfd)
+            finally:
+                spare.sock.close()
+        pid = os.fork()
+        if pid == 0:
+            self._child(conn, request, fds)  # never returns
+        return pid, os.pidfd_open(pid)
+
+    def _fork_spare(self) -> None:
+        """Fork the next command's child now, while no command runs: its chart zygote
+        imports while nothing waits for it."""
+        if self.spare is not None or self.listener is None or self.commands:
+            return
+        ours, theirs = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:
+            ours.close()
+            self._spare(theirs)  # never returns
+        theirs.close()
+        self.spare = Spare(pid, ours, os.pidfd_open(pid))
+        self.selector.register(self.spare.pidfd, selectors.EVENT_READ, ("spare ended", pid))
+
+    def _spare_ended(self) -> None:
+        """The spare ended before a command came; the next command gets a child of its own."""
+        assert self.spare is not None
+        spare, self.spare = self.spare, None
+        self.selector.unregister(spare.pidfd)
+        _, status = os.waitpid(spare.pid, 0)
+        os.close(spare.pidfd)
+        spare.sock.close()
+        log.warning("the spare child ended, status %d", os.waitstatus_to_exitcode(status))
+
     def _ended(self, pid: int) -> None:
         command = self.commands.pop(pid)
         _, status = os.waitpid(pid, 0)
@@ -213,6 +276,7 @@ class Server:
         with contextlib.suppress(OSError):
             resident.send(command.conn, {"status": 128 - code if code < 0 else code})
         command.conn.close()
+        self._fork_spare()
 
     def _gone(self, pid: int) -> None:
         """The command's connection has something to read: only its end is expected."""
@@ -228,34 +292,39 @@ class Server:
         """Run the command in this forked child, then exit."""
         status = 1
         try:
-            signal.set_wakeup_fd(-1)
-            for signum in STOP_SIGNALS:
-                signal.signal(signum, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.default_int_handler)
             self._release(conn)
-            for target, fd in enumerate(fds):
-                os.dup2(fd, target)
-                os.close(fd)
-            fds.clear()
-            _reopen_streams()
-            os.umask(int(request["umask"]))
-            os.environ.clear()
-            os.environ.update(request["env"])
-            os.chdir(request["cwd"])
-            sys.argv = ["llmi", *request["argv"]]
-            from llmi.cli.launch import run_here
-
-            status = run_here(request["argv"])
+            status = _run_command(request, fds)
         except BaseException:  # noqa: BLE001 - the child must never return to the server's loop
             traceback.print_exc()
         finally:
-            with contextlib.suppress(Exception):
-                sys.stdout.flush()
-                sys.stderr.flush()
-            os._exit(status)
+            _exit(status)
 
-    def _release(self, conn: socket.socket) -> None:
-        """Close, in the child, everything of the server's: its socket, its commands."""
+    def _spare(self, sock: socket.socket) -> None:
+        """As the spare: start the chart zygote, then run the command that comes on
+        ``sock``, and exit; exit as well when the server closes ``sock`` first."""
+        status = 1
+        try:
+            self._release(None)
+            _start_chart_zygote()
+            request, fds = resident.receive(sock, max_fds=3)
+            sock.close()
+            if request is None:
+                atexit._run_exitfuncs()  # the zygote and its folders
+                status = 0
+            else:
+                status = _run_command(request, fds)
+        except BaseException:  # noqa: BLE001 - as in _child
+            traceback.print_exc()
+        finally:
+            _exit(status)
+
+    def _release(self, conn: socket.socket | None) -> None:
+        """Leave, in a child, everything of the server's: its signal handling, its socket,
+        its commands."""
+        signal.set_wakeup_fd(-1)
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         for command in self.commands.values():
             command.conn.close()
             os.close(command.pidfd)
@@ -264,7 +333,8 @@ class Server:
             os.close(fd)
         assert self.listener is not None
         self.listener.close()
-        conn.close()
+        if conn is not None:
+            conn.close()
         for handler in log.handlers[:]:
             log.removeHandler(handler)
             handler.close()
@@ -279,6 +349,51 @@ class Server:
         self.listener = None
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+        if (spare := self.spare) is not None:
+            self.spare = None
+            self.selector.unregister(spare.pidfd)
+            spare.sock.close()  # it reads the end, stops its zygote and exits
+            os.waitpid(spare.pid, 0)
+            os.close(spare.pidfd)
+
+
+def _run_command(request: dict[str, Any], fds: list[int]) -> int:
+    """Take the command's streams, umask, environment and working folder, and run it;
+    returns its exit status."""
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    fds.clear()
+    _reopen_streams()
+    os.umask(int(request["umask"]))
+    os.environ.clear()
+    os.environ.update(request["env"])
+    os.chdir(request["cwd"])
+    sys.argv = ["llmi", *request["argv"]]
+    from llmi.cli.launch import run_here
+
+    return run_here(request["argv"])
+
+
+def _start_chart_zygote() -> None:
+    """Start the chart zygote a command of the server's environment starts, and wait until
+    it has read that environment, which the command's replaces. A command whose charts
+    need another (another sandbox, other fonts) starts its own."""
+    from llmi.context import Context
+    from llmi.errors import LlmiError
+    from llmi.tools.code import start_chart_zygote
+
+    with contextlib.suppress(LlmiError):  # a setting that the command will refuse, if it is its
+        thread = start_chart_zygote(Context())
+        if thread is not None:
+            thread.join()
+
+
+def _exit(status: int) -> None:
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(status)
 
 
 def _signal_pipe() -> tuple[int, int]:

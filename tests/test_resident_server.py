@@ -138,6 +138,36 @@ def test_a_document_is_written_where_the_command_runs(served: Served, tmp_path: 
     assert document.stat().st_mode & 0o777 == 0o640
 
 
+def test_a_served_chart_draws_in_a_zygote_started_before_its_command(
+        runtime: Path, tmp_path: Path) -> None:
+    # Unjailed, so that the chart sees the zygote's process id as it is.
+    serving = start(runtime, LLMI_CODE_SANDBOX="off")
+    try:
+        def zygotes() -> set[int]:
+            return {process.pid for process in
+                    psutil.Process(serving.process.pid).children(recursive=True)
+                    if "--zygote" in process.cmdline()}
+
+        wait_for(zygotes, "the next command's zygote")
+        started_before = zygotes()
+        code = ("import os\n"
+                "with open(os.path.join(os.environ['LLMI_TEST_RUNS'], 'parent'), 'w') as f:\n"
+                "    f.write(str(os.getppid()))\n"
+                "plt.bar(['a', 'b'], [1, 2])")
+        draft = DRAFT + "\n" + tag("code", "Two bars", code=code)
+        with routed_chat_server(lambda body: draft) as (url, _):
+            status, out, err = serving.run("generate", "A note", "--out", str(tmp_path / "out"),
+                                           env=serving.env | {
+                "LLMI_MODEL": "test-model", "OPENAI_BASE_URL": url,
+                "LLMI_CHECKPOINT_URL": str(tmp_path / "checkpoints.sqlite"),
+                "LLMI_CODE_SANDBOX": "off", "LLMI_TEST_RUNS": str(tmp_path)})
+        assert status == 0 and not ran_here(err), lines(err)
+        assert int((tmp_path / "parent").read_text()) in started_before
+    finally:
+        serving.process.terminate()
+        serving.process.wait(timeout=WAIT_S)
+
+
 @dataclass
 class Planning:
     """A served ``llmi generate`` whose planner's call is under way: the model answers
