@@ -69,12 +69,17 @@ def idle_seconds() -> float:
 
 
 def folder() -> Path:
-    """The folder of the user's sockets, made private when missing."""
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    base = (Path(runtime, "llmi") if runtime
-            else Path(os.environ.get("TMPDIR") or "/tmp", f"llmi-{os.getuid()}"))
+    """The folder of the user's sockets, made private when missing; raises OSError when it
+    cannot be made."""
+    base = folder_path()
     base.mkdir(mode=0o700, parents=True, exist_ok=True)
     return base
+
+
+def folder_path() -> Path:
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    return (Path(runtime, "llmi") if runtime
+            else Path(os.environ.get("TMPDIR") or "/tmp", f"llmi-{os.getuid()}"))
 
 
 def private(path: Path) -> bool:
@@ -96,11 +101,14 @@ def key() -> str:
 def socket_path() -> Path | None:
     """The socket of this interpreter's server; None where its folder is not private or
     the path is too long for a Unix socket."""
-    base = folder()
-    path = base / f"server-{key()}.sock"
-    if not private(base) or len(os.fsencode(path)) > MAX_SOCKET_PATH:
+    try:
+        base = folder()
+        if not private(base):
+            return None
+    except OSError:  # a folder that cannot be made, or was removed this moment
         return None
-    return path
+    path = base / f"server-{key()}.sock"
+    return path if len(os.fsencode(path)) <= MAX_SOCKET_PATH else None
 
 
 def running(path: Path) -> int | None:

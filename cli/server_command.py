@@ -33,8 +33,8 @@ def add_server_parser(commands: argparse._SubParsersAction) -> None:
 def server_command(args: argparse.Namespace, console: Console) -> int:
     path = resident.socket_path()
     if path is None:
-        raise LlmiError(f"no resident server can run here: {resident.folder()} is not private "
-                        "or its path is too long for a socket",
+        raise LlmiError(f"no resident server can run here: {resident.folder_path()} cannot be "
+                        "made, is not private, or its path is too long for a socket",
                         "set XDG_RUNTIME_DIR to a short folder only you may enter")
     pid = resident.running(path)
     if pid is None:

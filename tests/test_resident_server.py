@@ -385,6 +385,9 @@ def test_the_socket_folder_must_be_private_and_its_path_short(
     assert resident.socket_path() == tmp_path / "llmi" / f"server-{resident.key()}.sock"
     os.chmod(tmp_path / "llmi", 0o750)
     assert resident.socket_path() is None
+    (tmp_path / "file").touch()
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "file"))
+    assert resident.socket_path() is None
 
 
 def test_server_status_and_stop(served: Served) -> None:
@@ -403,3 +406,13 @@ def test_a_served_stop_stops_its_own_server(served: Served) -> None:
     assert (status, out) == (0, f"server {served.process.pid} is stopping\n"), lines(err)
     assert not ran_here(err)
     assert served.process.wait(timeout=WAIT_S) == 0
+
+
+def test_server_status_where_no_server_can_run(tmp_path: Path) -> None:
+    (tmp_path / "file").touch()
+    done = subprocess.run([sys.executable, "-m", "llmi.cli", "server", "status"],
+                          env=dict(os.environ, XDG_RUNTIME_DIR=str(tmp_path / "file")),
+                          capture_output=True, text=True, timeout=WAIT_S)
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"llmi: no resident server can run here: {tmp_path}/file/llmi "
+                                  "cannot be made")
