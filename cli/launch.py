@@ -15,7 +15,6 @@ import atexit
 import contextlib
 import os
 import signal
-import socket
 import sys
 from collections.abc import Callable, Iterator, Sequence
 
@@ -75,6 +74,10 @@ def run_here(argv: Sequence[str]) -> int:
 def forwarded(argv: Sequence[str]) -> int | None:
     """The command's exit status, run by the resident server; None where none answered, or
     the one that answered is stale (it exits; the command should run here)."""
+    import socket  # here: a command that runs in this process needs none of it
+
+    from llmi.cli import wire
+
     path = resident.socket_path()
     if path is None:
         return None
@@ -87,16 +90,16 @@ def forwarded(argv: Sequence[str]) -> int | None:
             return None
         with _forwarding() as started, _streams() as fds:
             try:
-                resident.send(sock, request, fds)
+                wire.send(sock, request, fds)
                 sock.settimeout(ANSWER_S)
-                answer, _ = resident.receive(sock)
+                answer, _ = wire.receive(sock)
             except (OSError, ValueError):
                 return None
             if answer is None or "pid" not in answer:
                 return None
             sock.settimeout(None)
             started(answer["pid"])
-            answer, _ = resident.receive(sock)
+            answer, _ = wire.receive(sock)
     if answer is None:
         print("llmi: the llmi server stopped before the command ended\n"
               f"hint: run it again, or set {resident.SETTING}=off", file=sys.stderr)

@@ -1,6 +1,6 @@
-"""The resident server's address and wire format, shared by the ``llmi`` command and the
-server (``llmi.cli.server``). Standard library only: the command reads this before it
-imports anything else.
+"""The resident server's settings and address, shared by the ``llmi`` command and the
+server (``llmi.cli.server``). Standard library only, and little of it: every command
+reads this before it knows whether it runs in this process (``llmi.cli.launch``).
 
 With ``LLMI_SERVER=on`` the ``llmi`` command hands its arguments, environment, working
 folder and standard streams to a resident server that imported llmi's libraries once,
@@ -10,23 +10,16 @@ enter: ``$XDG_RUNTIME_DIR/llmi``, else ``$TMPDIR/llmi-<uid>`` (as tmux names its
 One server serves one interpreter and one way of starting it: the socket's name is a hash
 of the Python executable and version, llmi's location, and the environment variables that
 change how an interpreter starts (``PYTHON*``, the locale), so a command never reaches a
-server that would run it differently.
-
-Messages are length-prefixed JSON: four bytes of big-endian length, then the object.
+server that would run it differently. Their messages are in ``llmi.cli.wire``.
 """
 
 from __future__ import annotations
 
 import fcntl
-import hashlib
-import json
 import os
-import socket
 import stat
-import struct
 import sys
 from pathlib import Path
-from typing import Any
 
 import llmi
 
@@ -38,8 +31,6 @@ IDLE_SETTING, IDLE_S = "LLMI_SERVER_IDLE", 900.0
 """A server with no command to run for this many seconds exits."""
 MAX_SOCKET_PATH = 107
 """Bytes in a Unix socket's path, Linux's ``sun_path`` less its final NUL."""
-_HEADER = struct.Struct(">I")
-MAX_MESSAGE = 1 << 22
 STARTUP_ENV = ("LANG", "LANGUAGE")
 """Besides ``PYTHON*`` and ``LC_*``: what an interpreter reads as it starts."""
 
@@ -92,6 +83,10 @@ def private(path: Path) -> bool:
 
 def key() -> str:
     """What a server must share with the command it runs, as a short hash."""
+    # Here, not above: only a command that asks for the server needs them.
+    import hashlib
+    import json
+
     startup = sorted((name, value) for name, value in os.environ.items()
                      if name.startswith(("PYTHON", "LC_")) or name in STARTUP_ENV)
     facts = [sys.executable, sys.version, str(Path(llmi.__file__).parent), startup]
@@ -126,50 +121,3 @@ def running(path: Path) -> int | None:
     finally:
         os.close(lock)  # and with it a lock this took
     return None
-
-
-def send(sock: socket.socket, message: dict[str, Any], fds: list[int] | None = None) -> None:
-    """Send ``message``, and ``fds`` with its first bytes."""
-    body = json.dumps(message).encode()
-    data = _HEADER.pack(len(body)) + body
-    sent = socket.send_fds(sock, [data], fds) if fds else sock.send(data)
-    if sent < len(data):  # an empty send to a peer that has read all and closed fails
-        sock.sendall(data[sent:])
-
-
-def receive(sock: socket.socket, max_fds: int = 0) -> tuple[dict[str, Any] | None, list[int]]:
-    """The next message and the descriptors sent with it; None at the end of the stream."""
-    if max_fds:
-        first, fds, _, _ = socket.recv_fds(sock, _HEADER.size, max_fds)
-    else:
-        first, fds = sock.recv(_HEADER.size), []
-    header = first + _exactly(sock, _HEADER.size - len(first)) if first else b""
-    if len(header) < _HEADER.size:
-        _close(fds)
-        return None, []
-    (length,) = _HEADER.unpack(header)
-    if length > MAX_MESSAGE:
-        _close(fds)
-        raise ValueError(f"a message of {length} bytes")
-    body = _exactly(sock, length)
-    if len(body) < length:
-        _close(fds)
-        return None, []
-    return json.loads(body), fds
-
-
-def _exactly(sock: socket.socket, size: int) -> bytes:
-    """``size`` bytes, or fewer where the stream ends first."""
-    chunks, left = [], size
-    while left:
-        chunk = sock.recv(left)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
-
-
-def _close(fds: list[int]) -> None:
-    for fd in fds:
-        os.close(fd)

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import llmi
-from llmi.cli import resident
+from llmi.cli import resident, wire
 
 PRELOAD = (
     "langgraph.graph", "langgraph.checkpoint.sqlite", "langchain_openai", "PIL.Image",
@@ -197,12 +197,12 @@ class Server:
                 log.warning("refused a connection of uid %s", uid)
                 conn.close()
                 return
-            request, fds = resident.receive(conn, max_fds=3)
+            request, fds = wire.receive(conn, max_fds=3)
             if request is None or len(fds) != 3:
                 conn.close()
                 return
             if changed := _changed(self.known) or _differs(self.read, request["env"]):
-                resident.send(conn, {"stale": changed})
+                wire.send(conn, {"stale": changed})
                 conn.close()
                 self._stop_listening(f"{changed} changed")
                 return
@@ -211,7 +211,7 @@ class Server:
             self.commands[pid] = command
             self.selector.register(pidfd, selectors.EVENT_READ, ("ended", pid))
             self.selector.register(conn, selectors.EVENT_READ, ("gone", pid))
-            resident.send(conn, {"pid": pid})
+            wire.send(conn, {"pid": pid})
         except (OSError, ValueError) as exc:
             log.warning("a command could not start: %s", exc)
             conn.close()
@@ -227,7 +227,7 @@ class Server:
             self.spare = None
             self.selector.unregister(spare.pidfd)
             try:
-                resident.send(spare.sock, request, fds)
+                wire.send(spare.sock, request, fds)
                 return spare.pid, spare.pidfd
             except OSError:  # it ended before it read the command
                 with contextlib.suppress(ProcessLookupError):
@@ -274,7 +274,7 @@ class Server:
             self.selector.unregister(command.conn)
         os.close(command.pidfd)
         with contextlib.suppress(OSError):
-            resident.send(command.conn, {"status": 128 - code if code < 0 else code})
+            wire.send(command.conn, {"status": 128 - code if code < 0 else code})
         command.conn.close()
         self._fork_spare()
 
@@ -306,7 +306,7 @@ class Server:
         try:
             self._release(None)
             _start_chart_zygote()
-            request, fds = resident.receive(sock, max_fds=3)
+            request, fds = wire.receive(sock, max_fds=3)
             sock.close()
             if request is None:
                 atexit._run_exitfuncs()  # the zygote and its folders
