@@ -176,7 +176,7 @@ def resident_server(runtime: Path) -> Iterator[Served]:
 
 def _socket(runtime: Path) -> Path:
     """The socket a command of this interpreter looks for."""
-    return runtime / "llmi" / f"server-{resident.key()}.sock"
+    return resident.socket_in(runtime / "llmi")
 
 
 def sandbox() -> str:

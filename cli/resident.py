@@ -102,8 +102,13 @@ def socket_path() -> Path | None:
             return None
     except OSError:  # a folder that cannot be made, or was removed this moment
         return None
-    path = base / f"server-{key()}.sock"
+    path = socket_in(base)
     return path if len(os.fsencode(path)) <= MAX_SOCKET_PATH else None
+
+
+def socket_in(base: Path) -> Path:
+    """The socket of this interpreter's server in the folder ``base``."""
+    return base / f"server-{key()}.sock"
 
 
 def running(path: Path) -> int | None:

@@ -223,17 +223,14 @@ class Server:
                fds: list[int]) -> tuple[int, int]:
         """The process id and pidfd of the child that runs the command: the spare, or one
         forked now."""
-        if (spare := self.spare) is not None:
-            self.spare = None
-            self.selector.unregister(spare.pidfd)
+        if (spare := self._take_spare()) is not None:
             try:
                 wire.send(spare.sock, request, fds)
                 return spare.pid, spare.pidfd
             except OSError:  # it ended before it read the command
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(spare.pid, signal.SIGKILL)
-                os.waitpid(spare.pid, 0)
-                os.close(spare.pidfd)
+                _reaped(spare.pid, spare.pidfd)
             finally:
                 spare.sock.close()
         pid = os.fork()
@@ -255,24 +252,27 @@ class Server:
         self.spare = Spare(pid, ours, os.pidfd_open(pid))
         self.selector.register(self.spare.pidfd, selectors.EVENT_READ, ("spare ended", pid))
 
+    def _take_spare(self) -> Spare | None:
+        """The spare, no longer the server's to watch; None when there is none."""
+        spare, self.spare = self.spare, None
+        if spare is not None:
+            self.selector.unregister(spare.pidfd)
+        return spare
+
     def _spare_ended(self) -> None:
         """The spare ended before a command came; the next command gets a child of its own."""
-        assert self.spare is not None
-        spare, self.spare = self.spare, None
-        self.selector.unregister(spare.pidfd)
-        _, status = os.waitpid(spare.pid, 0)
-        os.close(spare.pidfd)
+        spare = self._take_spare()
+        assert spare is not None
+        code = _reaped(spare.pid, spare.pidfd)
         spare.sock.close()
-        log.warning("the spare child ended, status %d", os.waitstatus_to_exitcode(status))
+        log.warning("the spare child ended, status %d", code)
 
     def _ended(self, pid: int) -> None:
         command = self.commands.pop(pid)
-        _, status = os.waitpid(pid, 0)
-        code = os.waitstatus_to_exitcode(status)
         self.selector.unregister(command.pidfd)
         with contextlib.suppress(KeyError):  # unless it has gone already
             self.selector.unregister(command.conn)
-        os.close(command.pidfd)
+        code = _reaped(pid, command.pidfd)
         with contextlib.suppress(OSError):
             wire.send(command.conn, {"status": 128 - code if code < 0 else code})
         command.conn.close()
@@ -349,12 +349,16 @@ class Server:
         self.listener = None
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
-        if (spare := self.spare) is not None:
-            self.spare = None
-            self.selector.unregister(spare.pidfd)
+        if (spare := self._take_spare()) is not None:
             spare.sock.close()  # it reads the end, stops its zygote and exits
-            os.waitpid(spare.pid, 0)
-            os.close(spare.pidfd)
+            _reaped(spare.pid, spare.pidfd)
+
+
+def _reaped(pid: int, pidfd: int) -> int:
+    """The exit code of the child ``pid``, waited for; its pidfd is closed."""
+    _, status = os.waitpid(pid, 0)
+    os.close(pidfd)
+    return os.waitstatus_to_exitcode(status)
 
 
 def _run_command(request: dict[str, Any], fds: list[int]) -> int:

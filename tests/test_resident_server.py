@@ -92,7 +92,7 @@ def start(runtime: Path, **env: str) -> Served:
     command_env = dict(os.environ, LLMI_SERVER="on", XDG_RUNTIME_DIR=str(runtime))
     folder = runtime / "llmi"
     folder.mkdir(mode=0o700, exist_ok=True)
-    socket = folder / f"server-{resident.key()}.sock"
+    socket = resident.socket_in(folder)
     process = subprocess.Popen([sys.executable, "-P", "-m", "llmi.cli.server", str(socket)],
                                env=command_env | env, cwd="/", stdin=subprocess.DEVNULL,
                                start_new_session=True)
@@ -328,7 +328,7 @@ def test_without_a_server_the_command_runs_here_and_starts_one(runtime: Path) ->
     done = subprocess.run([sys.executable, "-X", "importtime", "-m", "llmi.cli", "--version"],
                           env=env, capture_output=True, text=True, timeout=WAIT_S)
     assert (done.returncode, done.stdout) == (0, "llmi 0.1.0\n") and ran_here(done.stderr)
-    socket = runtime / "llmi" / f"server-{resident.key()}.sock"
+    socket = resident.socket_in(runtime / "llmi")
     wait_for(socket.exists, "the server it started")
     served = Served(env, None, socket)  # type: ignore[arg-type]
     status, out, err = served.run("--version")
